@@ -1,0 +1,30 @@
+# Two commands do everything on a fresh machine with Python 3.11: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# 8 virtual CPU devices for the sharding tests (a separate process: the flag must precede JAX).
+SHARDED_FLAGS := XLA_FLAGS=--xla_force_host_platform_device_count=8
+
+.PHONY: install demo test test-fast bench fuzz lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m sigmoid_xent.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not sharded"
+	$(SHARDED_FLAGS) $(PY) -m pytest -q -m sharded || test $$? -eq 5  # 5: none collected
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .hypothesis build *.egg-info

@@ -1,0 +1,82 @@
+"""Argument checks and dtype rules shared by every public function.
+
+Every check runs at trace time on static shapes and dtypes, so it costs nothing inside ``jit``
+and fails before any computation with a message naming the argument.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+def _describe(x: Any) -> str:
+    return f"shape {tuple(np.shape(x))} and dtype {jnp.result_type(x)}"
+
+
+def not_none(value: Any, name: str, fn: str) -> None:
+    if value is None:
+        raise ValueError(f"{fn}: `{name}` must be an array, got None.")
+
+
+def as_logits(logits: Any, fn: str, name: str = "logits") -> Array:
+    """Returns `logits` as a float array; integer/bool logits are a TypeError."""
+    not_none(logits, name, fn)
+    dtype = jnp.result_type(logits)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+                f"{fn}: `{name}` must have a floating dtype (float16, bfloat16, float32, "
+                f"float64), got {_describe(logits)}. Cast it explicitly, e.g. "
+                f"`{name}.astype(jnp.float32)`.")
+    return jnp.asarray(logits)
+
+
+def as_float(value: Any, dtype: Any, name: str, fn: str) -> Array:
+    """Casts integer/bool values to `dtype`; float values keep their own dtype."""
+    not_none(value, name, fn)
+    value_dtype = jnp.result_type(value)
+    if jnp.issubdtype(value_dtype, jnp.complexfloating):
+        raise TypeError(f"{fn}: `{name}` must be real, got {_describe(value)}.")
+    if not jnp.issubdtype(value_dtype, jnp.floating):
+        return jnp.asarray(value, dtype)
+    return jnp.asarray(value)
+
+
+def compute_dtype(dtype: Any) -> Any:
+    """16-bit floats are computed in float32; float32/float64 in their own dtype."""
+    dtype = jnp.dtype(dtype)
+    return jnp.float32 if dtype.itemsize < 4 else dtype
+
+
+def same_shape(labels: Array, logits: Array, fn: str,
+                              names: tuple[str, str] = ("labels", "logits")) -> None:
+    if np.shape(labels) != np.shape(logits):
+        raise ValueError(
+                f"{fn}: `{names[0]}` and `{names[1]}` must have the same shape (no "
+                f"broadcasting, as in TensorFlow), got {names[0]} {_describe(labels)} and "
+                f"{names[1]} {_describe(logits)}.")
+
+
+def broadcastable_to(value: Any, shape: tuple[int, ...], name: str, fn: str,
+                                          target: str = "losses") -> None:
+    value_shape = tuple(np.shape(value))
+    try:
+        result = np.broadcast_shapes(value_shape, tuple(shape))
+    except ValueError:
+        result = None
+    if result != tuple(shape):
+        raise ValueError(
+                f"{fn}: `{name}` of shape {value_shape} cannot be broadcast to the {target} "
+                f"shape {tuple(shape)}.")
+
+
+def static_scalar(value: Any) -> float | None:
+    """The Python value of a concrete scalar, or None for arrays/tracers."""
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return float(value)
+    return None

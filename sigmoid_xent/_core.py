@@ -1,0 +1,314 @@
+"""The elementwise sigmoid cross-entropy losses and their custom VJP.
+
+One stable core, :func:`sigmoid_cross_entropy_with_logits`, carries the only copy of the logistic
+loss formula and its gradient; the weighted, focal, label-smoothed, Keras and ranking losses are
+all built from it.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from sigmoid_xent import _checks
+
+Array = jax.Array
+
+__all__ = [
+    "binary_cross_entropy",
+    "sigmoid_cross_entropy_with_logits",
+    "sigmoid_focal_loss",
+    "weighted_sigmoid_cross_entropy_with_logits",
+]
+
+
+def _loss_value(x: Array, z: Array) -> Array:
+    """``max(x, 0) - x*z + log1p(exp(-|x|))`` without ``inf * 0``.
+
+    The linear part is ``(1 - z) * x`` for ``x >= 0`` and ``-z * x`` below; a zero coefficient
+    contributes exactly 0 so that ``x = +inf, z = 1`` gives 0 instead of ``inf - inf``.
+    """
+    coef = jnp.where(x >= 0, 1 - z, -z)
+    linear = jnp.where(coef == 0, jnp.zeros_like(x), coef * x)
+    return linear + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+def _logits_grad(x: Array, z: Array) -> Array:
+    """``sigmoid(x) - z`` without cancellation for hard labels.
+
+    With ``e = exp(-|x|)`` and ``s = e / (1 + e) = sigmoid(-|x|)`` (never cancels), the gradient is
+    ``(1 - z) - s`` for ``x >= 0`` and ``s - z`` for ``x < 0``. ``e`` is recomputed from ``x``
+    rather than saved, so XLA shares it with the forward pass.
+    """
+    e = jnp.exp(-jnp.abs(x))
+    s = e / (1 + e)
+    return jnp.where(x >= 0, (1 - z) - s, s - z)
+
+
+@jax.custom_vjp
+def _sce(x: Array, z: Array) -> Array:
+    cd = _checks.compute_dtype(x.dtype)
+    return _loss_value(x.astype(cd), z.astype(cd)).astype(x.dtype)
+
+
+def _sce_fwd(x: Array, z: Array) -> tuple[Array, tuple[Array, Array]]:
+    # Plain jnp code (not `_sce` itself) keeps `jax.hessian` working.
+    cd = _checks.compute_dtype(x.dtype)
+    return _loss_value(x.astype(cd), z.astype(cd)).astype(x.dtype), (x, z)
+
+
+def _sce_bwd(res: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
+    x, z = res
+    cd = _checks.compute_dtype(x.dtype)
+    xc, zc = x.astype(cd), z.astype(cd)
+    # Under `jax.checkpoint` the cotangent can arrive as a Python scalar.
+    g = jnp.asarray(g).astype(cd)
+    gx = g * _logits_grad(xc, zc)
+    gz = -g * xc
+    return gx.astype(x.dtype), gz.astype(z.dtype)
+
+
+_sce.defvjp(_sce_fwd, _sce_bwd)
+
+
+def _prepare(labels: ArrayLike, logits: ArrayLike, fn: str) -> tuple[Array, Array]:
+    """Checks and converts (labels, logits); labels get the logits' dtype if not float."""
+    x = _checks.as_logits(logits, fn)
+    z = _checks.as_float(labels, x.dtype, "labels", fn)
+    _checks.same_shape(z, x, fn)
+    return z, x
+
+
+def sigmoid_cross_entropy_with_logits(labels: ArrayLike, logits: ArrayLike) -> Array:
+    r"""Sigmoid cross-entropy between labels and logits, elementwise and stable.
+
+    The loss of TensorFlow's ``tf.nn.sigmoid_cross_entropy_with_logits`` and PyTorch's
+    ``binary_cross_entropy_with_logits(reduction="none")``, accurate for every finite input and
+    for infinite logits, with gradients from a custom VJP.
+
+    .. math::
+
+        \ell(z, x) = \max(x, 0) - x z + \log(1 + e^{-|x|})
+        = -z \log\sigma(x) - (1 - z) \log(1 - \sigma(x))
+
+    Gradients: :math:`\partial\ell/\partial x = \sigma(x) - z`, computed as
+    :math:`(1 - z) - \sigma(-x)` for :math:`x \ge 0` so that hard labels never cancel (at
+    ``x = 30, z = 1`` it returns ``-9.357623e-14`` where ``sigmoid(x) - z`` gives 0), and
+    :math:`\partial\ell/\partial z = -x`. The second derivative in ``x`` is
+    :math:`\sigma(x)\sigma(-x)`, again without cancellation.
+
+    For ``logits = ±inf`` the loss is 0 where a hard label agrees, ``inf`` where it disagrees and
+    ``inf`` for soft labels, and the logits gradient is the finite ``sigmoid(±inf) - z`` (TF,
+    PyTorch and optax return NaN there). NaN propagates.
+
+    Works under ``jit``, ``vmap``, ``grad``, ``jax.checkpoint`` and ``jax.hessian`` /
+    ``jax.jacrev(jax.jacrev(f))``. JAX refuses forward mode (``jax.jvp``, ``jax.jacfwd``) on a
+    ``custom_vjp`` function: use ``jax.jacrev``, or ``jax.hessian`` for second derivatives.
+
+    Args:
+      labels: Targets of ``logits``' shape, any value in [0, 1] (soft labels allowed; values
+        outside are used as given, :func:`validate_inputs` reports them). Integer and bool labels
+        are cast to ``logits``' dtype.
+      logits: Float logits. float16/bfloat16 are computed in float32.
+
+    Returns:
+      The elementwise loss, with ``logits``' shape and dtype.
+
+    Raises:
+      TypeError: integer or bool ``logits``.
+      ValueError: ``labels`` and ``logits`` of different shapes (no broadcasting, as TF), or None.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import sigmoid_xent as sx
+      >>> logits = jnp.array([1., -1., 0., 1., -1., 0., 0.])
+      >>> labels = jnp.array([0., 0., 0., 1., 1., 1., 0.5])
+      >>> sx.sigmoid_cross_entropy_with_logits(labels, logits)
+      Array([1.3132617, 0.3132617, 0.6931472, 0.3132617, 1.3132617, 0.6931472,
+             0.6931472], dtype=float32)
+
+    References:
+      TensorFlow, ``tf.nn.sigmoid_cross_entropy_with_logits``.
+    """
+    z, x = _prepare(labels, logits, "sigmoid_cross_entropy_with_logits")
+    return _sce(x, z)
+
+
+def _softplus(x: Array) -> Array:
+    """``log(1 + exp(x))`` through the core (label 0), so it shares its numerics and VJP."""
+    return _sce(x, jnp.zeros_like(x))
+
+
+def weighted_sigmoid_cross_entropy_with_logits(
+    labels: ArrayLike, logits: ArrayLike, pos_weight: ArrayLike
+) -> Array:
+    r"""Sigmoid cross-entropy with the positive term scaled by ``pos_weight``.
+
+    TensorFlow's ``tf.nn.weighted_cross_entropy_with_logits`` and PyTorch's
+    ``BCEWithLogitsLoss(pos_weight=...)``, elementwise:
+
+    .. math::
+
+        \ell = w_+ \, z \, \mathrm{softplus}(-x) + (1 - z) \, \mathrm{softplus}(x)
+
+    Each softplus comes from the stable core, so nothing cancels: at labels ``[1, .5, 0]``,
+    logits ``[1.5, -0.1, -10]``, ``pos_weight=1.5`` the last element is ``4.5399e-05`` (TF's
+    float32 formula prints ``4.5776e-05``).
+
+    Args:
+      labels: Targets of ``logits``' shape (soft labels allowed).
+      logits: Float logits.
+      pos_weight: Weight of the positive term: a scalar, or an array broadcastable to
+        ``logits``' shape along the last axis (per class, ``[num_classes]``), as PyTorch.
+
+    Returns:
+      The elementwise loss, with ``logits``' shape and dtype.
+
+    Raises:
+      TypeError: integer or bool ``logits``.
+      ValueError: shape mismatch between ``labels`` and ``logits``, ``pos_weight`` not
+        broadcastable to ``logits``' shape, or a None argument.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import sigmoid_xent as sx
+      >>> sx.weighted_sigmoid_cross_entropy_with_logits(
+      ...     jnp.array([1., .5, 0.]), jnp.array([1.5, -0.1, -10.]), 1.5)
+      Array([3.0211994e-01, 8.8049585e-01, 4.5398901e-05], dtype=float32)
+    """
+    fn = "weighted_sigmoid_cross_entropy_with_logits"
+    z, x = _prepare(labels, logits, fn)
+    cd = _checks.compute_dtype(x.dtype)
+    pw = _checks.as_float(pos_weight, cd, "pos_weight", fn)
+    _checks.broadcastable_to(pw, x.shape, "pos_weight", fn, target="logits")
+    xc, zc, pw = x.astype(cd), z.astype(cd), pw.astype(cd)
+    loss = pw * zc * _softplus(-xc) + (1 - zc) * _softplus(xc)
+    return loss.astype(x.dtype)
+
+
+def _log_one_minus_pt(x: Array, z: Array) -> Array:
+    """``log(1 - p_t) = log(z sigmoid(-x) + (1 - z) sigmoid(x))``, finite gradients throughout.
+
+    With ``e = exp(-|x|)`` and ``c`` the label weight on the side ``sigmoid`` saturates to 1
+    (``1 - z`` for ``x >= 0``, ``z`` below), ``1 - p_t = (c + (1 - c) e) / (1 + e)``. For a label
+    that agrees (``c = 0``) this is ``-|x| - log1p(e) = -softplus(|x|)``, taken directly so it
+    never reaches ``log(0)``. Logits beyond ``limit`` (where ``e`` is already 0) are clamped: the
+    value is unchanged and an infinite loss next to it cannot turn the gradient into NaN.
+    """
+    limit = 2.0 * -jnp.log(jnp.finfo(x.dtype).tiny)
+    x = jnp.where(jnp.abs(x) < limit, x, jnp.sign(x) * limit)
+    c = jnp.where(x >= 0, 1 - z, z)
+    e = jnp.exp(-jnp.abs(x))
+    mix = jnp.where(c != 0, c + (1 - c) * e, jnp.ones_like(x))
+    return jnp.where(c != 0, jnp.log(mix) - _softplus(-jnp.abs(x)), -_softplus(jnp.abs(x)))
+
+
+def sigmoid_focal_loss(
+    labels: ArrayLike,
+    logits: ArrayLike,
+    alpha: ArrayLike | None = 0.25,
+    gamma: ArrayLike = 2.0,
+) -> Array:
+    r"""Focal loss of Lin et al. (2017) on logits, elementwise.
+
+    .. math::
+
+        \ell = \alpha_t \, (1 - p_t)^{\gamma} \, \mathrm{bce}(z, x), \quad
+        p_t = z\sigma(x) + (1 - z)(1 - \sigma(x)), \quad
+        \alpha_t = \alpha z + (1 - \alpha)(1 - z)
+
+    for every ``z`` in [0, 1], as ``torchvision.ops.sigmoid_focal_loss`` and Keras'
+    ``BinaryFocalCrossentropy(apply_class_balancing=True)``. ``bce`` is the stable core and
+    :math:`(1 - p_t)^\gamma` is evaluated as :math:`\exp(\gamma \log(1 - p_t))` with the log
+    taken without cancellation, so gradients stay finite at saturation and for ``gamma = 0`` or
+    ``0 < gamma < 1`` (where ``d/dp (1-p)**gamma`` is infinite and naive code returns NaN).
+
+    Args:
+      labels: Targets of ``logits``' shape, hard or soft.
+      logits: Float logits.
+      alpha: Weight of the positive class in [0, 1]; ``None`` or a negative value (torchvision's
+        ``-1``) disables the class balance (``alpha_t = 1``).
+      gamma: Focusing exponent, ``>= 0``; ``gamma = 0`` gives ``alpha_t * bce``.
+
+    Returns:
+      The elementwise loss, with ``logits``' shape and dtype.
+
+    Raises:
+      TypeError: integer or bool ``logits``.
+      ValueError: shape mismatch, a None label/logit, or a negative static ``gamma``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import sigmoid_xent as sx
+      >>> sx.sigmoid_focal_loss(jnp.array([1., 0.]), jnp.array([2., 2.]))
+      Array([4.508906e-04, 1.237559e+00], dtype=float32)
+
+    References:
+      Lin et al., "Focal Loss for Dense Object Detection", 2017.
+    """
+    fn = "sigmoid_focal_loss"
+    z, x = _prepare(labels, logits, fn)
+    cd = _checks.compute_dtype(x.dtype)
+    g_static = _checks.static_scalar(gamma)
+    if g_static is not None and g_static < 0:
+        raise ValueError(f"{fn}: `gamma` must be >= 0, got {gamma}.")
+    xc, zc = x.astype(cd), z.astype(cd)
+    bce = _sce(xc, zc)
+    if g_static == 0.0:
+        modulator = jnp.ones_like(xc)
+    else:
+        g = _checks.as_float(gamma, cd, "gamma", fn).astype(cd)
+        modulator = jnp.exp(g * _log_one_minus_pt(xc, zc))
+    loss = modulator * bce
+    if alpha is not None:
+        a = _checks.as_float(alpha, cd, "alpha", fn).astype(cd)
+        alpha_t = a * zc + (1 - a) * (1 - zc)
+        loss = jnp.where(a >= 0, alpha_t, jnp.ones_like(alpha_t)) * loss
+    return loss.astype(x.dtype)
+
+
+def binary_cross_entropy(
+    labels: ArrayLike, probs: ArrayLike, epsilon: float = 1e-7
+) -> Array:
+    r"""Binary cross-entropy on probabilities, exactly as tf.keras 2 computes it.
+
+    .. math::
+
+        p' = \mathrm{clip}(p, \epsilon, 1 - \epsilon), \quad
+        \ell = -\big(z \log(p' + \epsilon) + (1 - z) \log(1 - p' + \epsilon)\big)
+
+    Computed in the input dtype for float32/float64 (as TF does; 16-bit in float32), so float32
+    gives ``15.333239`` for ``p=1, z=0`` and ``15.424949`` for ``p=0, z=1``. Keras 3 adds no
+    epsilon inside the logs (``15.942`` and ``16.118``), and PyTorch's ``BCELoss`` clamps each log
+    at -100 instead of clipping ``p``. Prefer :func:`sigmoid_cross_entropy_with_logits` on logits:
+    it is exact where this one is capped.
+
+    Args:
+      labels: Targets of ``probs``' shape.
+      probs: Float probabilities in [0, 1].
+      epsilon: The fuzz factor (Keras' ``backend.epsilon()``).
+
+    Returns:
+      The elementwise loss, with ``probs``' shape and dtype.
+
+    Raises:
+      TypeError: integer or bool ``probs``.
+      ValueError: shape mismatch or a None argument.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import sigmoid_xent as sx
+      >>> sx.binary_cross_entropy(jnp.array([0., 1.]), jnp.array([1., 0.]))
+      Array([15.333239, 15.424949], dtype=float32)
+    """
+    fn = "binary_cross_entropy"
+    p = _checks.as_logits(probs, fn, name="probs")
+    z = _checks.as_float(labels, p.dtype, "labels", fn)
+    _checks.same_shape(z, p, fn, names=("labels", "probs"))
+    cd = _checks.compute_dtype(p.dtype)
+    pc, zc = p.astype(cd), z.astype(cd)
+    eps = jnp.asarray(epsilon, cd)
+    pc = jnp.clip(pc, eps, 1 - eps)
+    loss = -(zc * jnp.log(pc + eps) + (1 - zc) * jnp.log(1 - pc + eps))
+    return loss.astype(p.dtype)

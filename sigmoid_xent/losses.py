@@ -1,0 +1,224 @@
+"""TensorFlow v1 and Keras compatible losses built on the stable core."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from sigmoid_xent import _checks
+from sigmoid_xent._core import binary_cross_entropy, sigmoid_cross_entropy_with_logits
+from sigmoid_xent.reductions import Reduction, reduce_loss
+
+Array = jax.Array
+
+__all__ = ["BinaryCrossentropy", "binary_crossentropy", "sigmoid_cross_entropy"]
+
+
+def smooth_labels(labels: Array, label_smoothing: ArrayLike, dtype: Any) -> Array:
+    """``z * (1 - s) + 0.5 * s`` in ``dtype`` (labels squeezed towards 1/2, as TF and Keras)."""
+    if _checks.static_scalar(label_smoothing) == 0.0:
+        return labels.astype(dtype)
+    s = jnp.asarray(label_smoothing).astype(dtype)
+    return labels.astype(dtype) * (1 - s) + 0.5 * s
+
+
+def sigmoid_cross_entropy(
+    multi_class_labels: ArrayLike,
+    logits: ArrayLike,
+    weights: ArrayLike = 1.0,
+    label_smoothing: ArrayLike = 0.0,
+    reduction: str | Reduction | None = Reduction.SUM_BY_NONZERO_WEIGHTS,
+) -> Array:
+    r"""``tf.compat.v1.losses.sigmoid_cross_entropy``: weighted, label-smoothed and reduced.
+
+    .. math::
+
+        z' = z (1 - s) + s / 2, \qquad
+        L = \mathrm{reduce}\big(w \cdot \ell(z', x)\big)
+
+    with :math:`\ell` the stable elementwise loss and ``reduce`` as in :func:`reduce_loss`. The
+    default ``sum_by_nonzero_weights`` divides by the number of non-zero broadcast weights
+    (negative ones count); ``mean`` divides by their sum; both give 0 when the denominator is 0.
+
+    Args:
+      multi_class_labels: ``[batch, num_classes]`` labels in [0, 1] (int, bool or float).
+      logits: Float logits of the labels' shape.
+      weights: A scalar, or an array of the losses' rank whose every dimension is 1 or equal to
+        the loss dimension (``[batch, 1]`` per sample). A bare ``[batch]`` vector for 2-D losses is
+        a ValueError, as in TF (despite its docstring).
+      label_smoothing: Smoothing towards 1/2, ``s`` above.
+      reduction: A :class:`Reduction` or its name (TF spellings accepted).
+
+    Returns:
+      The reduced loss in ``logits``' dtype; ``logits``' shape for ``none``, else a scalar.
+
+    Raises:
+      ValueError: None arguments, shape mismatch, weights of another rank or of a dimension
+        neither 1 nor equal, or an unknown reduction.
+      TypeError: integer ``logits``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import sigmoid_xent as sx
+      >>> labels = jnp.array([[0., 1.], [1., 0.]])
+      >>> logits = jnp.array([[-2., 3.], [0.5, 1.]])
+      >>> sx.sigmoid_cross_entropy(labels, logits, weights=jnp.array([[1.], [0.]]))
+      Array(0.08775769, dtype=float32)
+    """
+    fn = "sigmoid_cross_entropy"
+    _checks.not_none(multi_class_labels, "multi_class_labels", fn)
+    _checks.not_none(logits, "logits", fn)
+    _checks.not_none(weights, "weights", fn)
+    x = _checks.as_logits(logits, fn)
+    z = _checks.as_float(multi_class_labels, x.dtype, "multi_class_labels", fn)
+    _checks.same_shape(z, x, fn, names=("multi_class_labels", "logits"))
+    w_shape = tuple(np.shape(weights))
+    if w_shape and (
+        len(w_shape) != x.ndim or any(w not in (1, d) for w, d in zip(w_shape, x.shape))
+    ):
+        raise ValueError(
+            f"{fn}: `weights` of shape {w_shape} must be a scalar or have the losses' rank "
+            f"{x.ndim} with every dimension 1 or equal to the losses shape {x.shape} "
+            "(use [batch, 1] for per-sample weights).")
+    cd = _checks.compute_dtype(x.dtype)
+    z = smooth_labels(z, label_smoothing, cd)
+    losses = sigmoid_cross_entropy_with_logits(z, x.astype(cd))
+    return reduce_loss(losses, weights, reduction).astype(x.dtype)
+
+
+def binary_crossentropy(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    from_logits: bool = False,
+    label_smoothing: ArrayLike = 0.0,
+    axis: int = -1,
+) -> Array:
+    r"""Keras' ``binary_crossentropy`` function: elementwise loss, then the mean over ``axis``.
+
+    With ``from_logits=True`` the elementwise loss is the stable
+    :func:`sigmoid_cross_entropy_with_logits`; otherwise the probability-space
+    :func:`binary_cross_entropy` of tf.keras 2. Labels are smoothed to ``z (1 - s) + s / 2``.
+
+    Args:
+      y_true: Targets of ``y_pred``' shape.
+      y_pred: Probabilities, or logits if ``from_logits``.
+      from_logits: Whether ``y_pred`` holds logits.
+      label_smoothing: Smoothing towards 1/2.
+      axis: The axis averaged over.
+
+    Returns:
+      The per-sample loss: ``y_pred``' shape without ``axis``, in ``y_pred``' dtype.
+
+    Raises:
+      ValueError: shape mismatch, a None argument, or ``axis`` out of range.
+      TypeError: integer ``y_pred``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import sigmoid_xent as sx
+      >>> sx.binary_crossentropy(jnp.array([[0., 1.], [0., 0.]]),
+      ...                        jnp.array([[0.6, 0.4], [0.4, 0.6]]))
+      Array([0.9162905 , 0.71355796], dtype=float32)
+    """
+    fn = "binary_crossentropy"
+    pred = _checks.as_logits(y_pred, fn, name="y_pred")
+    true = _checks.as_float(y_true, pred.dtype, "y_true", fn)
+    _checks.same_shape(true, pred, fn, names=("y_true", "y_pred"))
+    if not -max(pred.ndim, 1) <= axis < max(pred.ndim, 1) or pred.ndim == 0:
+        raise ValueError(f"{fn}: `axis` {axis} is out of range for y_pred of shape {pred.shape}.")
+    cd = _checks.compute_dtype(pred.dtype)
+    true = smooth_labels(true, label_smoothing, cd)
+    if from_logits:
+        elementwise = sigmoid_cross_entropy_with_logits(true, pred.astype(cd))
+    else:
+        elementwise = binary_cross_entropy(true, pred.astype(cd))
+    return jnp.mean(elementwise, axis=axis).astype(pred.dtype)
+
+
+def keras_sample_weight(sample_weight: Any, loss_shape: tuple[int, ...], fn: str) -> Array:
+    """Keras 2's rules: ``[batch]`` is per sample; one extra trailing 1 is squeezed."""
+    w = _checks.as_float(sample_weight, jnp.float32, "sample_weight", fn)
+    shape = tuple(w.shape)
+    if len(shape) == len(loss_shape) + 1 and shape[-1] == 1:
+        w = w.reshape(shape[:-1])
+    elif len(shape) == 1 and len(loss_shape) > 1 and shape[0] == loss_shape[0]:
+        w = w.reshape(shape + (1,) * (len(loss_shape) - 1))
+    try:
+        ok = np.broadcast_shapes(w.shape, loss_shape) == tuple(loss_shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{fn}: `sample_weight` of shape {shape} must be a scalar, [batch], or broadcastable "
+            f"to the per-sample loss shape {tuple(loss_shape)} (one more trailing dimension of "
+            "size 1 is squeezed).")
+    return w
+
+
+@dataclasses.dataclass(frozen=True)
+class BinaryCrossentropy:
+    """Keras' ``BinaryCrossentropy`` loss object, immutable and hashable.
+
+    ``__call__(y_true, y_pred, sample_weight=None)`` computes :func:`binary_crossentropy` per
+    sample, multiplies by ``sample_weight`` (a scalar, ``[batch]``, or broadcastable to the
+    per-sample loss shape ``[batch, d0, .., dN-1]``; one more trailing dimension of 1 is squeezed,
+    as Keras 2) and applies ``reduction`` (``auto`` = ``sum_over_batch_size``). Unlike Keras 2,
+    ``y_true`` and ``y_pred`` must have equal shapes.
+
+    Being a frozen dataclass, an instance can be closed over or passed as a static argument to
+    ``jax.jit``. ``get_config()`` / ``from_config()`` round-trip it.
+
+    Args:
+      from_logits: Whether ``y_pred`` holds logits (recommended: exact) or probabilities.
+      label_smoothing: Smoothing towards 1/2.
+      axis: The axis averaged over per sample.
+      reduction: A :class:`Reduction` or its name; kept as given in the config.
+      name: A name, for the config.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import sigmoid_xent as sx
+      >>> y_true = jnp.array([[0., 1.], [0., 0.]])
+      >>> y_pred = jnp.array([[0.6, 0.4], [0.4, 0.6]])
+      >>> bce = sx.BinaryCrossentropy()
+      >>> bce(y_true, y_pred)
+      Array(0.81492424, dtype=float32)
+      >>> bce(y_true, y_pred, sample_weight=jnp.array([1., 0.]))
+      Array(0.45814526, dtype=float32)
+      >>> sx.BinaryCrossentropy(reduction="sum")(y_true, y_pred)
+      Array(1.6298485, dtype=float32)
+    """
+
+    from_logits: bool = False
+    label_smoothing: float = 0.0
+    axis: int = -1
+    reduction: str | Reduction | None = "auto"
+    name: str | None = "binary_crossentropy"
+
+    def __post_init__(self) -> None:
+        Reduction.parse(self.reduction)  # Fail at construction on an unknown name.
+
+    def __call__(
+        self, y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> Array:
+        """The reduced loss (per-sample losses of shape ``[batch, d0, .., dN-1]`` for none)."""
+        per_sample = binary_crossentropy(
+            y_true, y_pred, self.from_logits, self.label_smoothing, self.axis)
+        weights = None
+        if sample_weight is not None:
+            weights = keras_sample_weight(sample_weight, per_sample.shape, "BinaryCrossentropy")
+        return reduce_loss(per_sample, weights, self.reduction)
+
+    def get_config(self) -> dict[str, Any]:
+        """A plain dict of the constructor arguments (the reduction as given)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> BinaryCrossentropy:
+        """Rebuilds the object from :meth:`get_config`'s dict."""
+        return cls(**config)

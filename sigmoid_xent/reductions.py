@@ -1,0 +1,158 @@
+"""Reductions shared by every loss: `Reduction` and `reduce_loss`."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from sigmoid_xent import _checks
+
+Array = jax.Array
+
+__all__ = ["Reduction", "reduce_loss"]
+
+
+class Reduction(str, enum.Enum):
+    """How a loss tensor becomes the value returned to the caller.
+
+    A ``str`` enum: members compare equal to their lower-case names. TF's and Keras' spellings are
+    accepted by :meth:`parse` (case-insensitive): ``SUM_OVER_NONZERO_WEIGHTS`` is
+    ``sum_by_nonzero_weights``, ``AUTO`` is ``sum_over_batch_size`` and ``None`` is ``none``.
+
+    Note: ``MEAN`` is TF v1's *weighted* mean, ``sum(w * l) / sum(w)``. Keras 3's plain ``"mean"``
+    loss reduction means ``SUM_OVER_BATCH_SIZE`` here.
+
+    Examples:
+      >>> import sigmoid_xent as sx
+      >>> sx.Reduction.parse("SUM_OVER_NONZERO_WEIGHTS")
+      <Reduction.SUM_BY_NONZERO_WEIGHTS: 'sum_by_nonzero_weights'>
+      >>> sx.Reduction.parse("auto") == "sum_over_batch_size"
+      True
+    """
+
+    NONE = "none"
+    SUM = "sum"
+    MEAN = "mean"
+    SUM_OVER_BATCH_SIZE = "sum_over_batch_size"
+    SUM_BY_NONZERO_WEIGHTS = "sum_by_nonzero_weights"
+    MEAN_WITH_SAMPLE_WEIGHT = "mean_with_sample_weight"
+
+    @classmethod
+    def parse(cls, name: Any) -> Reduction:
+        """The member named ``name`` (any case, TF/Keras aliases); ValueError otherwise."""
+        return cls(canonical_name(name, [m.value for m in cls], "reduction"))
+
+
+_ALIASES = {
+    "auto": "sum_over_batch_size",
+    "sum_over_nonzero_weights": "sum_by_nonzero_weights",
+}
+
+
+def canonical_name(name: Any, valid: Iterable[str], fn: str) -> str:
+    """Lower-case canonical spelling of a reduction name among ``valid``; ValueError if unknown."""
+    valid = list(valid)
+    if name is None:
+        key = "none"
+    elif isinstance(name, str):  # Reduction members are str too.
+        key = name.value if isinstance(name, enum.Enum) else name.lower()
+        key = _ALIASES.get(key, key)
+    else:
+        key = None
+    if key not in valid:
+        raise ValueError(
+            f"{fn}: unknown reduction {name!r}; expected one of {valid} (any case), or 'auto', "
+            "'sum_over_nonzero_weights' or None.")
+    return key
+
+
+def _acc_dtype(dtype: Any) -> Any:
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def safe_divide(num: Array, den: Array) -> Array:
+    """``num / den``, 0 where ``den == 0``, with finite gradients there (double where)."""
+    ok = den != 0
+    return jnp.where(ok, num / jnp.where(ok, den, jnp.ones_like(den)), jnp.zeros_like(num))
+
+
+def reduce_loss(
+    losses: ArrayLike,
+    weights: ArrayLike | None = None,
+    reduction: str | Reduction | None = Reduction.SUM_BY_NONZERO_WEIGHTS,
+) -> Array:
+    r"""Weights and reduces a loss tensor, as TF v1's ``compute_weighted_loss`` and Keras.
+
+    With :math:`w` the weights broadcast to ``losses``' shape:
+
+    ============================  ============================================================
+    ``none``                      :math:`w \ell` (``losses``' shape)
+    ``sum``                       :math:`\sum w \ell`
+    ``mean``                      :math:`\sum w \ell / \sum w` (TF v1's weighted mean)
+    ``sum_over_batch_size``       :math:`\sum w \ell / \mathrm{size}(\ell)` (Keras ``auto``)
+    ``sum_by_nonzero_weights``    :math:`\sum w \ell / \#\{w \ne 0\}` (negative weights count)
+    ``mean_with_sample_weight``   :math:`\sum w \ell / \sum w_{given}` (Keras 3; the weights as
+                                  given, before broadcasting; ``size`` when ``weights`` is None)
+    ============================  ============================================================
+
+    Every quotient is 0 when its denominator is 0, with finite gradients. Sums accumulate in at
+    least float32; the result has ``losses``' dtype. Pure, jittable and vmappable.
+
+    Args:
+      losses: Float loss tensor.
+      weights: None (all ones), or an array broadcastable to ``losses``' shape.
+      reduction: A :class:`Reduction` or its name, any case; TF/Keras aliases accepted.
+
+    Returns:
+      A scalar, or for ``none`` an array of ``losses``' shape.
+
+    Raises:
+      ValueError: ``weights`` not broadcastable to ``losses``, or an unknown reduction.
+      TypeError: integer ``losses``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import sigmoid_xent as sx
+      >>> losses = jnp.array([[1., 2.], [3., 4.]])
+      >>> sx.reduce_loss(losses, jnp.array([[1.], [0.]]), "sum_by_nonzero_weights")
+      Array(1.5, dtype=float32)
+      >>> sx.reduce_loss(losses, jnp.array([[1.], [0.]]), "MEAN")
+      Array(1.5, dtype=float32)
+      >>> sx.reduce_loss(losses, reduction="sum")
+      Array(10., dtype=float32)
+    """
+    fn = "reduce_loss"
+    red = Reduction.parse(reduction)
+    losses = _checks.as_logits(losses, fn, name="losses")
+    acc = _acc_dtype(losses.dtype)
+    if weights is None:
+        w_given = None
+        w = jnp.ones((), acc)
+    else:
+        w_given = _checks.as_float(weights, acc, "weights", fn)
+        _checks.broadcastable_to(w_given, losses.shape, "weights", fn)
+        w = w_given.astype(acc)
+    weighted = losses.astype(acc) * w
+    if red is Reduction.NONE:
+        return weighted.astype(losses.dtype)
+    total = jnp.sum(weighted)
+    if red is Reduction.SUM:
+        out = total
+    elif red is Reduction.MEAN:
+        out = safe_divide(total, jnp.sum(jnp.broadcast_to(w, losses.shape)))
+    elif red is Reduction.SUM_OVER_BATCH_SIZE or (
+        red is Reduction.MEAN_WITH_SAMPLE_WEIGHT and w_given is None
+    ):
+        out = safe_divide(total, jnp.asarray(np.prod(losses.shape, dtype=np.int64), acc))
+    elif red is Reduction.SUM_BY_NONZERO_WEIGHTS:
+        count = jnp.sum(jnp.broadcast_to(w != 0, losses.shape), dtype=acc)
+        out = safe_divide(total, count)
+    else:  # MEAN_WITH_SAMPLE_WEIGHT
+        out = safe_divide(total, jnp.sum(w))
+    return out.astype(losses.dtype)

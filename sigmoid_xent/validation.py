@@ -1,0 +1,88 @@
+"""Data-dependent input checks with ``jax.experimental.checkify``."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import checkify
+from jax.typing import ArrayLike
+
+from sigmoid_xent import _checks
+
+__all__ = ["validate_inputs"]
+
+
+def validate_inputs(
+    labels: ArrayLike,
+    logits: ArrayLike | None = None,
+    *,
+    segment_ids: ArrayLike | None = None,
+    num_segments: int | None = None,
+    allow_padding: bool = False,
+) -> None:
+    """Checks the values the losses cannot check at trace time, with ``checkify.check``.
+
+    Reports labels outside [0, 1] (NaN included; labels < 0 are padding and allowed when
+    ``allow_padding`` or ``segment_ids`` is given), non-finite logits, and segment ids outside
+    ``[0, num_segments)``. Called eagerly it raises at once; inside ``jax.jit`` wrap the step in
+    ``checkify.checkify(...)`` and read the returned error (none for valid inputs). The losses
+    never call it themselves, so plain ``jit`` keeps working.
+
+    Args:
+      labels: Labels of any shape.
+      logits: Optional logits, checked for NaN and inf.
+      segment_ids: Optional integer segment ids of the packed ranking layout.
+      num_segments: Number of segments, required with ``segment_ids``.
+      allow_padding: Accept labels < 0 (ranking padding).
+
+    Raises:
+      ValueError: ``segment_ids`` without a static ``num_segments`` or with a non-integer dtype.
+      jax.experimental.checkify.JaxRuntimeError: eagerly, for a failed value check.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from jax.experimental import checkify
+      >>> import sigmoid_xent as sx
+      >>> step = jax.jit(checkify.checkify(
+      ...     lambda z, x: sx.validate_inputs(z, x)))
+      >>> err, _ = step(jnp.array([0., 1.5]), jnp.array([0., 1.]))
+      >>> print(err.get())  # doctest: +ELLIPSIS
+      validate_inputs: labels must lie in [0, 1]...
+      >>> err, _ = step(jnp.array([0., 1.]), jnp.array([0., 1.]))
+      >>> err.get() is None
+      True
+    """
+    fn = "validate_inputs"
+    _checks.not_none(labels, "labels", fn)
+    z = jnp.asarray(labels)
+    if jnp.issubdtype(z.dtype, jnp.floating):
+        padding = allow_padding or segment_ids is not None
+        low_ok = (z >= 0) | (z < 0) & padding
+        checkify.check(
+            jnp.all(low_ok & (z <= 1)),
+            "validate_inputs: labels must lie in [0, 1]"
+            + (" (or < 0 for padding)" if padding else "")
+            + "; found {bad} bad label(s), first at flat index {idx}.",
+            bad=jnp.sum(~(low_ok & (z <= 1))), idx=jnp.argmin(low_ok & (z <= 1)))
+    if logits is not None:
+        x = jnp.asarray(logits)
+        finite = jnp.isfinite(x)
+        checkify.check(
+            jnp.all(finite),
+            "validate_inputs: logits must be finite; found {bad} NaN/inf logit(s), first at "
+            "flat index {idx}.", bad=jnp.sum(~finite), idx=jnp.argmin(finite))
+    if segment_ids is not None:
+        ids = jnp.asarray(segment_ids)
+        if not jnp.issubdtype(ids.dtype, jnp.integer):
+            raise ValueError(
+                f"{fn}: `segment_ids` must be integers, got dtype {ids.dtype}.")
+        if num_segments is None or isinstance(num_segments, jax.core.Tracer):
+            raise ValueError(
+                f"{fn}: `num_segments` must be a static Python int with `segment_ids`, got "
+                f"{num_segments!r}.")
+        ok = (ids >= 0) & (ids < num_segments)
+        checkify.check(
+            jnp.all(ok),
+            f"validate_inputs: segment ids must lie in [0, {int(num_segments)}); found "
+            "{bad} out of range, first at flat index {idx}.",
+            bad=jnp.sum(~ok), idx=jnp.argmin(ok))
