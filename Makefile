@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+LINT_STAMP := $(VENV)/.lint-stamp
 # 8 virtual CPU devices for the sharding tests (a separate process: the flag must precede JAX).
 SHARDED_FLAGS := XLA_FLAGS=--xla_force_host_platform_device_count=8
 
@@ -11,7 +12,7 @@ SHARDED_FLAGS := XLA_FLAGS=--xla_force_host_platform_device_count=8
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,flax,equinox,notebooks]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,6 +26,15 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+$(LINT_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[lint]'
+	touch $(LINT_STAMP)
+
+lint: $(LINT_STAMP)
+	$(PY) -m ruff check sigmoid_xent tests benchmarks
+	$(PY) -m ruff format --check sigmoid_xent
+	$(PY) -m mypy sigmoid_xent
 
 clean:
 	rm -rf $(VENV) .hypothesis build *.egg-info
