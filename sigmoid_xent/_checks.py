@@ -24,9 +24,15 @@ def not_none(value: Any, name: str, fn: str) -> None:
         raise ValueError(f"{fn}: `{name}` must be an array, got None.")
 
 
+def _nested(value: Any) -> Any:
+    """Python lists/tuples (as Keras users pass them) become arrays with JAX's default dtypes."""
+    return jnp.asarray(value) if isinstance(value, (list, tuple)) else value
+
+
 def as_logits(logits: Any, fn: str, name: str = "logits") -> Array:
     """Returns `logits` as a float array; integer/bool logits are a TypeError."""
     not_none(logits, name, fn)
+    logits = _nested(logits)
     dtype = jnp.result_type(logits)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
@@ -39,6 +45,7 @@ def as_logits(logits: Any, fn: str, name: str = "logits") -> Array:
 def as_float(value: Any, dtype: Any, name: str, fn: str) -> Array:
     """Casts integer/bool values to `dtype`; float values keep their own dtype."""
     not_none(value, name, fn)
+    value = _nested(value)
     value_dtype = jnp.result_type(value)
     if jnp.issubdtype(value_dtype, jnp.complexfloating):
         raise TypeError(f"{fn}: `{name}` must be real, got {_describe(value)}.")
