@@ -7,7 +7,7 @@ LINT_STAMP := $(VENV)/.lint-stamp
 # 8 virtual CPU devices for the sharding tests (a separate process: the flag must precede JAX).
 SHARDED_FLAGS := XLA_FLAGS=--xla_force_host_platform_device_count=8
 
-.PHONY: install demo test test-fast bench fuzz lint clean
+.PHONY: install demo test test-fast bench fuzz lint notebooks clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ bench: $(STAMP)
 $(LINT_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[lint]'
 	touch $(LINT_STAMP)
+
+# Rebuild and re-execute the tutorial notebooks from notebooks/src/*.py.
+notebooks: $(STAMP)
+	$(PY) notebooks/build.py
 
 lint: $(LINT_STAMP)
 	$(PY) -m ruff check sigmoid_xent tests benchmarks

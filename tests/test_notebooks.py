@@ -64,14 +64,14 @@ def _run(name: str):
     return saved, nb
 
 
-def _assert_close_tree(saved, fresh, rtol: float, path: str = "summary") -> None:
-    """Saved and fresh summaries agree: same keys, equal bools/ints, floats within rtol."""
+def _assert_close_tree(saved, fresh, rtol: float, atol: float, path: str = "summary") -> None:
+    """Saved and fresh summaries agree: same keys, equal bools/ints, floats within tolerance."""
     if isinstance(saved, dict):
         assert saved.keys() == fresh.keys(), (path, saved.keys(), fresh.keys())
         for key in saved:
-            _assert_close_tree(saved[key], fresh[key], rtol, f"{path}.{key}")
+            _assert_close_tree(saved[key], fresh[key], rtol, atol, f"{path}.{key}")
     elif isinstance(saved, float):
-        assert math.isclose(saved, fresh, rel_tol=rtol, abs_tol=1e-9), (
+        assert math.isclose(saved, fresh, rel_tol=rtol, abs_tol=atol), (
             f"{path}: the committed notebook says {saved}, the code now gives {fresh}; "
             "rebuild it with `python notebooks/build.py`"
         )
@@ -79,9 +79,11 @@ def _assert_close_tree(saved, fresh, rtol: float, path: str = "summary") -> None
         assert saved == fresh, (path, saved, fresh)
 
 
-def _check_saved(saved, fresh, rtol: float = 1e-3) -> dict:
+def _check_saved(saved, fresh, rtol: float = 1e-3, atol: float = 1e-9) -> dict:
+    """Checks the committed outputs are current (training metrics may move a little between
+    CPUs, hence the looser tolerances of the training notebooks)."""
     summary = _summary(fresh)
-    _assert_close_tree(_summary(saved), summary, rtol)
+    _assert_close_tree(_summary(saved), summary, rtol, atol)
     # Plots are saved with the committed notebook.
     has_png = any(
         "image/png" in o.get("data", {})
@@ -107,7 +109,7 @@ def test_01_quickstart():
 
 def test_02_training_with_optax():
     saved, nb = _run("02_training_with_optax.ipynb")
-    result = _check_saved(saved, nb, rtol=2e-2)
+    result = _check_saved(saved, nb, rtol=5e-2, atol=0.05)
     s = result["summary"]
     assert result["has_png"]
     assert set(s) == {"plain", "label smoothing", "pos_weight", "focal"}
@@ -121,7 +123,7 @@ def test_02_training_with_optax():
 
 def test_03_learning_to_rank():
     saved, nb = _run("03_learning_to_rank.ipynb")
-    result = _check_saved(saved, nb, rtol=2e-2)
+    result = _check_saved(saved, nb, rtol=5e-2, atol=0.05)
     s = result["summary"]
     assert result["has_png"]
     assert s["packed_equals_dense"]
