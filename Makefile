@@ -36,7 +36,7 @@ notebooks: $(STAMP)
 	$(PY) notebooks/build.py
 
 lint: $(LINT_STAMP)
-	$(PY) -m ruff check sigmoid_xent tests benchmarks
+	$(PY) -m ruff check sigmoid_xent tests $(wildcard benchmarks)
 	$(PY) -m ruff format --check sigmoid_xent
 	$(PY) -m mypy sigmoid_xent
 
