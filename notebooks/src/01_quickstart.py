@@ -125,9 +125,10 @@ display(Markdown("\n".join(rows)))
 print(f"{sum(seed_ok)}/{len(seed_ok)} documented examples reproduced")
 
 # %% [markdown]
-# The one "1 ulp" row is TensorFlow disagreeing with itself: for logit 1 and label 1 the first
-# example prints `0.3132617` and the second `0.31326166`, two neighbouring float32 numbers (one
-# unit in the last place apart). sigmoid_xent gives `0.3132617` for both.
+# A "1 ulp" row is one unit in the last place of float32 away from the printed value. For logit 1
+# and label 1, TensorFlow disagrees with itself: the first example prints `0.3132617` and the
+# second `0.31326166`, two neighbouring float32 numbers; sigmoid_xent gives `0.3132617` for both.
+# A reduced loss summed in a different order than TensorFlow's can land one ulp away as well.
 #
 # `tf.compat.v1.losses.sigmoid_cross_entropy` has no printed example; here is its contract on a
 # small batch: label smoothing squeezes labels towards 1/2, per-sample `[batch, 1]` weights, and

@@ -4,8 +4,9 @@
 # For every sigmoid cross-entropy call you may have in TensorFlow, Keras, TF-Ranking or PyTorch,
 # the `sigmoid_xent` call that gives the same numbers. The *documented* column quotes the value
 # printed in the framework's own documentation for those inputs (the TensorFlow API pages this
-# project reproduces); the *sigmoid_xent* column is computed live in this notebook. TensorFlow and
-# PyTorch are not installed here: their calls are shown, not run.
+# project reproduces); the *sigmoid_xent* column is computed live in this notebook. *match* is
+# "yes" when ours rounds to the printed digits and "1 ulp" when it is one unit in the last place of
+# float32 away. TensorFlow and PyTorch are not installed here: their calls are shown, not run.
 #
 # Two rules cover most of the migration:
 #
