@@ -6,8 +6,12 @@ from sigmoid_xent._core import (
     sigmoid_focal_loss,
     weighted_sigmoid_cross_entropy_with_logits,
 )
+from sigmoid_xent import sharding
+from sigmoid_xent.contrastive import siglip_loss, siglip_loss_ring
+from sigmoid_xent.fused import linear_sigmoid_cross_entropy
 from sigmoid_xent.losses import BinaryCrossentropy, binary_crossentropy, sigmoid_cross_entropy
 from sigmoid_xent.reductions import Reduction, reduce_loss
+from sigmoid_xent.sharding import reduce_loss_sharded
 from sigmoid_xent.validation import validate_inputs
 
 __version__ = "0.1.0"
@@ -17,10 +21,15 @@ __all__ = [
     "Reduction",
     "binary_cross_entropy",
     "binary_crossentropy",
+    "linear_sigmoid_cross_entropy",
     "reduce_loss",
+    "reduce_loss_sharded",
+    "sharding",
     "sigmoid_cross_entropy",
     "sigmoid_cross_entropy_with_logits",
     "sigmoid_focal_loss",
+    "siglip_loss",
+    "siglip_loss_ring",
     "validate_inputs",
     "weighted_sigmoid_cross_entropy_with_logits",
 ]

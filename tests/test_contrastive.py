@@ -1,0 +1,208 @@
+"""Chunked SigLIP loss: value and gradients against the naive [B, B] formula, memory, errors.
+
+Single-device tests; the ring version on 8 devices lives in test_sharding.py.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import x64
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+import sigmoid_xent as sx
+
+ARGNUMS = (0, 1, 2, 3)
+
+
+def naive_siglip(img, txt, t, b):
+    """The plain jnp formula of the SigLIP paper: materialises the [B, B] logits."""
+    logits = img @ txt.T * jnp.exp(t) + b
+    labels = 2 * jnp.eye(img.shape[0], dtype=logits.dtype) - 1
+    return -jnp.sum(jax.nn.log_sigmoid(labels * logits)) / img.shape[0]
+
+
+def ref_siglip(img, txt, t, b):
+    """float64 numpy value and gradients (img, txt, t, b), stable for any logit."""
+    img, txt = np.asarray(img, np.float64), np.asarray(txt, np.float64)
+    t, b = np.float64(np.reshape(t, ())), np.float64(np.reshape(b, ()))
+    batch = img.shape[0]
+    logits = img @ txt.T * np.exp(t) + b
+    labels = 2 * np.eye(batch) - 1
+    value = np.sum(np.logaddexp(0, -labels * logits)) / batch
+    dlogits = (0.5 * (1 + np.tanh(logits / 2)) - np.eye(batch)) / batch  # sigmoid(l) - z
+    grads = (np.exp(t) * dlogits @ txt, np.exp(t) * dlogits.T @ img,
+             np.sum(dlogits * (logits - b)), np.sum(dlogits))
+    return value, grads
+
+
+def make(batch, dim, dtype=jnp.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    return tuple(jnp.asarray(rng.standard_normal((batch, dim)), dtype) for _ in range(2))
+
+
+# Shared compiled functions: tests with equal shapes and chunk sizes reuse one executable
+# (XLA:CPU compiles of the scans take about a second each).
+VALUE = jax.jit(sx.siglip_loss, static_argnames="chunk_size")
+VALUE_AND_GRAD = jax.jit(jax.value_and_grad(sx.siglip_loss, ARGNUMS),
+                         static_argnames="chunk_size")
+
+
+def assert_close_to_ref(value, grads, img, txt, t, b, rtol):
+    want_value, want_grads = ref_siglip(img, txt, t, b)
+    np.testing.assert_allclose(value, want_value, rtol=rtol)
+    for g, w, x in zip(grads, want_grads, (img, txt, t, b)):
+        assert g.shape == np.shape(x) and g.dtype == x.dtype
+        scale = np.max(np.abs(w))
+        np.testing.assert_allclose(np.reshape(g, np.shape(w)), w, rtol=rtol, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("batch,dim,chunk", [(37, 8, 8), (64, 16, None), (5, 3, 100)])
+def test_value_and_grads_match_naive(batch, dim, chunk):
+    # 37 rows in chunks of 8: 4 whole chunks and an overlapping last one. t and b of shape (1,)
+    # there, scalars elsewhere; their gradients keep their shapes.
+    img, txt = make(batch, dim, seed=batch)
+    shape = (1,) if chunk == 8 else ()
+    t, b = jnp.full(shape, 0.7), jnp.full(shape, -2.0)
+    value, grads = VALUE_AND_GRAD(img, txt, t, b, chunk_size=chunk)
+    want_value, want_grads = jax.jit(jax.value_and_grad(naive_siglip, ARGNUMS))(img, txt, t, b)
+    np.testing.assert_allclose(value, want_value, rtol=2e-6)
+    for g, w in zip(grads, want_grads):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(w))))
+    assert_close_to_ref(value, grads, img, txt, t, b, rtol=1e-5)
+    if chunk == 8:  # the forward pass alone (the primal path, not the VJP's forward rule).
+        np.testing.assert_allclose(VALUE(img, txt, t, b, chunk_size=chunk), value, rtol=1e-6)
+
+
+def test_float64_matches_reference():
+    with x64():
+        img, txt = make(23, 6, jnp.float64)
+        t, b = jnp.asarray(1.1, jnp.float64), jnp.asarray(-4.0, jnp.float64)
+        value, grads = jax.jit(jax.value_and_grad(
+            lambda *a: sx.siglip_loss(*a, chunk_size=5), ARGNUMS))(img, txt, t, b)
+        assert value.dtype == jnp.float64
+        assert_close_to_ref(value, grads, img, txt, t, b, rtol=1e-12)
+
+
+def test_stable_for_huge_logits():
+    # Logits up to ~1e4 and ~1e30 (float32 log_sigmoid of the naive formula saturates there).
+    img, txt = make(37, 8, seed=37)
+    for t in (np.log(1e4), np.log(1e30)):
+        t_b = jnp.full((1,), t, jnp.float32), jnp.full((1,), 3.0)
+        value, grads = VALUE_AND_GRAD(img, txt, *t_b, chunk_size=8)
+        assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in grads)
+        np.testing.assert_allclose(value, ref_siglip(img, txt, *t_b)[0], rtol=1e-5)
+
+
+def test_perfect_separation_is_not_cancelled():
+    # Matching pairs with logit +20, all others -20: the loss is tiny and must come out as such,
+    # not as the rounding error of softplus(l) - l.
+    img = jnp.eye(4)
+    t, b = jnp.log(40.0), jnp.float32(-20.0)
+    value = VALUE(img, img, t, b, chunk_size=3)
+    np.testing.assert_allclose(value, ref_siglip(img, img, t, b)[0], rtol=1e-5)
+    assert 0 < value < 1e-7
+
+
+def test_low_precision_inputs_compute_in_float32():
+    img, txt = make(20, 8, jnp.bfloat16)
+    value, grads = jax.jit(jax.value_and_grad(sx.siglip_loss, (0, 1)))(img, txt, 0.5, -1.0)
+    assert value.dtype == jnp.bfloat16 and grads[0].dtype == jnp.bfloat16
+    np.testing.assert_allclose(float(value), ref_siglip(img, txt, 0.5, -1.0)[0], rtol=1e-2)
+
+
+def test_vmap_of_value_and_grad_of_checkpoint():
+    img, txt = make(3 * 12, 4)
+    img, txt = img.reshape(3, 12, 4), txt.reshape(3, 12, 4)
+    f = jax.checkpoint(lambda i, x: sx.siglip_loss(i, x, 0.2, -1.0, chunk_size=5))
+    values, grads = jax.jit(jax.vmap(jax.value_and_grad(f, (0, 1))))(img, txt)
+    for k in range(3):
+        want_value, want_grads = ref_siglip(img[k], txt[k], 0.2, -1.0)
+        np.testing.assert_allclose(values[k], want_value, rtol=1e-5)
+        np.testing.assert_allclose(grads[0][k], want_grads[0], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(grads[1][k], want_grads[1], rtol=1e-5, atol=1e-7)
+
+
+def _all_shapes(jaxpr):
+    """Shapes of every value in a jaxpr and all its sub-jaxprs (scan bodies, custom rules...)."""
+    shapes = set()
+
+    def visit(jp):
+        jp = getattr(jp, "jaxpr", jp)
+        for v in list(jp.invars) + list(jp.outvars) + list(jp.constvars):
+            shapes.add(tuple(getattr(v.aval, "shape", ())))
+        for eqn in jp.eqns:
+            for v in eqn.outvars:
+                shapes.add(tuple(getattr(v.aval, "shape", ())))
+            for param in eqn.params.values():
+                for p in param if isinstance(param, (tuple, list)) else (param,):
+                    if isinstance(p, (jax.extend.core.Jaxpr, jax.extend.core.ClosedJaxpr)):
+                        visit(p)
+
+    visit(jaxpr)
+    return shapes
+
+
+def test_no_batch_by_batch_value_anywhere():
+    batch = 40
+    img, txt = make(batch, 4)
+    for f in (
+        lambda *a: sx.siglip_loss(*a, chunk_size=8),
+        jax.value_and_grad(lambda *a: sx.siglip_loss(*a, chunk_size=8), ARGNUMS),
+    ):
+        shapes = _all_shapes(jax.make_jaxpr(f)(img, txt, 0.0, 0.0))
+        assert (batch, batch) not in shapes and (8, batch) in shapes
+    naive = _all_shapes(jax.make_jaxpr(naive_siglip)(img, txt, 0.0, 0.0))
+    assert (batch, batch) in naive  # the check can see a [B, B] value when there is one.
+
+
+def test_compiled_temp_memory_much_smaller_than_naive():
+    batch, dim = 1024, 32
+    shapes = (jax.ShapeDtypeStruct((batch, dim), jnp.float32),) * 2 + (
+        jax.ShapeDtypeStruct((), jnp.float32),) * 2
+
+    def temp(f):
+        return jax.jit(f).lower(*shapes).compile().memory_analysis().temp_size_in_bytes
+
+    chunked = lambda *a: sx.siglip_loss(*a, chunk_size=32)  # noqa: E731
+    for wrap in (lambda f: f, lambda f: jax.value_and_grad(f, ARGNUMS)):
+        naive_bytes, chunked_bytes = temp(wrap(naive_siglip)), temp(wrap(chunked))
+        assert naive_bytes >= batch * batch * 4
+        assert chunked_bytes <= naive_bytes / 8, (chunked_bytes, naive_bytes)
+
+
+def test_ring_on_a_one_device_mesh_equals_siglip_loss():
+    mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
+    img, txt = make(13, 4)
+    ring = jax.shard_map(
+        lambda i, x, t, b: sx.siglip_loss_ring(i, x, t, b, axis_name="batch", chunk_size=5),
+        mesh=mesh, in_specs=(P("batch"), P("batch"), P(), P()), out_specs=P())
+    t, b = jnp.asarray(0.4), jnp.asarray(-1.5)
+    value, grads = jax.jit(jax.value_and_grad(ring, ARGNUMS))(img, txt, t, b)
+    assert_close_to_ref(value, grads, img, txt, t, b, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "args,kwargs,error,match",
+    [
+        ((np.ones((4, 2), np.int32), np.ones((4, 2)), 0.0, 0.0), {}, TypeError, "img_emb"),
+        ((np.ones((4, 2)), np.ones((4, 2), bool), 0.0, 0.0), {}, TypeError, "txt_emb"),
+        ((np.ones((4, 2)), np.ones((5, 2)), 0.0, 0.0), {}, ValueError, r"\(4, 2\).*\(5, 2\)"),
+        ((np.ones((4,)), np.ones((4,)), 0.0, 0.0), {}, ValueError, "img_emb.*batch, dim"),
+        ((np.ones((0, 2)), np.ones((0, 2)), 0.0, 0.0), {}, ValueError, "empty"),
+        ((np.ones((4, 2)), np.ones((4, 2)), np.ones(2), 0.0), {}, ValueError, "`t`.*\\(2,\\)"),
+        ((np.ones((4, 2)), np.ones((4, 2)), 0.0, np.ones((1, 1))), {}, ValueError, "`b`"),
+        ((np.ones((4, 2)), np.ones((4, 2)), 1j, 0.0), {}, TypeError, "`t`"),
+        ((np.ones((4, 2)), np.ones((4, 2)), 0.0, 0.0), {"chunk_size": 0}, ValueError,
+         "chunk_size"),
+        ((np.ones((4, 2)), np.ones((4, 2)), 0.0, 0.0), {"chunk_size": 2.5}, TypeError,
+         "chunk_size"),
+    ],
+)
+def test_errors_name_the_argument(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        sx.siglip_loss(*args, **kwargs)
