@@ -45,9 +45,20 @@ def _log1p_unit(e: Array) -> Array:
     return e * p
 
 
+@jax.custom_jvp
 def _neg_abs(x: Array) -> Array:
-    """``-|x|`` with derivative -1 at ``x = 0`` (from the ``x >= 0`` side) instead of 0."""
-    return jnp.where(x >= 0, -x, x)
+    """``-|x|`` with derivative -1 at ``x = 0`` (from the ``x >= 0`` side) instead of 0.
+
+    The value is plain ``-abs(x)`` (a sign-bit mask; a select here makes XLA:CPU's ``exp`` loop
+    twice as long); only the derivative rule differs from ``jnp.abs``'.
+    """
+    return -jnp.abs(x)
+
+
+@_neg_abs.defjvp
+def _neg_abs_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
+    (x,), (t,) = primals, tangents
+    return _neg_abs(x), jnp.where(x >= 0, -t, t)
 
 
 def _loss_value(x: Array, z: Array) -> Array:
