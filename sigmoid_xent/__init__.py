@@ -6,6 +6,7 @@ from sigmoid_xent._core import (
     sigmoid_focal_loss,
     weighted_sigmoid_cross_entropy_with_logits,
 )
+from sigmoid_xent import ranking
 from sigmoid_xent import sharding
 from sigmoid_xent.contrastive import siglip_loss, siglip_loss_ring
 from sigmoid_xent.fused import linear_sigmoid_cross_entropy
@@ -22,6 +23,7 @@ __all__ = [
     "binary_cross_entropy",
     "binary_crossentropy",
     "linear_sigmoid_cross_entropy",
+    "ranking",
     "reduce_loss",
     "reduce_loss_sharded",
     "sharding",
