@@ -28,6 +28,7 @@ Workloads (all jitted, inputs ``[N / 1024, 1024]``, logits ~ 4 N(0, 1), hard lab
   ``optax.sigmoid_focal_loss``), the Keras object ``BinaryCrossentropy(from_logits=True)`` vs
   ``binary_crossentropy(...).mean()`` (must cost the same: ratio within 1.05).
 - ranking layouts: ``benchmarks/bench_ranking.py`` (packed segment_sum / padded / rax-style).
+- single-pass experiments (``benchmarks/bench_core.py``, not with ``--quick``).
 - HLO facts of ``ours`` at 2^24: fusions, transcendentals and bytes per element.
 
 ``--plot PATH`` draws time per element vs N (matplotlib, skipped if absent); ``--json PATH``
@@ -207,8 +208,9 @@ def format_core(rows: list[dict[str, Any]]) -> str:
         if prev is not None and (r["n"], r["dtype"]) != prev:
             lines.append("")
         prev = (r["n"], r["dtype"])
+        size = f"2^{int(np.log2(r['n']))}"
         lines.append(
-            f"{'2^%d' % int(np.log2(r['n'])):>6} {r['dtype']:<9} {r['impl']:<20} "
+            f"{size:>6} {r['dtype']:<9} {r['impl']:<20} "
             f"{r['median_ms']:>10.3f} {r['min_ms']:>8.3f} {r['cpu_ms']:>8.2f} "
             f"{r['x_optax']:>8.2f} {r['x_floor']:>8.2f} {r['vs_naive']:>8.2f} "
             f"{r['temp_mib']:>9.1f}")
@@ -392,7 +394,7 @@ def plot(rows: list[dict[str, Any]], path: str) -> bool:
     core = [r for r in rows if r["benchmark"] == "core"]
     dtypes = sorted({r["dtype"] for r in core}, key=lambda d: d != "float32")
     fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4.5), squeeze=False)
-    for ax, dtype in zip(axes[0], dtypes):
+    for ax, dtype in zip(axes[0], dtypes, strict=True):
         for impl in dict.fromkeys(r["impl"] for r in core if r["dtype"] == dtype):
             pts = sorted((r["n"], r["median_ms"] * 1e6 / r["n"]) for r in core
                          if r["dtype"] == dtype and r["impl"] == impl)
@@ -423,6 +425,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--sizes", type=str, default=None, help="log2 sizes, e.g. 16,20,24")
     parser.add_argument("--dtypes", type=str, default="float32,bfloat16")
     parser.add_argument("--no-ranking", action="store_true")
+    parser.add_argument("--no-single-pass", action="store_true",
+                        help="skip benchmarks/bench_core.py's single-pass experiments (2^24)")
     parser.add_argument("--plot", type=str, default=None,
                         help="PNG path (default benchmarks/time_per_element_<platform>.png; "
                              "'none' to skip)")
@@ -465,6 +469,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             rows += ranking_rows
             print("\n## ranking layouts (value_and_grad w.r.t. logits)\n")
             print(bench_ranking.format_table(ranking_rows), flush=True)
+
+    if not (args.quick or args.no_single_pass):
+        import bench_core as single_pass
+
+        single = single_pass.run(repeats)
+        rows += single
+        print("\n## reading each input once? value_and_grad at 2^24, float32 "
+              "(benchmarks/bench_core.py)\n")
+        print(single_pass.format_table(single), flush=True)
 
     facts = hlo_facts(2**20 if args.quick else 2**24)
     rows.append({"benchmark": "hlo_facts", **facts})
