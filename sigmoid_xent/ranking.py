@@ -328,17 +328,21 @@ def _sigmoid_cross_entropy(
     w = jnp.where(valid, _item_weights(weights, z.shape, ids, ns, cd, fn), zeros)
     losses = sigmoid_cross_entropy_with_logits(zc, xc)
 
-    if red in ("none", "sum", "mean", "sum_by_nonzero_weights") or (
-        red == "sum_over_batch_size" and ids is None
-    ):
+    if red in ("none", "sum", "mean", "sum_by_nonzero_weights"):
         # w is 0 at padding, so these are exactly TF-Ranking's reductions over valid items.
         return reduce_loss(losses, w, red).astype(x.dtype)
     if red == "sum_over_batch_size":
-        assert ids is not None and in_range is not None  # the dense case returned above
-        total = reduce_loss(losses, w, "sum")
-        lengths = jax.ops.segment_sum(in_range.astype(jnp.int32), ids, ns)
-        longest = jnp.max(lengths, initial=0).astype(cd)
-        return safe_divide(total, ns * longest).astype(x.dtype)
+        # Summing each list first, then the lists, rounds better than one flat fused sum (the
+        # seed's 0.6444636 instead of 0.64446354) and is the same order in both layouts. The
+        # barrier stops XLA from merging the two sums back into one flat reduction.
+        total = jnp.sum(jax.lax.optimization_barrier(_list_sum(losses * w, ids, ns)))
+        if ids is None:
+            slots = jnp.asarray(z.size, cd)
+        else:
+            assert in_range is not None
+            lengths = jax.ops.segment_sum(in_range.astype(jnp.int32), ids, ns)
+            slots = ns * jnp.max(lengths, initial=0).astype(cd)
+        return safe_divide(total, slots).astype(x.dtype)
     weight_sum = _list_sum(w, ids, ns)
     per_list = safe_divide(_list_sum(losses * w, ids, ns), weight_sum)
     if red == "per_list":

@@ -770,3 +770,19 @@ def test_public_exports():
     assert sx.ranking is ranking
     assert set(ranking.__all__) == {"SigmoidCrossEntropyLoss", "pack", "pad",
                                     "sigmoid_cross_entropy"}
+
+
+def test_seed_values_bit_exact_in_every_layout():
+    # TF-Ranking prints 0.6444636 and 0.8042943: the correctly rounded values. Each layout must
+    # give exactly these floats, not a neighbour (a flat fused sum gives 0.64446354).
+    want = np.float32(0.6444636)
+    loss = ranking.SigmoidCrossEntropyLoss(ragged=True)
+    assert loss([[1.0, 0.0], [0.0, 1.0, 0.0]], [[0.6, 0.8], [0.5, 0.8, 0.4]]) == want
+    dense_z = jnp.array([[1.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    dense_x = jnp.array([[0.6, 0.8, 0.0], [0.5, 0.8, 0.4]])
+    assert jax.jit(ranking.sigmoid_cross_entropy)(dense_z, dense_x) == want
+    packed = ranking.sigmoid_cross_entropy(
+        jnp.array([1.0, 0.0, 0.0, 1.0, 0.0]), jnp.array([0.6, 0.8, 0.5, 0.8, 0.4]),
+        segment_ids=jnp.array([0, 0, 1, 1, 1]), num_segments=2)
+    assert packed == want
+    assert ranking.SigmoidCrossEntropyLoss()([[1.0, 0.0]], [[0.6, 0.8]]) == np.float32(0.8042943)
