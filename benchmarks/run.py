@@ -381,6 +381,17 @@ def format_facts(f: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- plot
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def plot(rows: list[dict[str, Any]], path: str) -> bool:
     """Time per element vs N for each implementation, one panel per dtype."""
     try:
@@ -407,8 +418,8 @@ def plot(rows: list[dict[str, Any]], path: str) -> bool:
         ax.set_title(f"value_and_grad of the mean loss, {dtype}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                 f"jax {jax.__version__} ({jax.devices()[0].platform})", fontsize=9)
+    fig.suptitle(f"{cpu_name()}, {os.cpu_count()} cores, jax {jax.__version__} "
+                 f"({jax.devices()[0].platform}); medians, lower is better", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -438,7 +449,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     dtypes = [{"float32": jnp.float32, "bfloat16": jnp.bfloat16}[d]
               for d in args.dtypes.split(",")]
     device = jax.devices()[0]
-    print(f"jax {jax.__version__}, {device.platform} ({device.device_kind}), "
+    print(f"jax {jax.__version__}, {device.platform} ({device.device_kind}), {cpu_name()}, "
           f"{os.cpu_count()} CPU cores, optax {optax.__version__}, torch "
           f"{torch.__version__ if torch is not None else 'not installed (columns skipped)'}; "
           f"load average {os.getloadavg()[0]:.1f}; median of {repeats} interleaved runs after "
