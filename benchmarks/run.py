@@ -162,8 +162,10 @@ def temp_mib(fn: Any, *args: Any) -> float:
     return stats.temp_size_in_bytes / 2**20 if stats is not None else float("nan")
 
 
-def _torch_sync(out: Any) -> None:
-    if torch is not None and torch.cuda.is_available():
+def _torch_call(fn: Callable[..., Any], *args: Any) -> None:
+    """Runs a torch step to completion (torch on CPU is synchronous; CUDA is synchronized)."""
+    fn(*args)
+    if torch.cuda.is_available():
         torch.cuda.synchronize()
 
 
@@ -178,13 +180,13 @@ def bench_core(sizes: list[int], dtypes: list[Any], repeats: int) -> list[dict[s
         for n in sizes:
             x, z = make_inputs(n, dtype)
             thunks = {k: functools.partial(f, x, z) for k, f in impls.items()}
-            res = interleaved(thunks, repeats, jax.block_until_ready)
             if timpls:
                 tdt = {jnp.float32: torch.float32, jnp.bfloat16: torch.bfloat16}[dtype]
-                tx = torch.from_numpy(np.asarray(x.astype(jnp.float32))).to(tdt)
-                tz = torch.from_numpy(np.asarray(z.astype(jnp.float32))).to(tdt)
-                res.update(interleaved({k: functools.partial(f, tx, tz)
-                                        for k, f in timpls.items()}, repeats, _torch_sync))
+                tx = torch.from_numpy(np.array(x.astype(jnp.float32))).to(tdt)
+                tz = torch.from_numpy(np.array(z.astype(jnp.float32))).to(tdt)
+                for k, f in timpls.items():
+                    thunks[k] = functools.partial(_torch_call, f, tx, tz)
+            res = interleaved(thunks, repeats, jax.block_until_ready)
             for k, r in res.items():
                 rows.append({
                     "benchmark": "core", "impl": k, "n": n, "dtype": jnp.dtype(dtype).name,
