@@ -63,7 +63,13 @@ def _block_logits(rows: Array, txt: Array, bias: Array) -> Array:
 
 
 def _block_loss_sum(
-    total: Array, img: Array, txt: Array, scale: Array, bias: Array, diag: bool, chunk: int,
+    total: Array,
+    img: Array,
+    txt: Array,
+    scale: Array,
+    bias: Array,
+    diag: bool,
+    chunk: int,
     axes: frozenset,
 ) -> Array:
     """``total`` plus the summed loss of the block, ``chunk`` image rows at a time."""
@@ -82,8 +88,15 @@ def _block_loss_sum(
 
 
 def _block_grads(
-    grads: tuple[Array, Array, Array], img: Array, txt: Array, scale: Array, bias: Array,
-    g: Array, diag: bool, chunk: int, axes: frozenset,
+    grads: tuple[Array, Array, Array],
+    img: Array,
+    txt: Array,
+    scale: Array,
+    bias: Array,
+    g: Array,
+    diag: bool,
+    chunk: int,
+    axes: frozenset,
 ) -> tuple[Array, Array, Array]:
     """Adds the block's ``(d_img, d_txt, d_bias)`` for cotangent ``g`` of the summed loss."""
     cols = txt.shape[0]
@@ -98,7 +111,8 @@ def _block_grads(
             dlogits = jnp.where(fresh[:, None], dlogits, 0)
         d_rows = (dlogits @ txt) * scale
         d_img = lax.dynamic_update_slice_in_dim(
-            d_img, lax.dynamic_slice_in_dim(d_img, start, size) + d_rows, start, 0)
+            d_img, lax.dynamic_slice_in_dim(d_img, start, size) + d_rows, start, 0
+        )
         d_txt = d_txt + lax.dot_general(dlogits, rows, (((0,), (0,)), ((), ())))
         return d_img, d_txt, d_bias + jnp.sum(dlogits)
 
@@ -180,19 +194,35 @@ def _ring_sum_bwd(axis_name, chunk, res, g):
     g = pcast_varying(jnp.asarray(g).astype(img.dtype), axes)
     d_img, d_txt, d_b = _block_grads(
         (jnp.zeros_like(img), jnp.zeros_like(txt), jnp.zeros((), img.dtype)),
-        img, txt, scale, b, g, True, chunk, axes)
+        img,
+        txt,
+        scale,
+        b,
+        g,
+        True,
+        chunk,
+        axes,
+    )
     if n > 1:
-        # The text shard travels with the gradient accumulated for it so far; after visiting
-        # every device the accumulator is one hop from home.
-        def step(carry, _):
-            cur, d_cur, d_img, d_b = carry
-            cur, d_cur = lax.ppermute((cur, d_cur), axis_name, perm)
+        # Each text shard travels again, now followed by the gradient accumulated for it so far;
+        # after visiting every device that gradient is one hop from home. The shard for the next
+        # step is sent before the block is computed, so the transfer can overlap the compute.
+        def visit(cur, d_prev, d_img, d_b):
+            d_cur = lax.ppermute(d_prev, axis_name, perm)  # the accumulator that belongs to cur.
             d_img, d_cur, d_b = _block_grads(
-                (d_img, d_cur, d_b), img, cur, scale, b, g, False, chunk, axes)
-            return pcast_varying((cur, d_cur, d_img, d_b), axes), None
+                (d_img, d_cur, d_b), img, cur, scale, b, g, False, chunk, axes
+            )
+            return d_cur, d_img, d_b
 
-        carry = pcast_varying((txt, d_txt, d_img, d_b), axes)
-        (_, d_txt, d_img, d_b), _ = lax.scan(step, carry, None, length=n - 1)
+        def step(carry, _):
+            cur, d_prev, d_img, d_b = carry
+            nxt = lax.ppermute(cur, axis_name, perm)
+            d_cur, d_img, d_b = visit(cur, d_prev, d_img, d_b)
+            return pcast_varying((nxt, d_cur, d_img, d_b), axes), None
+
+        carry = pcast_varying((lax.ppermute(txt, axis_name, perm), d_txt, d_img, d_b), axes)
+        (cur, d_prev, d_img, d_b), _ = lax.scan(step, carry, None, length=n - 2)
+        d_txt, d_img, d_b = visit(cur, d_prev, d_img, d_b)
         d_txt = lax.ppermute(d_txt, axis_name, perm)
     d_t, d_b = _scalar_grads(img, d_img, d_b)
     return d_img, d_txt, d_t, d_b
@@ -206,8 +236,13 @@ _ring_sum.defvjp(_ring_sum_fwd, _ring_sum_bwd)
 
 
 def _prepare(
-    img_emb: ArrayLike, txt_emb: ArrayLike, t: ArrayLike, b: ArrayLike, chunk_size: Any,
-    fn: str, names: tuple[str, str],
+    img_emb: ArrayLike,
+    txt_emb: ArrayLike,
+    t: ArrayLike,
+    b: ArrayLike,
+    chunk_size: Any,
+    fn: str,
+    names: tuple[str, str],
 ) -> tuple[Array, Array, Array, Array, int, Any]:
     img = _checks.as_logits(img_emb, fn, name=names[0])
     txt = _checks.as_logits(txt_emb, fn, name=names[1])
@@ -216,7 +251,8 @@ def _prepare(
     if img.shape != txt.shape:
         raise ValueError(
             f"{fn}: `{names[0]}` and `{names[1]}` must have the same shape [batch, dim], got "
-            f"{names[0]} {img.shape} and {names[1]} {txt.shape}.")
+            f"{names[0]} {img.shape} and {names[1]} {txt.shape}."
+        )
     if img.shape[0] == 0:
         raise ValueError(f"{fn}: the batch is empty (`{names[0]}` of shape {img.shape}).")
     out_dtype = jnp.promote_types(img.dtype, txt.dtype)
@@ -225,8 +261,9 @@ def _prepare(
     for name, value in (("t", t), ("b", b)):
         arr = _checks.as_float(value, cd, name, fn)
         if arr.shape not in ((), (1,)):
-            raise ValueError(f"{fn}: `{name}` must be a scalar or of shape (1,), got shape "
-                             f"{arr.shape}.")
+            raise ValueError(
+                f"{fn}: `{name}` must be a scalar or of shape (1,), got shape {arr.shape}."
+            )
         scalars.append(arr.reshape(()).astype(cd))
     chunk = check_chunk_size(chunk_size, "chunk_size", fn)
     if chunk is None:
@@ -292,7 +329,8 @@ def siglip_loss(
     """
     fn = "siglip_loss"
     img, txt, t_c, b_c, chunk, out_dtype = _prepare(
-        img_emb, txt_emb, t, b, chunk_size, fn, ("img_emb", "txt_emb"))
+        img_emb, txt_emb, t, b, chunk_size, fn, ("img_emb", "txt_emb")
+    )
     return _siglip_mean(img, txt, t_c, b_c, chunk, out_dtype)
 
 
@@ -368,7 +406,8 @@ def siglip_loss_ring(
     """
     fn = "siglip_loss_ring"
     img, txt, t_c, b_c, chunk, out_dtype = _prepare(
-        img_shard, txt_shard, t, b, chunk_size, fn, ("img_shard", "txt_shard"))
+        img_shard, txt_shard, t, b, chunk_size, fn, ("img_shard", "txt_shard")
+    )
     axes = union_varying_axes(img, txt)
     t_c, b_c = pcast_varying((t_c, b_c), axes)
     n = lax.axis_size(axis_name)

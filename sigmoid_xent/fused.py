@@ -51,14 +51,12 @@ def _tiles(n: int, c: int, bn: int, cc: int, body: Any, carry: Any, axes: frozen
 
     def over_classes(carry: Any, c0: Any, cols: int, fresh_c: Array | None) -> Any:
         def over_batch(carry: Any, r0: Any, rows: int, fresh_r: Array | None) -> Any:
-            if fresh_r is None and fresh_c is None:
-                fresh = None
-            elif fresh_c is None:
+            fresh = None
+            if fresh_r is not None:
                 fresh = jnp.broadcast_to(fresh_r[:, None], (rows, cols))
-            elif fresh_r is None:
-                fresh = jnp.broadcast_to(fresh_c[None, :], (rows, cols))
-            else:
-                fresh = fresh_r[:, None] & fresh_c[None, :]
+            if fresh_c is not None:
+                fresh_cols = jnp.broadcast_to(fresh_c[None, :], (rows, cols))
+                fresh = fresh_cols if fresh is None else fresh & fresh_cols
             return body(carry, r0, rows, c0, cols, fresh)
 
         return scan_chunks(over_batch, carry, n, bn, axes)
@@ -70,7 +68,8 @@ def _tile_inputs(h, w, bias, labels, r0, rows, c0, cols, cd):
     h_t = lax.dynamic_slice_in_dim(h, r0, rows)
     w_t = lax.dynamic_slice_in_dim(w, c0, cols)
     logits = lax.dot_general(h_t, w_t, (((1,), (1,)), ((), ()))) + lax.dynamic_slice_in_dim(
-        bias, c0, cols)
+        bias, c0, cols
+    )
     z = lax.dynamic_slice(labels, (r0, c0), (rows, cols)).astype(cd)
     return h_t, w_t, logits, z
 
@@ -94,8 +93,11 @@ def _fused_sum(h: Array, w: Array, bias: Array, labels: Array, bn: int, cc: int)
 def _fused_sum_fwd(h, w, bias, labels, bn, cc):
     # symbolic_zeros: skip the gradients nobody asked for (above all the [batch, classes] one of
     # the labels). The dict's keys are static: they live in the residuals' tree structure.
-    needs = {name: None for name, x in zip(("h", "w", "bias", "labels"), (h, w, bias, labels))
-             if x.perturbed}
+    needs = {
+        name: None
+        for name, x in zip(("h", "w", "bias", "labels"), (h, w, bias, labels), strict=True)
+        if x.perturbed
+    }
     h, w, bias, labels = h.value, w.value, bias.value, labels.value
     return _fused_sum(h, w, bias, labels, bn, cc), ((h, w, bias, labels), needs)
 
@@ -109,7 +111,9 @@ def _fused_sum_bwd(bn, cc, res, g):
     g = pcast_varying(jnp.asarray(g).astype(cd), axes)
     want_labels = "labels" in needs
     carry = (
-        jnp.zeros_like(h), jnp.zeros_like(w), jnp.zeros_like(bias),
+        jnp.zeros_like(h),
+        jnp.zeros_like(w),
+        jnp.zeros_like(bias),
         jnp.zeros_like(labels) if want_labels else None,
     )
 
@@ -128,7 +132,8 @@ def _fused_sum_bwd(bn, cc, res, g):
         d_bias = add_slice(d_bias, c0, jnp.sum(dlogits, axis=0))
         if d_labels is not None:  # d/dz of the core loss is -x; overlaps rewrite equal values.
             d_labels = lax.dynamic_update_slice(
-                d_labels, (-g * logits).astype(d_labels.dtype), (r0, c0))
+                d_labels, (-g * logits).astype(d_labels.dtype), (r0, c0)
+            )
         return d_h, d_w, d_bias, d_labels
 
     d_h, d_w, d_bias, d_labels = _tiles(h.shape[0], w.shape[0], bn, cc, body, carry, axes)
@@ -148,13 +153,14 @@ def _chunks(chunk_size: Any, n: int, c: int, fn: str) -> tuple[int, int]:
         return _default_chunks(n, c)
     if isinstance(chunk_size, (tuple, list)):
         if len(chunk_size) != 2:
-            raise ValueError(f"{fn}: `chunk_size` must be an int (classes per tile) or a "
-                             f"(batch, classes) pair, got {chunk_size!r}.")
-        bn = check_chunk_size(chunk_size[0], "chunk_size[0]", fn)
-        cc = check_chunk_size(chunk_size[1], "chunk_size[1]", fn)
-        return min(bn or n, n), min(cc or c, c)
-    cc = check_chunk_size(chunk_size, "chunk_size", fn)
-    return n, min(cc, c)
+            raise ValueError(
+                f"{fn}: `chunk_size` must be an int (classes per tile) or a "
+                f"(batch, classes) pair, got {chunk_size!r}."
+            )
+        bn = check_chunk_size(chunk_size[0], "chunk_size[0]", fn) or n  # None: every row.
+        cc = check_chunk_size(chunk_size[1], "chunk_size[1]", fn) or c
+        return min(bn, n), min(cc, c)
+    return n, min(check_chunk_size(chunk_size, "chunk_size", fn) or c, c)
 
 
 def linear_sigmoid_cross_entropy(
@@ -221,19 +227,22 @@ def linear_sigmoid_cross_entropy(
     if w_arr.ndim != 2 or w_arr.shape[1] != h_arr.shape[-1]:
         raise ValueError(
             f"{fn}: `w` must be [C, H] with H = h.shape[-1] = {h_arr.shape[-1]}, got `w` of shape "
-            f"{w_arr.shape} and `h` of shape {h_arr.shape}.")
+            f"{w_arr.shape} and `h` of shape {h_arr.shape}."
+        )
     num_classes, hidden = w_arr.shape
     _checks.not_none(labels, "labels", fn)
     labels_dtype = jnp.result_type(labels)
     if jnp.issubdtype(labels_dtype, jnp.complexfloating):
-        raise TypeError(f"{fn}: `labels` must be real (float, int or bool), got dtype "
-                        f"{labels_dtype}.")
+        raise TypeError(
+            f"{fn}: `labels` must be real (float, int or bool), got dtype {labels_dtype}."
+        )
     z = jnp.asarray(labels)
     expected = tuple(h_arr.shape[:-1]) + (num_classes,)
     if tuple(z.shape) != expected:
         raise ValueError(
             f"{fn}: `labels` must have shape h.shape[:-1] + (C,) = {expected}, got `labels` of "
-            f"shape {z.shape} (`h` {h_arr.shape}, `w` {w_arr.shape}).")
+            f"shape {z.shape} (`h` {h_arr.shape}, `w` {w_arr.shape})."
+        )
     out_dtype = jnp.promote_types(h_arr.dtype, w_arr.dtype)
     cd = _checks.compute_dtype(out_dtype)
     if bias is None:
@@ -241,16 +250,19 @@ def linear_sigmoid_cross_entropy(
     else:
         bias_arr = _checks.as_float(bias, cd, "bias", fn)
         if tuple(bias_arr.shape) != (num_classes,):
-            raise ValueError(f"{fn}: `bias` must have shape (C,) = ({num_classes},), got shape "
-                             f"{bias_arr.shape} (`w` {w_arr.shape}).")
+            raise ValueError(
+                f"{fn}: `bias` must have shape (C,) = ({num_classes},), got shape "
+                f"{bias_arr.shape} (`w` {w_arr.shape})."
+            )
         bias_arr = bias_arr.astype(cd)
     n = int(np.prod(h_arr.shape[:-1], dtype=np.int64))
     if n == 0 or num_classes == 0:
         raise ValueError(f"{fn}: empty batch or classes (`h` {h_arr.shape}, `w` {w_arr.shape}).")
     bn, cc = _chunks(chunk_size, n, num_classes, fn)
 
-    return _fused_mean(h_arr.reshape(n, hidden), w_arr, z.reshape(n, num_classes), bias_arr,
-                       bn, cc, cd, out_dtype)
+    return _fused_mean(
+        h_arr.reshape(n, hidden), w_arr, z.reshape(n, num_classes), bias_arr, bn, cc, cd, out_dtype
+    )
 
 
 # jit: one compiled program when called eagerly; inlined inside an outer jit/vmap/shard_map.

@@ -13,6 +13,10 @@ and give the single-device result on the gathered arrays.
   segment ids are local to their shard).
 
 Both work with ``check_vma`` True (the default) and False.
+
+The other functions here (``scan_chunks``, ``pcast_varying``, ``varying_axes``...) are internal:
+the chunk loop and varying-type bookkeeping shared by :mod:`sigmoid_xent.contrastive` and
+:mod:`sigmoid_xent.fused`; they are not in ``__all__``.
 """
 
 from __future__ import annotations
@@ -118,8 +122,9 @@ def check_chunk_size(value: Any, name: str, fn: str) -> int | None:
 
 def _axis_tuple(axis_name: AxisName, fn: str) -> tuple:
     if axis_name is None:
-        raise ValueError(f"{fn}: `axis_name` must name the shard_map axes the losses are "
-                         "sharded over, got None.")
+        raise ValueError(
+            f"{fn}: `axis_name` must name the shard_map axes the losses are sharded over, got None."
+        )
     names = tuple(axis_name) if isinstance(axis_name, (tuple, list)) else (axis_name,)
     if not names:
         raise ValueError(f"{fn}: `axis_name` must name at least one shard_map axis, got ().")
@@ -142,7 +147,8 @@ def _check_sharded_over(x: Array, names: tuple, what: str, fn: str) -> None:
         raise ValueError(
             f"{fn}: `{what}` is replicated over shard_map axes {missing} (it varies only over "
             f"{sorted(vary, key=str)}), but `axis_name` {names} asks to sum over them. Pass only "
-            "the axes the losses are sharded over.")
+            "the axes the losses are sharded over."
+        )
 
 
 def _psum(x: Array, names: tuple) -> Array:
@@ -206,9 +212,10 @@ def reduce_loss_sharded(
       >>> mesh = Mesh(np.array(jax.devices()), ("batch",))
       >>> losses = jnp.arange(8.0).reshape(8, 1)
       >>> weights = jnp.array([[1.], [1.], [0.], [0.], [1.], [1.], [0.], [2.]])
-      >>> f = jax.shard_map(
-      ...     lambda l, w: sx.reduce_loss_sharded(l, w, "sum_by_nonzero_weights", axis_name="batch"),
-      ...     mesh=mesh, in_specs=(P("batch"), P("batch")), out_specs=P())
+      >>> def local(losses, weights):
+      ...     return sx.reduce_loss_sharded(
+      ...         losses, weights, "sum_by_nonzero_weights", axis_name="batch")
+      >>> f = jax.shard_map(local, mesh=mesh, in_specs=(P("batch"), P("batch")), out_specs=P())
       >>> f(losses, weights)
       Array(4., dtype=float32)
       >>> sx.reduce_loss(losses, weights, "sum_by_nonzero_weights")
@@ -248,14 +255,19 @@ def reduce_loss_sharded(
         elif varying_axes(losses):
             w_names = tuple(n for n in names if n in varying_axes(w_given))
         else:
-            w_names = names if np.ndim(w_given) else ()
+            w_names = names if w_given is not None and w_given.ndim else ()
         den = jnp.sum(w)
         out = safe_divide(total, _psum(den, w_names) if w_names else den)
     return out.astype(losses.dtype)
 
 
 _RANKING_REDUCTIONS = (
-    "none", "sum", "mean", "sum_over_batch_size", "sum_by_nonzero_weights", "per_list",
+    "none",
+    "sum",
+    "mean",
+    "sum_over_batch_size",
+    "sum_by_nonzero_weights",
+    "per_list",
     "list_mean",
 )
 
@@ -264,7 +276,7 @@ def _item_weights(
     weights: ArrayLike | None,
     shape: tuple[int, ...],
     segment_ids: Array | None,
-    num_segments: int | None,
+    num_segments: int,
     acc: Any,
     fn: str,
 ) -> Array:
@@ -367,18 +379,21 @@ def reduce_ranking_loss_sharded(
     shape = tuple(losses.shape)
     acc = jnp.promote_types(losses.dtype, jnp.float32)
     seg = None
+    num_seg = 0  # static lists per device (packed layout)
     if segment_ids is not None:
         seg = jnp.asarray(segment_ids)
         if not jnp.issubdtype(seg.dtype, jnp.integer):
             raise ValueError(f"{fn}: `segment_ids` must be integers, got dtype {seg.dtype}.")
         _checks.same_shape(seg, losses, fn, names=("segment_ids", "losses"))
         if num_segments is None or not isinstance(num_segments, (int, np.integer)):
-            raise ValueError(f"{fn}: packed items need a static Python int `num_segments`, got "
-                             f"{num_segments!r}.")
-        num_segments = int(num_segments)
+            raise ValueError(
+                f"{fn}: packed items need a static Python int `num_segments`, got {num_segments!r}."
+            )
+        num_seg = int(num_segments)
         if losses.ndim != 1:
-            raise ValueError(f"{fn}: packed `losses` must be 1-D (vmap over rows), got shape "
-                             f"{shape}.")
+            raise ValueError(
+                f"{fn}: packed `losses` must be 1-D (vmap over rows), got shape {shape}."
+            )
     elif losses.ndim != 2:
         raise ValueError(f"{fn}: dense `losses` must be [batch, list_size], got shape {shape}.")
 
@@ -388,17 +403,17 @@ def reduce_ranking_loss_sharded(
         _checks.same_shape(where, losses, fn, names=("where", "losses"))
         valid = valid & where.astype(bool)
     if seg is not None:
-        valid = valid & (seg >= 0) & (seg < num_segments)
-    w = jnp.where(valid, _item_weights(weights, shape, seg, num_segments, acc, fn), 0)
+        valid = valid & (seg >= 0) & (seg < num_seg)
+    w = jnp.where(valid, _item_weights(weights, shape, seg, num_seg, acc, fn), 0)
     wl = jnp.where(valid, losses.astype(acc), 0) * w
     if red == "none":
         return wl.astype(losses.dtype)
 
     if seg is not None:
-        safe_seg = jnp.where(valid, seg, num_segments)  # dropped items go to an extra bucket.
+        safe_seg = jnp.where(valid, seg, num_seg)  # dropped items go to an extra bucket.
 
         def per_segment(x: Array) -> Array:
-            return jax.ops.segment_sum(x, safe_seg, num_segments + 1)[:num_segments]
+            return jax.ops.segment_sum(x, safe_seg, num_seg + 1)[:num_seg]
 
         list_loss, list_weight = per_segment(wl), per_segment(w)
     else:
@@ -417,17 +432,17 @@ def reduce_ranking_loss_sharded(
     elif red == "list_mean":
         has_weight = list_weight != 0
         means = jnp.where(has_weight, safe_divide(list_loss, list_weight), 0)
-        out = safe_divide(_psum(jnp.sum(means), names),
-                          _psum(jnp.sum(has_weight, dtype=acc), names))
+        out = safe_divide(
+            _psum(jnp.sum(means), names), _psum(jnp.sum(has_weight, dtype=acc), names)
+        )
     else:  # sum_over_batch_size: TF-Ranking's slots, num_lists x list_size, over all shards.
         if seg is not None:
-            in_range = (seg >= 0) & (seg < num_segments)
-            lengths = jax.ops.segment_sum(in_range.astype(jnp.int32),
-                                          jnp.where(in_range, seg, num_segments),
-                                          num_segments + 1)[:num_segments]
-            longest = lax.pmax(pcast_varying(jnp.max(lengths, initial=0), frozenset(names)),
-                               names)
-            slots = longest.astype(acc) * (num_segments * _axes_size(names))
+            in_range = (seg >= 0) & (seg < num_seg)
+            lengths = jax.ops.segment_sum(
+                in_range.astype(jnp.int32), jnp.where(in_range, seg, num_seg), num_seg + 1
+            )[:num_seg]
+            longest = lax.pmax(pcast_varying(jnp.max(lengths, initial=0), frozenset(names)), names)
+            slots = longest.astype(acc) * (num_seg * _axes_size(names))
         else:
             slots = jnp.asarray(shape[0] * shape[1] * _axes_size(names), acc)
         out = safe_divide(total, slots)

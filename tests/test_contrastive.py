@@ -35,8 +35,12 @@ def ref_siglip(img, txt, t, b):
     labels = 2 * np.eye(batch) - 1
     value = np.sum(np.logaddexp(0, -labels * logits)) / batch
     dlogits = (0.5 * (1 + np.tanh(logits / 2)) - np.eye(batch)) / batch  # sigmoid(l) - z
-    grads = (np.exp(t) * dlogits @ txt, np.exp(t) * dlogits.T @ img,
-             np.sum(dlogits * (logits - b)), np.sum(dlogits))
+    grads = (
+        np.exp(t) * dlogits @ txt,
+        np.exp(t) * dlogits.T @ img,
+        np.sum(dlogits * (logits - b)),
+        np.sum(dlogits),
+    )
     return value, grads
 
 
@@ -48,14 +52,13 @@ def make(batch, dim, dtype=jnp.float32, seed=0):
 # Shared compiled functions: tests with equal shapes and chunk sizes reuse one executable
 # (XLA:CPU compiles of the scans take about a second each).
 VALUE = jax.jit(sx.siglip_loss, static_argnames="chunk_size")
-VALUE_AND_GRAD = jax.jit(jax.value_and_grad(sx.siglip_loss, ARGNUMS),
-                         static_argnames="chunk_size")
+VALUE_AND_GRAD = jax.jit(jax.value_and_grad(sx.siglip_loss, ARGNUMS), static_argnames="chunk_size")
 
 
 def assert_close_to_ref(value, grads, img, txt, t, b, rtol):
     want_value, want_grads = ref_siglip(img, txt, t, b)
     np.testing.assert_allclose(value, want_value, rtol=rtol)
-    for g, w, x in zip(grads, want_grads, (img, txt, t, b)):
+    for g, w, x in zip(grads, want_grads, (img, txt, t, b), strict=True):
         assert g.shape == np.shape(x) and g.dtype == x.dtype
         scale = np.max(np.abs(w))
         np.testing.assert_allclose(np.reshape(g, np.shape(w)), w, rtol=rtol, atol=rtol * scale)
@@ -71,7 +74,7 @@ def test_value_and_grads_match_naive(batch, dim, chunk):
     value, grads = VALUE_AND_GRAD(img, txt, t, b, chunk_size=chunk)
     want_value, want_grads = jax.jit(jax.value_and_grad(naive_siglip, ARGNUMS))(img, txt, t, b)
     np.testing.assert_allclose(value, want_value, rtol=2e-6)
-    for g, w in zip(grads, want_grads):
+    for g, w in zip(grads, want_grads, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(w))))
     assert_close_to_ref(value, grads, img, txt, t, b, rtol=1e-5)
     if chunk == 8:  # the forward pass alone (the primal path, not the VJP's forward rule).
@@ -82,8 +85,9 @@ def test_float64_matches_reference():
     with x64():
         img, txt = make(23, 6, jnp.float64)
         t, b = jnp.asarray(1.1, jnp.float64), jnp.asarray(-4.0, jnp.float64)
-        value, grads = jax.jit(jax.value_and_grad(
-            lambda *a: sx.siglip_loss(*a, chunk_size=5), ARGNUMS))(img, txt, t, b)
+        value, grads = jax.jit(
+            jax.value_and_grad(lambda *a: sx.siglip_loss(*a, chunk_size=5), ARGNUMS)
+        )(img, txt, t, b)
         assert value.dtype == jnp.float64
         assert_close_to_ref(value, grads, img, txt, t, b, rtol=1e-12)
 
@@ -163,7 +167,8 @@ def test_no_batch_by_batch_value_anywhere():
 def test_compiled_temp_memory_much_smaller_than_naive():
     batch, dim = 1024, 32
     shapes = (jax.ShapeDtypeStruct((batch, dim), jnp.float32),) * 2 + (
-        jax.ShapeDtypeStruct((), jnp.float32),) * 2
+        jax.ShapeDtypeStruct((), jnp.float32),
+    ) * 2
 
     def temp(f):
         return jax.jit(f).lower(*shapes).compile().memory_analysis().temp_size_in_bytes
@@ -180,7 +185,10 @@ def test_ring_on_a_one_device_mesh_equals_siglip_loss():
     img, txt = make(13, 4)
     ring = jax.shard_map(
         lambda i, x, t, b: sx.siglip_loss_ring(i, x, t, b, axis_name="batch", chunk_size=5),
-        mesh=mesh, in_specs=(P("batch"), P("batch"), P(), P()), out_specs=P())
+        mesh=mesh,
+        in_specs=(P("batch"), P("batch"), P(), P()),
+        out_specs=P(),
+    )
     t, b = jnp.asarray(0.4), jnp.asarray(-1.5)
     value, grads = jax.jit(jax.value_and_grad(ring, ARGNUMS))(img, txt, t, b)
     assert_close_to_ref(value, grads, img, txt, t, b, rtol=1e-5)
@@ -197,10 +205,13 @@ def test_ring_on_a_one_device_mesh_equals_siglip_loss():
         ((np.ones((4, 2)), np.ones((4, 2)), np.ones(2), 0.0), {}, ValueError, "`t`.*\\(2,\\)"),
         ((np.ones((4, 2)), np.ones((4, 2)), 0.0, np.ones((1, 1))), {}, ValueError, "`b`"),
         ((np.ones((4, 2)), np.ones((4, 2)), 1j, 0.0), {}, TypeError, "`t`"),
-        ((np.ones((4, 2)), np.ones((4, 2)), 0.0, 0.0), {"chunk_size": 0}, ValueError,
-         "chunk_size"),
-        ((np.ones((4, 2)), np.ones((4, 2)), 0.0, 0.0), {"chunk_size": 2.5}, TypeError,
-         "chunk_size"),
+        ((np.ones((4, 2)), np.ones((4, 2)), 0.0, 0.0), {"chunk_size": 0}, ValueError, "chunk_size"),
+        (
+            (np.ones((4, 2)), np.ones((4, 2)), 0.0, 0.0),
+            {"chunk_size": 2.5},
+            TypeError,
+            "chunk_size",
+        ),
     ],
 )
 def test_errors_name_the_argument(args, kwargs, error, match):

@@ -28,8 +28,12 @@ def make(batch_shape, classes, hidden, dtype=jnp.float32, seed=0, label_kind="so
     bias = rng.standard_normal((classes,))
     u = rng.uniform(size=(*batch_shape, classes))
     labels = {"soft": u.astype(dtype), "int": (u > 0.5).astype(np.int32), "bool": u > 0.5}
-    return (jnp.asarray(h, dtype), jnp.asarray(w, dtype), jnp.asarray(labels[label_kind]),
-            jnp.asarray(bias, dtype))
+    return (
+        jnp.asarray(h, dtype),
+        jnp.asarray(w, dtype),
+        jnp.asarray(labels[label_kind]),
+        jnp.asarray(bias, dtype),
+    )
 
 
 def ref_linear(h, w, labels, bias):
@@ -44,15 +48,17 @@ def ref_linear(h, w, labels, bias):
     return np.mean(ref_loss(z, x)), grads
 
 
-VALUE_AND_GRAD = jax.jit(jax.value_and_grad(sx.linear_sigmoid_cross_entropy, ARGNUMS),
-                         static_argnames="chunk_size")
+VALUE_AND_GRAD = jax.jit(
+    jax.value_and_grad(sx.linear_sigmoid_cross_entropy, ARGNUMS), static_argnames="chunk_size"
+)
 # Integer and bool labels have no gradient.
 VALUE_AND_GRAD_H_W_BIAS = jax.jit(
-    jax.value_and_grad(sx.linear_sigmoid_cross_entropy, (0, 1, 3)), static_argnames="chunk_size")
+    jax.value_and_grad(sx.linear_sigmoid_cross_entropy, (0, 1, 3)), static_argnames="chunk_size"
+)
 
 
 def assert_tree_close(got, want, rtol, atol):
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert g.shape == w.shape and g.dtype == w.dtype
         np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
 
@@ -71,30 +77,33 @@ def test_value_and_grads_match_naive(batch_shape, classes, hidden, chunk, label_
     want_value, want_grads = ref_linear(h, w, labels, bias)
     if label_kind == "soft":
         value, grads = VALUE_AND_GRAD(h, w, labels, bias, chunk_size=chunk)
-        naive_value, naive_grads = jax.jit(jax.value_and_grad(naive_linear, ARGNUMS))(
-            h, w, z, bias)
+        naive_value, naive_grads = jax.jit(jax.value_and_grad(naive_linear, ARGNUMS))(h, w, z, bias)
     else:  # int/bool labels: no gradient; soft ones get d/dz = -logits / (N C) checked below.
         value, grads = VALUE_AND_GRAD_H_W_BIAS(h, w, labels, bias, chunk_size=chunk)
         naive_value, naive_grads = jax.jit(jax.value_and_grad(naive_linear, (0, 1, 3)))(
-            h, w, z, bias)
+            h, w, z, bias
+        )
         want_grads = want_grads[:2] + want_grads[3:]
     np.testing.assert_allclose(value, naive_value, rtol=2e-6)
     np.testing.assert_allclose(value, want_value, rtol=2e-6)
     assert_tree_close(grads, naive_grads, rtol=1e-5, atol=1e-8)
-    for g, want in zip(grads, want_grads):
+    for g, want in zip(grads, want_grads, strict=True):
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-8)
 
 
 def test_float64_and_no_bias():
     with x64():
         h, w, labels, _ = make((11,), 23, 6, jnp.float64)
-        f = jax.jit(jax.value_and_grad(
-            lambda *a: sx.linear_sigmoid_cross_entropy(*a, chunk_size=(4, 5)), (0, 1, 2)))
+        f = jax.jit(
+            jax.value_and_grad(
+                lambda *a: sx.linear_sigmoid_cross_entropy(*a, chunk_size=(4, 5)), (0, 1, 2)
+            )
+        )
         value, grads = f(h, w, labels)
         assert value.dtype == jnp.float64
         want_value, want_grads = ref_linear(h, w, labels, np.zeros(23))
         np.testing.assert_allclose(value, want_value, rtol=1e-14)
-        for g, want in zip(grads, want_grads):
+        for g, want in zip(grads, want_grads[:3], strict=True):
             assert g.dtype == jnp.float64
             np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-16)
 
@@ -105,14 +114,16 @@ def test_stable_for_huge_logits():
         value, grads = VALUE_AND_GRAD(h * scale, w, labels, bias, chunk_size=5)
         assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in grads)
         logits = np.asarray(h, np.float64) * scale @ np.asarray(w, np.float64).T
-        np.testing.assert_allclose(value, np.mean(ref_loss(labels, logits + np.asarray(bias))),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            value, np.mean(ref_loss(labels, logits + np.asarray(bias))), rtol=1e-5
+        )
 
 
 def test_low_precision_inputs():
     h, w, labels, bias = make((8,), 16, 4, jnp.bfloat16)
     value, grads = jax.jit(jax.value_and_grad(sx.linear_sigmoid_cross_entropy, (0, 1)))(
-        h, w, labels, bias)
+        h, w, labels, bias
+    )
     assert value.dtype == jnp.bfloat16 and grads[0].dtype == grads[1].dtype == jnp.bfloat16
     np.testing.assert_allclose(float(value), ref_linear(h, w, labels, bias)[0], rtol=1e-2)
 
@@ -161,7 +172,9 @@ def test_no_batch_by_classes_value_unless_label_gradient_is_asked():
 
 def test_compiled_temp_memory_much_smaller_than_naive():
     n, c, hidden = 256, 2048, 32
-    shapes = [jax.ShapeDtypeStruct(s, jnp.float32) for s in ((n, hidden), (c, hidden), (n, c), (c,))]
+    shapes = [
+        jax.ShapeDtypeStruct(s, jnp.float32) for s in ((n, hidden), (c, hidden), (n, c), (c,))
+    ]
 
     def temp(f):
         return jax.jit(f).lower(*shapes).compile().memory_analysis().temp_size_in_bytes
@@ -180,19 +193,43 @@ def test_compiled_temp_memory_much_smaller_than_naive():
     "args,kwargs,error,match",
     [
         ((np.ones((4, 3), np.int32), np.ones((5, 3)), np.ones((4, 5))), {}, TypeError, "`h`"),
-        ((np.ones((4, 3)), np.ones((5, 2)), np.ones((4, 5))), {}, ValueError,
-         r"`w`.*\(5, 2\).*\(4, 3\)"),
-        ((np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 6))), {}, ValueError,
-         r"`labels`.*\(4, 5\).*\(4, 6\)"),
+        (
+            (np.ones((4, 3)), np.ones((5, 2)), np.ones((4, 5))),
+            {},
+            ValueError,
+            r"`w`.*\(5, 2\).*\(4, 3\)",
+        ),
+        (
+            (np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 6))),
+            {},
+            ValueError,
+            r"`labels`.*\(4, 5\).*\(4, 6\)",
+        ),
         ((np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5)) * 1j), {}, TypeError, "`labels`"),
-        ((np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5)), np.ones(4)), {}, ValueError,
-         r"`bias`.*\(4,\)"),
-        ((np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5))), {"chunk_size": 0}, ValueError,
-         "chunk_size"),
-        ((np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5))), {"chunk_size": (2, 2, 2)},
-         ValueError, "chunk_size"),
-        ((np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5))), {"chunk_size": (2, "a")},
-         TypeError, r"chunk_size\[1\]"),
+        (
+            (np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5)), np.ones(4)),
+            {},
+            ValueError,
+            r"`bias`.*\(4,\)",
+        ),
+        (
+            (np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5))),
+            {"chunk_size": 0},
+            ValueError,
+            "chunk_size",
+        ),
+        (
+            (np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5))),
+            {"chunk_size": (2, 2, 2)},
+            ValueError,
+            "chunk_size",
+        ),
+        (
+            (np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5))),
+            {"chunk_size": (2, "a")},
+            TypeError,
+            r"chunk_size\[1\]",
+        ),
         ((np.ones((0, 3)), np.ones((5, 3)), np.ones((0, 5))), {}, ValueError, "empty"),
         ((np.ones((4, 3)), np.ones((5, 3)), None), {}, ValueError, "`labels`"),
     ],

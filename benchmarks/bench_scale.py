@@ -1,0 +1,208 @@
+"""Scale losses side by side: chunked SigLIP and the fused linear loss vs the naive jnp formulas.
+
+- ``siglip``: :func:`sigmoid_xent.siglip_loss` (chunks of image rows, custom VJP recomputing each
+  chunk) vs the SigLIP paper's formula in plain jnp, ``-sum(log_sigmoid(labels * (img @ txt.T *
+  exp(t) + b))) / B``, at B = 4096, 8192, 16384 and embedding dim 256.
+- ``linear``: :func:`sigmoid_xent.linear_sigmoid_cross_entropy` (tiles of classes, custom VJP)
+  vs ``mean(max(x, 0) - x z + log1p(exp(-|x|)))`` on ``x = h @ w.T + bias``, at batch 4096,
+  32768 classes, hidden 512 (soft float32 labels; gradients w.r.t. h, w and bias).
+
+Both for the forward pass alone (``fwd``) and ``value_and_grad`` (``vg``). Memory is XLA's
+``compile().memory_analysis().temp_size_in_bytes`` (compile time only, nothing allocated). Times:
+each pair is compiled, checked to agree, run once to warm up, then run ``repeats`` times
+interleaved (naive, chunked, naive, ...) with ``block_until_ready``; the table shows medians and
+ratios. Pass ``time_limit`` (seconds per naive call, measured at warm-up) to skip timing sizes
+whose naive version is slower than that. No timed asserts.
+
+XLA:CPU fuses the naive linear forward (dot, loss, reduction) into one YNNPACK call whose
+scratch memory is not in ``temp_size_in_bytes``: it reports 0 bytes there, so that ratio is
+meaningless (measured peak RSS is given in the module notes of the report instead).
+
+Run: ``python benchmarks/bench_scale.py [repeats] [--quick]``; ``run(...)`` returns the rows.
+``--quick`` runs only the smallest SigLIP size and a 4096 x 4096 x 512 linear case.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import sigmoid_xent as sx
+
+MiB = 2**20
+
+
+def naive_siglip(img: jax.Array, txt: jax.Array, t: jax.Array, b: jax.Array) -> jax.Array:
+    logits = img @ txt.T * jnp.exp(t) + b
+    labels = 2 * jnp.eye(img.shape[0], dtype=logits.dtype) - 1
+    return -jnp.sum(jax.nn.log_sigmoid(labels * logits)) / img.shape[0]
+
+
+def naive_linear(h: jax.Array, w: jax.Array, z: jax.Array, bias: jax.Array) -> jax.Array:
+    x = h @ w.T + bias
+    return jnp.mean(jnp.maximum(x, 0) - x * z + jnp.log1p(jnp.exp(-jnp.abs(x))))
+
+
+def siglip_args(batch: int, dim: int) -> tuple[jax.Array, ...]:
+    rng = np.random.default_rng(0)
+    emb = []
+    for _ in range(2):
+        x = rng.standard_normal((batch, dim), np.float32)
+        emb.append(jnp.asarray(x / np.linalg.norm(x, axis=1, keepdims=True)))
+    return emb[0], emb[1], jnp.asarray(np.log(10.0), jnp.float32), jnp.asarray(-10.0)
+
+
+def linear_args(batch: int, classes: int, hidden: int) -> tuple[jax.Array, ...]:
+    rng = np.random.default_rng(1)
+    h = jnp.asarray(rng.standard_normal((batch, hidden), np.float32))
+    w = jnp.asarray(rng.standard_normal((classes, hidden), np.float32) / np.sqrt(hidden))
+    z = jnp.asarray((rng.random((batch, classes), np.float32) < 0.01).astype(np.float32))
+    bias = jnp.asarray(np.full(classes, -4.0, np.float32))
+    return h, w, z, bias
+
+
+def _compile(f: Callable, args: tuple, argnums: tuple | None) -> Any:
+    g = f if argnums is None else jax.value_and_grad(f, argnums)
+    return jax.jit(g).lower(*args).compile()
+
+
+def _time_once(compiled: Any, args: tuple) -> float:
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    return time.perf_counter() - t0
+
+
+def _value(out: Any) -> float:
+    return float(out[0] if isinstance(out, tuple) else out)
+
+
+def compare(
+    case: str,
+    shape: str,
+    naive: Callable,
+    chunked: Callable,
+    args: tuple,
+    argnums: tuple | None,
+    repeats: int,
+    time_limit: float | None,
+) -> dict[str, Any]:
+    """One row: temp memory, agreement and (maybe) interleaved median times of two functions."""
+    compiled = {
+        name: _compile(f, args, argnums) for name, f in (("naive", naive), ("chunked", chunked))
+    }
+    temp = {name: c.memory_analysis().temp_size_in_bytes for name, c in compiled.items()}
+    row: dict[str, Any] = {
+        "case": case,
+        "shape": shape,
+        "mode": "fwd" if argnums is None else "vg",
+        "naive_temp_MiB": temp["naive"] / MiB,
+        "chunked_temp_MiB": temp["chunked"] / MiB,
+        "mem_ratio": temp["chunked"] / temp["naive"] if temp["naive"] else float("nan"),
+    }
+    warm = {}
+    values = {}
+    for name, c in compiled.items():  # warm-up, and check the two agree.
+        t0 = time.perf_counter()
+        values[name] = _value(jax.block_until_ready(c(*args)))
+        warm[name] = time.perf_counter() - t0
+    row["rel_diff"] = abs(values["chunked"] - values["naive"]) / abs(values["naive"])
+    if time_limit is not None and warm["naive"] > time_limit:
+        row.update(naive_s=float("nan"), chunked_s=float("nan"), time_ratio=float("nan"), runs=0)
+        return row
+    times: dict[str, list[float]] = {name: [] for name in compiled}
+    for _ in range(repeats):
+        for name, c in compiled.items():
+            times[name].append(_time_once(c, args))
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    row.update(
+        naive_s=med["naive"],
+        chunked_s=med["chunked"],
+        time_ratio=med["chunked"] / med["naive"],
+        runs=repeats,
+    )
+    return row
+
+
+def run(
+    repeats: int = 5,
+    siglip_batches: tuple[int, ...] = (4096, 8192, 16384),
+    dim: int = 256,
+    linear_shape: tuple[int, int, int] = (4096, 32768, 512),
+    time_limit: float | None = None,
+    verbose: bool = False,
+) -> list[dict[str, Any]]:
+    """All rows of the table (see the module docstring)."""
+    rows = []
+    for batch in siglip_batches:
+        args = siglip_args(batch, dim)
+        for argnums in (None, (0, 1, 2, 3)):
+            rows.append(
+                compare(
+                    "siglip",
+                    f"B={batch} D={dim}",
+                    naive_siglip,
+                    sx.siglip_loss,
+                    args,
+                    argnums,
+                    repeats,
+                    time_limit,
+                )
+            )
+            if verbose:
+                print(format_row(rows[-1]), flush=True)
+        del args
+    n, c, hidden = linear_shape
+    args = linear_args(n, c, hidden)
+    for argnums in (None, (0, 1, 3)):
+        rows.append(
+            compare(
+                "linear",
+                f"{n}x{c} H={hidden}",
+                naive_linear,
+                sx.linear_sigmoid_cross_entropy,
+                args,
+                argnums,
+                repeats,
+                time_limit,
+            )
+        )
+        if verbose:
+            print(format_row(rows[-1]), flush=True)
+    return rows
+
+
+HEADER = (
+    f"{'case':<7} {'shape':<18} {'mode':<4} {'naive MiB':>10} {'chunked MiB':>12} "
+    f"{'mem ratio':>10} {'naive s':>9} {'chunked s':>10} {'time ratio':>11} {'runs':>5} "
+    f"{'rel diff':>9}"
+)
+
+
+def format_row(r: dict[str, Any]) -> str:
+    return (
+        f"{r['case']:<7} {r['shape']:<18} {r['mode']:<4} {r['naive_temp_MiB']:>10.1f} "
+        f"{r['chunked_temp_MiB']:>12.1f} {r['mem_ratio']:>10.4f} {r['naive_s']:>9.3f} "
+        f"{r['chunked_s']:>10.3f} {r['time_ratio']:>11.3f} {r['runs']:>5d} "
+        f"{r['rel_diff']:>9.1e}"
+    )
+
+
+if __name__ == "__main__":
+    argv = [a for a in sys.argv[1:] if not a.startswith("--")]
+    reps = int(argv[0]) if argv else 5
+    kwargs: dict[str, Any] = {}
+    if "--quick" in sys.argv:
+        kwargs = {"siglip_batches": (4096,), "linear_shape": (4096, 4096, 512)}
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform}; medians of {reps} "
+        "interleaved runs after one warm-up"
+    )
+    print(HEADER, flush=True)
+    run(reps, verbose=True, **kwargs)
