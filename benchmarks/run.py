@@ -61,6 +61,9 @@ import sigmoid_xent as sx  # noqa: E402
 COLS = 1024
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+# torch's OpenMP workers spin after each parallel region by default; interleaved with JAX they
+# would take the cores from the next measurement.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 try:  # optional, never a dependency
     import torch
     import torch.nn.functional as torch_f
