@@ -244,7 +244,10 @@ def weighted_sigmoid_cross_entropy_with_logits(
     pw = _checks.as_float(pos_weight, cd, "pos_weight", fn)
     _checks.broadcastable_to(pw, x.shape, "pos_weight", fn, target="logits")
     xc, zc, pw = x.astype(cd), z.astype(cd), pw.astype(cd)
-    loss = _times(pw * zc, _softplus(-xc)) + _times(1 - zc, _softplus(xc))
+    # softplus(-x) = core(1, x) and softplus(x) = core(0, x): both on the same x, so XLA
+    # computes exp(-|x|) once for the two terms and for the gradient.
+    softplus_neg = _sce(xc, jnp.ones_like(xc))
+    loss = _times(pw * zc, softplus_neg) + _times(1 - zc, _softplus(xc))
     return loss.astype(x.dtype)
 
 
