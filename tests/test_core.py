@@ -165,15 +165,14 @@ def test_check_grads_float64():
     with x64():
         x = jnp.array([-4.0, -0.3, 0.0, 0.7, 5.0], jnp.float64)
         z = jnp.array([0.0, 1.0, 0.4, 0.9, 1.0], jnp.float64)
-        check_grads(lambda z, x: sce(z, x), (z, x), order=2, modes=("rev",))
+        check_grads(jax.jit(sce), (z, x), order=2, modes=("rev",))
         check_grads(
-            lambda z, x: sx.weighted_sigmoid_cross_entropy_with_logits(z, x, 2.5), (z, x),
-            order=2, modes=("rev",))
-        check_grads(
-            lambda z, x: sx.sigmoid_focal_loss(z, x, 0.25, 2.0), (z, x), order=2, modes=("rev",))
+            jax.jit(lambda z, x: sx.weighted_sigmoid_cross_entropy_with_logits(z, x, 2.5)),
+            (z, x), order=2, modes=("rev",))
+        check_grads(jax.jit(lambda z, x: sx.sigmoid_focal_loss(z, x, 0.25, 2.0)), (z, x),
+                    order=2, modes=("rev",))
         p = jnp.array([0.1, 0.4, 0.5, 0.8, 0.95], jnp.float64)
-        check_grads(
-            lambda z, p: sx.binary_cross_entropy(z, p), (z, p), order=2, modes=("rev",))
+        check_grads(jax.jit(sx.binary_cross_entropy), (z, p), order=2, modes=("rev",))
 
 
 @given(
@@ -428,18 +427,19 @@ def test_jit_vmap_grad_checkpoint_hessian(name):
     fn = ELEMENTWISE[name]
     x = jnp.array([[-3.0, 0.5, 2.0], [1.0, -0.2, 4.0]])
     z = jnp.array([[0.0, 1.0, 0.3], [1.0, 0.0, 1.0]])
+    # Each transform is jitted: eager op-by-op dispatch costs seconds here and checks nothing
+    # more (the eager path is exercised by every other test).
     eager = fn(z, x)
     np.testing.assert_allclose(jax.jit(fn)(z, x), eager, rtol=1e-6)
-    np.testing.assert_allclose(jax.vmap(fn)(z, x), eager, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(jax.vmap(fn))(z, x), eager, rtol=1e-6)
 
     def total(x, z):
         return fn(z, x).sum()
 
-    v, g = jax.value_and_grad(total)(x, z)
+    v, g = jax.jit(jax.value_and_grad(total))(x, z)
     np.testing.assert_allclose(v, eager.sum(), rtol=1e-6)
-    np.testing.assert_allclose(jax.grad(jax.checkpoint(total))(x, z), g, rtol=1e-6)
-    np.testing.assert_allclose(jax.jit(jax.grad(total))(x, z), g, rtol=1e-6)
-    per_row = jax.vmap(jax.grad(lambda xr, zr: fn(zr, xr).sum()))(x, z)
+    np.testing.assert_allclose(jax.jit(jax.grad(jax.checkpoint(total)))(x, z), g, rtol=1e-6)
+    per_row = jax.jit(jax.vmap(jax.grad(lambda xr, zr: fn(zr, xr).sum())))(x, z)
     np.testing.assert_allclose(per_row, g, rtol=1e-6)
     h = jax.jit(jax.hessian(total))(x[0], z[0])
     h2 = jax.jit(jax.jacrev(jax.jacrev(total)))(x[0], z[0])
