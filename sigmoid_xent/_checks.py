@@ -24,16 +24,41 @@ def not_none(value: Any, name: str, fn: str) -> None:
         raise ValueError(f"{fn}: `{name}` must be an array, got None.")
 
 
-def _nested(value: Any) -> Any:
+def _nested(value: Any, name: str, fn: str) -> Any:
     """Python lists/tuples (as Keras users pass them) become arrays with JAX's default dtypes."""
-    return jnp.asarray(value) if isinstance(value, (list, tuple)) else value
+    if not isinstance(value, (list, tuple)):
+        return value
+    try:
+        return jnp.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+                f"{fn}: `{name}` must be a rectangular array of numbers, got a "
+                f"{type(value).__name__} that cannot be converted ({err}).") from None
+
+
+def _numeric_dtype(value: Any, name: str, fn: str) -> Any:
+    """The dtype JAX would give `value`; a TypeError naming `name` for non-numeric values."""
+    try:
+        dtype = jnp.result_type(value)
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is None or not (jnp.issubdtype(dtype, jnp.number) or dtype == jnp.bool_):
+        raise TypeError(
+                f"{fn}: `{name}` must be an array of numbers, got {type(value).__name__} "
+                f"{_short_repr(value)}.")
+    return dtype
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def as_logits(logits: Any, fn: str, name: str = "logits") -> Array:
     """Returns `logits` as a float array; integer/bool logits are a TypeError."""
     not_none(logits, name, fn)
-    logits = _nested(logits)
-    dtype = jnp.result_type(logits)
+    logits = _nested(logits, name, fn)
+    dtype = _numeric_dtype(logits, name, fn)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
                 f"{fn}: `{name}` must have a floating dtype (float16, bfloat16, float32, "
@@ -45,8 +70,8 @@ def as_logits(logits: Any, fn: str, name: str = "logits") -> Array:
 def as_float(value: Any, dtype: Any, name: str, fn: str) -> Array:
     """Casts integer/bool values to `dtype`; float values keep their own dtype."""
     not_none(value, name, fn)
-    value = _nested(value)
-    value_dtype = jnp.result_type(value)
+    value = _nested(value, name, fn)
+    value_dtype = _numeric_dtype(value, name, fn)
     if jnp.issubdtype(value_dtype, jnp.complexfloating):
         raise TypeError(f"{fn}: `{name}` must be real, got {_describe(value)}.")
     if not jnp.issubdtype(value_dtype, jnp.floating):

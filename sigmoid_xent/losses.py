@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
 from typing import Any
 
 import jax
@@ -19,11 +20,19 @@ Array = jax.Array
 __all__ = ["BinaryCrossentropy", "binary_crossentropy", "sigmoid_cross_entropy"]
 
 
-def smooth_labels(labels: Array, label_smoothing: ArrayLike, dtype: Any) -> Array:
-    """``z * (1 - s) + 0.5 * s`` in ``dtype`` (labels squeezed towards 1/2, as TF and Keras)."""
+def smooth_labels(
+    labels: Array, label_smoothing: ArrayLike, dtype: Any, fn: str = "label_smoothing"
+) -> Array:
+    """``z * (1 - s) + 0.5 * s`` in ``dtype`` (labels squeezed towards 1/2, as TF and Keras).
+
+    ``label_smoothing`` may have any real dtype (it is cast to ``dtype``) and any shape
+    broadcastable to the labels' shape; None or another shape is a ValueError naming it.
+    """
     if _checks.static_scalar(label_smoothing) == 0.0:
         return labels.astype(dtype)
-    s = jnp.asarray(label_smoothing).astype(dtype)
+    s = _checks.as_float(label_smoothing, dtype, "label_smoothing", fn)
+    _checks.broadcastable_to(s, labels.shape, "label_smoothing", fn, target="labels")
+    s = s.astype(dtype)
     return labels.astype(dtype) * (1 - s) + 0.5 * s
 
 
@@ -74,6 +83,7 @@ def sigmoid_cross_entropy(
     _checks.not_none(multi_class_labels, "multi_class_labels", fn)
     _checks.not_none(logits, "logits", fn)
     _checks.not_none(weights, "weights", fn)
+    weights = _checks.as_float(weights, jnp.float32, "weights", fn)
     x = _checks.as_logits(logits, fn)
     z = _checks.as_float(multi_class_labels, x.dtype, "multi_class_labels", fn)
     _checks.same_shape(z, x, fn, names=("multi_class_labels", "logits"))
@@ -86,7 +96,7 @@ def sigmoid_cross_entropy(
             f"{x.ndim} with every dimension 1 or equal to the losses shape {x.shape} "
             "(use [batch, 1] for per-sample weights).")
     cd = _checks.compute_dtype(x.dtype)
-    z = smooth_labels(z, label_smoothing, cd)
+    z = smooth_labels(z, label_smoothing, cd, fn)
     losses = sigmoid_cross_entropy_with_logits(z, x.astype(cd))
     return reduce_loss(losses, weights, reduction).astype(x.dtype)
 
@@ -129,10 +139,16 @@ def binary_crossentropy(
     pred = _checks.as_logits(y_pred, fn, name="y_pred")
     true = _checks.as_float(y_true, pred.dtype, "y_true", fn)
     _checks.same_shape(true, pred, fn, names=("y_true", "y_pred"))
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(
+            f"{fn}: `axis` must be an int (one axis, as Keras), got {axis!r} of type "
+            f"{type(axis).__name__}.") from None
     if not -max(pred.ndim, 1) <= axis < max(pred.ndim, 1) or pred.ndim == 0:
         raise ValueError(f"{fn}: `axis` {axis} is out of range for y_pred of shape {pred.shape}.")
     cd = _checks.compute_dtype(pred.dtype)
-    true = smooth_labels(true, label_smoothing, cd)
+    true = smooth_labels(true, label_smoothing, cd, fn)
     if from_logits:
         elementwise = sigmoid_cross_entropy_with_logits(true, pred.astype(cd))
     else:

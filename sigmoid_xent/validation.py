@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
@@ -36,7 +38,10 @@ def validate_inputs(
       allow_padding: Accept labels < 0 (ranking padding).
 
     Raises:
-      ValueError: ``segment_ids`` without a static ``num_segments`` or with a non-integer dtype.
+      ValueError: ``logits`` or ``segment_ids`` of another shape than ``labels``;
+        ``segment_ids`` without a static ``num_segments``, with a non-integer dtype, or with a
+        negative ``num_segments``.
+      TypeError: non-numeric ``labels``/``logits``, or a ``num_segments`` that is not an int.
       jax.experimental.checkify.JaxRuntimeError: eagerly, for a failed value check.
 
     Examples:
@@ -54,32 +59,46 @@ def validate_inputs(
     """
     fn = "validate_inputs"
     _checks.not_none(labels, "labels", fn)
-    z = jnp.asarray(labels)
-    if jnp.issubdtype(z.dtype, jnp.floating):
-        padding = allow_padding or segment_ids is not None
-        low_ok = (z >= 0) | (z < 0) & padding
-        checkify.check(
-            jnp.all(low_ok & (z <= 1)),
-            "validate_inputs: labels must lie in [0, 1]"
-            + (" (or < 0 for padding)" if padding else "")
-            + "; found {bad} bad label(s), first at flat index {idx}.",
-            bad=jnp.sum(~(low_ok & (z <= 1))), idx=jnp.argmin(low_ok & (z <= 1)))
+    z = _checks.as_float(labels, jnp.float32, "labels", fn)
     if logits is not None:
-        x = jnp.asarray(logits)
+        x = _checks.as_float(logits, jnp.float32, "logits", fn)
+        _checks.same_shape(z, x, fn)
+    if segment_ids is not None:
+        ids = jnp.asarray(segment_ids)
+        if not jnp.issubdtype(ids.dtype, jnp.integer):
+            raise ValueError(
+                f"{fn}: `segment_ids` must be integers, got dtype {ids.dtype}.")
+        _checks.same_shape(z, ids, fn, names=("labels", "segment_ids"))
+        if num_segments is None or isinstance(num_segments, jax.core.Tracer):
+            raise ValueError(
+                f"{fn}: `num_segments` must be a static Python int with `segment_ids`, got "
+                f"{num_segments!r}.")
+        if isinstance(num_segments, bool):
+            raise TypeError(f"{fn}: `num_segments` must be a Python int, got {num_segments!r}.")
+        try:
+            num_segments = operator.index(num_segments)
+        except TypeError:
+            raise TypeError(
+                f"{fn}: `num_segments` must be a Python int, got {num_segments!r} of type "
+                f"{type(num_segments).__name__}.") from None
+        if num_segments < 0:
+            raise ValueError(f"{fn}: `num_segments` must be >= 0, got {num_segments}.")
+    # Integer and bool labels (cast to float above) are checked too: the losses use them as is.
+    padding = allow_padding or segment_ids is not None
+    low_ok = (z >= 0) | (z < 0) & padding
+    checkify.check(
+        jnp.all(low_ok & (z <= 1)),
+        "validate_inputs: labels must lie in [0, 1]"
+        + (" (or < 0 for padding)" if padding else "")
+        + "; found {bad} bad label(s), first at flat index {idx}.",
+        bad=jnp.sum(~(low_ok & (z <= 1))), idx=jnp.argmin(low_ok & (z <= 1)))
+    if logits is not None:
         finite = jnp.isfinite(x)
         checkify.check(
             jnp.all(finite),
             "validate_inputs: logits must be finite; found {bad} NaN/inf logit(s), first at "
             "flat index {idx}.", bad=jnp.sum(~finite), idx=jnp.argmin(finite))
     if segment_ids is not None:
-        ids = jnp.asarray(segment_ids)
-        if not jnp.issubdtype(ids.dtype, jnp.integer):
-            raise ValueError(
-                f"{fn}: `segment_ids` must be integers, got dtype {ids.dtype}.")
-        if num_segments is None or isinstance(num_segments, jax.core.Tracer):
-            raise ValueError(
-                f"{fn}: `num_segments` must be a static Python int with `segment_ids`, got "
-                f"{num_segments!r}.")
         ok = (ids >= 0) & (ids < num_segments)
         checkify.check(
             jnp.all(ok),

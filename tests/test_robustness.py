@@ -43,10 +43,16 @@ N = 32  # elements per hypothesis example: one compiled kernel serves every exam
 _MAX_EXAMPLES = os.environ.get("ROBUSTNESS_MAX_EXAMPLES")
 
 
-def fuzz(**kwargs):
-    """Settings of a property: the active profile, or ``ROBUSTNESS_MAX_EXAMPLES`` when set."""
+_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+
+
+def fuzz(ci_examples: int | None = None, **kwargs):
+    """Settings of a property: the active profile's example count, ``ci_examples`` instead in
+    the ``ci`` profile (for slow properties), ``ROBUSTNESS_MAX_EXAMPLES`` when set."""
     if _MAX_EXAMPLES:
         kwargs["max_examples"] = int(_MAX_EXAMPLES)
+    elif ci_examples is not None and _PROFILE == "ci":
+        kwargs["max_examples"] = ci_examples
     return settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
                     **kwargs)
 
