@@ -150,8 +150,9 @@ def run(repeats: int = 15, n: int = 2**24) -> list[dict[str, Any]]:
         v, g = f(x, z)
         np.testing.assert_allclose(v, ref[0], rtol=1e-6, err_msg=k)
         np.testing.assert_allclose(g, ref[1], rtol=1e-6, atol=1e-12, err_msg=k)
-    res = bench.interleaved({k: functools.partial(f, x, z) for k, f in impls.items()}, repeats,
-                            jax.block_until_ready)
+    res = bench.interleaved(
+        {k: functools.partial(f, x, z) for k, f in impls.items()}, repeats, jax.block_until_ready
+    )
     array_pages = x.size * 4 / resource.getpagesize()
     rows = []
     for k, f in impls.items():
@@ -162,35 +163,45 @@ def run(repeats: int = 15, n: int = 2**24) -> list[dict[str, Any]]:
         compiled = f.lower(x, z).compile()
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
-        rows.append({
-            "benchmark": "single_pass", "impl": k, "n": n, **res[k],
-            "x_floor": res[k]["median_ms"] / res["floor"]["median_ms"],
-            "cpu_x_floor": res[k]["cpu_ms"] / res["floor"]["cpu_ms"],
-            "written_arrays": faults,
-            "bytes_per_element": cost.get("bytes accessed", float("nan")) / n,
-            "temp_mib": compiled.memory_analysis().temp_size_in_bytes / 2**20,
-            "repeats": repeats,
-        })
+        rows.append(
+            {
+                "benchmark": "single_pass",
+                "impl": k,
+                "n": n,
+                **res[k],
+                "x_floor": res[k]["median_ms"] / res["floor"]["median_ms"],
+                "cpu_x_floor": res[k]["cpu_ms"] / res["floor"]["cpu_ms"],
+                "written_arrays": faults,
+                "bytes_per_element": cost.get("bytes accessed", float("nan")) / n,
+                "temp_mib": compiled.memory_analysis().temp_size_in_bytes / 2**20,
+                "repeats": repeats,
+            }
+        )
     return rows
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    header = (f"{'experiment':<20} {'median ms':>10} {'min ms':>8} {'cpu ms':>8} {'x floor':>8} "
-              f"{'cpu x floor':>11} {'arrays faulted':>14} {'XLA B/elem':>10} {'temp MiB':>9}")
+    header = (
+        f"{'experiment':<20} {'median ms':>10} {'min ms':>8} {'cpu ms':>8} {'x floor':>8} "
+        f"{'cpu x floor':>11} {'arrays faulted':>14} {'XLA B/elem':>10} {'temp MiB':>9}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
             f"{r['impl']:<20} {r['median_ms']:>10.2f} {r['min_ms']:>8.2f} {r['cpu_ms']:>8.1f} "
             f"{r['x_floor']:>8.2f} {r['cpu_x_floor']:>11.2f} {r['written_arrays']:>14.2f} "
-            f"{r['bytes_per_element']:>10.1f} {r['temp_mib']:>9.1f}")
+            f"{r['bytes_per_element']:>10.1f} {r['temp_mib']:>9.1f}"
+        )
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
     n_repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 15
-    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {os.cpu_count()} cores, load "
-          f"{os.getloadavg()[0]:.1f}; value_and_grad (w.r.t. logits) of the mean loss, float32, "
-          f"N = 2^24, median of {n_repeats} interleaved runs")
+    print(
+        f"jax {jax.__version__}, {jax.devices()[0].platform}, {os.cpu_count()} cores, load "
+        f"{os.getloadavg()[0]:.1f}; value_and_grad (w.r.t. logits) of the mean loss, float32, "
+        f"N = 2^24, median of {n_repeats} interleaved runs"
+    )
     t0 = time.perf_counter()
     print(format_table(run(n_repeats)))
     print(f"({time.perf_counter() - t0:.0f} s)")

@@ -74,8 +74,9 @@ def to_rows(data: dict[str, Any], row: int) -> dict[str, np.ndarray]:
     return {"labels": z, "logits": x, "segments": seg}
 
 
-def rax_style_loss(labels: jax.Array, logits: jax.Array, segments: jax.Array, num_lists: int,
-                   reduction: str) -> jax.Array:
+def rax_style_loss(
+    labels: jax.Array, logits: jax.Array, segments: jax.Array, num_lists: int, reduction: str
+) -> jax.Array:
     """The same loss with rax-style O(n²) per-row same-segment masks (``[..., n]`` rows).
 
     Padding (label < 0) is zeroed before the loss as TF-Ranking does; per-item list statistics
@@ -120,8 +121,9 @@ def _temp_mib(fn: Any, *args: Any) -> float:
     return stats.temp_size_in_bytes / 2**20 if stats is not None else float("nan")
 
 
-def _case(name: str, num_items: int, num_lists: int, repeats: int, rows_layout: bool,
-          seed: int = 0) -> list[dict[str, Any]]:
+def _case(
+    name: str, num_items: int, num_lists: int, repeats: int, rows_layout: bool, seed: int = 0
+) -> list[dict[str, Any]]:
     data = make_lists(num_items, num_lists, seed)
     longest = int(data["lengths"].max())
     z, x, ids = (jnp.asarray(data[k]) for k in ("labels", "logits", "ids"))
@@ -137,29 +139,34 @@ def _case(name: str, num_items: int, num_lists: int, repeats: int, rows_layout: 
     out = []
     for reduction in ("auto", "list_mean"):
         # Every array is an argument (never a closed-over constant XLA could fold).
-        def packed(x: jax.Array, z: jax.Array, ids: jax.Array,
-                   reduction: str = reduction) -> jax.Array:
-            return ranking.sigmoid_cross_entropy(z, x, segment_ids=ids, num_segments=num_lists,
-                                                 reduction=reduction)
+        def packed(
+            x: jax.Array, z: jax.Array, ids: jax.Array, reduction: str = reduction
+        ) -> jax.Array:
+            return ranking.sigmoid_cross_entropy(
+                z, x, segment_ids=ids, num_segments=num_lists, reduction=reduction
+            )
 
         def dense(x: jax.Array, z: jax.Array, reduction: str = reduction) -> jax.Array:
             return ranking.sigmoid_cross_entropy(z, x, reduction=reduction)
 
-        def quad(x: jax.Array, z: jax.Array, s: jax.Array,
-                 reduction: str = reduction) -> jax.Array:
+        def quad(x: jax.Array, z: jax.Array, s: jax.Array, reduction: str = reduction) -> jax.Array:
             return rax_style_loss(z, x, s, num_lists, reduction)
 
-        def packed_rows(x: jax.Array, z: jax.Array, s: jax.Array,
-                        reduction: str = reduction) -> jax.Array:
+        def packed_rows(
+            x: jax.Array, z: jax.Array, s: jax.Array, reduction: str = reduction
+        ) -> jax.Array:
             # Per-row sums, combined exactly as the global reduction needs.
             def stats(z: jax.Array, x: jax.Array, s: jax.Array) -> tuple[jax.Array, ...]:
                 ids_row = jnp.where(s >= 0, s, num_lists)  # padding slots: dropped under jit
                 loss = ranking.sigmoid_cross_entropy(
-                    z, x, segment_ids=ids_row, num_segments=num_lists, reduction="none")
+                    z, x, segment_ids=ids_row, num_segments=num_lists, reduction="none"
+                )
                 valid = (z >= 0).astype(x.dtype)
-                return (jax.ops.segment_sum(loss, ids_row, num_lists),
-                        jax.ops.segment_sum(valid, ids_row, num_lists),
-                        jax.ops.segment_sum(jnp.ones_like(valid), ids_row, num_lists))
+                return (
+                    jax.ops.segment_sum(loss, ids_row, num_lists),
+                    jax.ops.segment_sum(valid, ids_row, num_lists),
+                    jax.ops.segment_sum(jnp.ones_like(valid), ids_row, num_lists),
+                )
 
             sums, counts, lengths = (a.sum(0) for a in jax.vmap(stats)(z, x, s))
             if reduction == "auto":
@@ -170,12 +177,16 @@ def _case(name: str, num_items: int, num_lists: int, repeats: int, rows_layout: 
         impls: dict[str, tuple[Any, tuple[jax.Array, ...]]] = {
             "packed (segment_sum)": (jax.jit(jax.value_and_grad(packed)), (x, z, ids)),
             f"dense ({num_lists} x {longest})": (
-                jax.jit(jax.value_and_grad(dense)), (x_dense, z_dense)),
+                jax.jit(jax.value_and_grad(dense)),
+                (x_dense, z_dense),
+            ),
             quadratic: (jax.jit(jax.value_and_grad(quad)), (xr, zr, sr)),
         }
         if rows_layout:
             impls[f"packed, vmap over the {zr.shape[0]} rows"] = (
-                jax.jit(jax.value_and_grad(packed_rows)), (xr, zr, sr))
+                jax.jit(jax.value_and_grad(packed_rows)),
+                (xr, zr, sr),
+            )
         values = {k: float(f(*a)[0]) for k, (f, a) in impls.items()}
         ref = values["packed (segment_sum)"]
         for k, v in values.items():
@@ -184,12 +195,21 @@ def _case(name: str, num_items: int, num_lists: int, repeats: int, rows_layout: 
         medians = _time({k: functools.partial(f, *a) for k, (f, a) in impls.items()}, repeats)
         base = medians["packed (segment_sum)"]
         for k, (f, a) in impls.items():
-            out.append({
-                "benchmark": "ranking", "case": name, "reduction": reduction, "impl": k,
-                "items": num_items, "lists": num_lists, "longest": longest,
-                "median_ms": medians[k], "ratio": medians[k] / base,
-                "temp_mib": _temp_mib(f, *a), "repeats": repeats,
-            })
+            out.append(
+                {
+                    "benchmark": "ranking",
+                    "case": name,
+                    "reduction": reduction,
+                    "impl": k,
+                    "items": num_items,
+                    "lists": num_lists,
+                    "longest": longest,
+                    "median_ms": medians[k],
+                    "ratio": medians[k] / base,
+                    "temp_mib": _temp_mib(f, *a),
+                    "repeats": repeats,
+                }
+            )
     return out
 
 
@@ -201,18 +221,23 @@ def run(repeats: int = 20) -> list[dict[str, Any]]:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    header = (f"{'case':<24} {'reduction':<10} {'implementation':<36} {'median ms':>10} "
-              f"{'x packed':>9} {'temp MiB':>9}")
+    header = (
+        f"{'case':<24} {'reduction':<10} {'implementation':<36} {'median ms':>10} "
+        f"{'x packed':>9} {'temp MiB':>9}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
             f"{r['case']:<24} {r['reduction']:<10} {r['impl']:<36} {r['median_ms']:>10.2f} "
-            f"{r['ratio']:>9.2f} {r['temp_mib']:>9.1f}")
+            f"{r['ratio']:>9.2f} {r['temp_mib']:>9.1f}"
+        )
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
     n_repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-    print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, median of {n_repeats} runs, "
-          "value_and_grad w.r.t. logits, jitted")
+    print(
+        f"jax {jax.__version__}, {jax.devices()[0].device_kind}, median of {n_repeats} runs, "
+        "value_and_grad w.r.t. logits, jitted"
+    )
     print(format_table(run(n_repeats)))

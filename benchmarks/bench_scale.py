@@ -59,7 +59,11 @@ def definition_linear(h: jax.Array, w: jax.Array, z: jax.Array, bias: jax.Array)
 
 
 def memory_row(
-    case: str, shape: str, naive: Callable, chunked: Callable, args: tuple,
+    case: str,
+    shape: str,
+    naive: Callable,
+    chunked: Callable,
+    args: tuple,
     argnums: tuple | None,
 ) -> dict[str, Any]:
     """A compile-only row: temp memory of both, no timing."""
@@ -69,10 +73,17 @@ def memory_row(
     }
     nan = float("nan")
     return {
-        "case": case, "shape": shape, "mode": "fwd" if argnums is None else "vg",
-        "naive_temp_MiB": temp["naive"] / MiB, "chunked_temp_MiB": temp["chunked"] / MiB,
+        "case": case,
+        "shape": shape,
+        "mode": "fwd" if argnums is None else "vg",
+        "naive_temp_MiB": temp["naive"] / MiB,
+        "chunked_temp_MiB": temp["chunked"] / MiB,
         "mem_ratio": temp["chunked"] / temp["naive"] if temp["naive"] else nan,
-        "naive_s": nan, "chunked_s": nan, "time_ratio": nan, "runs": 0, "rel_diff": nan,
+        "naive_s": nan,
+        "chunked_s": nan,
+        "time_ratio": nan,
+        "runs": 0,
+        "rel_diff": nan,
     }
 
 
@@ -202,8 +213,16 @@ def run(
         if verbose:
             print(format_row(rows[-1]), flush=True)
     for argnums in (None, (0, 1, 3)):
-        rows.append(memory_row("linear*", f"{n}x{c} H={hidden}", definition_linear,
-                               sx.linear_sigmoid_cross_entropy, args, argnums))
+        rows.append(
+            memory_row(
+                "linear*",
+                f"{n}x{c} H={hidden}",
+                definition_linear,
+                sx.linear_sigmoid_cross_entropy,
+                args,
+                argnums,
+            )
+        )
         if verbose:
             print(format_row(rows[-1]), flush=True)
     return rows

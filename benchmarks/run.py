@@ -136,8 +136,9 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def interleaved(thunks: dict[str, Callable[[], Any]], repeats: int, sync: Callable[[Any], Any]
-                ) -> dict[str, dict[str, float]]:
+def interleaved(
+    thunks: dict[str, Callable[[], Any]], repeats: int, sync: Callable[[Any], Any]
+) -> dict[str, dict[str, float]]:
     """Median/min wall ms and median CPU ms of each thunk, interleaved, after 2 warm-ups."""
     for fn in thunks.values():
         for _ in range(2):
@@ -146,15 +147,21 @@ def interleaved(thunks: dict[str, Callable[[], Any]], repeats: int, sync: Callab
     cpu: dict[str, list[float]] = {k: [] for k in thunks}
     names = list(thunks)
     for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             c0, t0 = _cpu_seconds(), time.perf_counter()
             out = thunks[name]()
             sync(out)
             wall[name].append((time.perf_counter() - t0) * 1e3)
             cpu[name].append((_cpu_seconds() - c0) * 1e3)
             del out
-    return {k: {"median_ms": statistics.median(wall[k]), "min_ms": min(wall[k]),
-                "cpu_ms": statistics.median(cpu[k])} for k in thunks}
+    return {
+        k: {
+            "median_ms": statistics.median(wall[k]),
+            "min_ms": min(wall[k]),
+            "cpu_ms": statistics.median(cpu[k]),
+        }
+        for k in thunks
+    }
 
 
 def temp_mib(fn: Any, *args: Any) -> float:
@@ -191,22 +198,29 @@ def bench_core(sizes: list[int], dtypes: list[Any], repeats: int) -> list[dict[s
                     thunks[k] = functools.partial(_torch_call, f, tx, tz)
             res = interleaved(thunks, repeats, jax.block_until_ready)
             for k, r in res.items():
-                rows.append({
-                    "benchmark": "core", "impl": k, "n": n, "dtype": jnp.dtype(dtype).name,
-                    **r,
-                    "x_optax": res["optax"]["median_ms"] / r["median_ms"],
-                    "x_floor": r["median_ms"] / res["floor"]["median_ms"],
-                    "vs_naive": r["median_ms"] / res["naive"]["median_ms"],
-                    "temp_mib": temp_mib(impls[k], x, z) if k in impls else float("nan"),
-                    "repeats": repeats,
-                })
+                rows.append(
+                    {
+                        "benchmark": "core",
+                        "impl": k,
+                        "n": n,
+                        "dtype": jnp.dtype(dtype).name,
+                        **r,
+                        "x_optax": res["optax"]["median_ms"] / r["median_ms"],
+                        "x_floor": r["median_ms"] / res["floor"]["median_ms"],
+                        "vs_naive": r["median_ms"] / res["naive"]["median_ms"],
+                        "temp_mib": temp_mib(impls[k], x, z) if k in impls else float("nan"),
+                        "repeats": repeats,
+                    }
+                )
             del x, z
     return rows
 
 
 def format_core(rows: list[dict[str, Any]]) -> str:
-    header = (f"{'N':>6} {'dtype':<9} {'implementation':<20} {'median ms':>10} {'min ms':>8} "
-              f"{'cpu ms':>8} {'x optax':>8} {'x floor':>8} {'/ naive':>8} {'temp MiB':>9}")
+    header = (
+        f"{'N':>6} {'dtype':<9} {'implementation':<20} {'median ms':>10} {'min ms':>8} "
+        f"{'cpu ms':>8} {'x optax':>8} {'x floor':>8} {'/ naive':>8} {'temp MiB':>9}"
+    )
     lines = [header, "-" * len(header)]
     prev = None
     for r in rows:
@@ -218,7 +232,8 @@ def format_core(rows: list[dict[str, Any]]) -> str:
             f"{size:>6} {r['dtype']:<9} {r['impl']:<20} "
             f"{r['median_ms']:>10.3f} {r['min_ms']:>8.3f} {r['cpu_ms']:>8.2f} "
             f"{r['x_optax']:>8.2f} {r['x_floor']:>8.2f} {r['vs_naive']:>8.2f} "
-            f"{r['temp_mib']:>9.1f}")
+            f"{r['temp_mib']:>9.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -229,9 +244,14 @@ def bf16_accuracy(n: int = 2**16) -> list[dict[str, Any]]:
     """d(sum loss)/dx with bfloat16 inputs, ours and optax, against float64."""
     x, z = make_inputs(n, jnp.float32, seed=1)
     specials = jnp.array([0.0, 0.5, -0.5, 8.0, -8.0, 20.0, -20.0, 30.0, -30.0, 80.0, -80.0])
-    x = x.ravel().at[: specials.size].set(specials).at[specials.size: 2 * specials.size].set(
-        specials)
-    z = z.ravel().at[: specials.size].set(1.0).at[specials.size: 2 * specials.size].set(0.0)
+    x = (
+        x.ravel()
+        .at[: specials.size]
+        .set(specials)
+        .at[specials.size : 2 * specials.size]
+        .set(specials)
+    )
+    z = z.ravel().at[: specials.size].set(1.0).at[specials.size : 2 * specials.size].set(0.0)
     xb, zb = x.astype(jnp.bfloat16), z.astype(jnp.bfloat16)
     x64, z64 = np.asarray(xb, np.float64), np.asarray(zb, np.float64)
     e = np.exp(-np.abs(x64))
@@ -240,30 +260,46 @@ def bf16_accuracy(n: int = 2**16) -> list[dict[str, Any]]:
     # One bfloat16 ulp at the reference (8 significant bits): 2^(exponent - 8) with frexp's
     # exponent; the smallest normal below that range (XLA:CPU flushes subnormals).
     _, exponent = np.frexp(np.asarray(want.astype(jnp.bfloat16), np.float64))
-    spacing = np.maximum(np.ldexp(1.0, exponent - 8),
-                         float(jnp.finfo(jnp.bfloat16).smallest_normal))
+    spacing = np.maximum(
+        np.ldexp(1.0, exponent - 8), float(jnp.finfo(jnp.bfloat16).smallest_normal)
+    )
     out = []
-    for name, loss in [("ours", lambda x, z: sx.sigmoid_cross_entropy_with_logits(z, x).sum()),
-                       ("optax", lambda x, z: optax.sigmoid_binary_cross_entropy(x, z).sum())]:
+    for name, loss in [
+        ("ours", lambda x, z: sx.sigmoid_cross_entropy_with_logits(z, x).sum()),
+        ("optax", lambda x, z: optax.sigmoid_binary_cross_entropy(x, z).sum()),
+    ]:
         got = np.asarray(jax.jit(jax.grad(loss))(xb, zb), np.float64)
         err = np.abs(got - want)
         ulps = err / spacing
-        out.append({"benchmark": "bf16_grad_accuracy", "impl": name, "n": int(x.size),
-                    "max_abs": float(err.max()), "median_abs": float(np.median(err)),
-                    "max_ulp": float(ulps.max()), "median_ulp": float(np.median(ulps)),
-                    "within_1_ulp": float(np.mean(ulps <= 1.0)),
-                    "at_x30_z1": float(got[7]), "want_x30_z1": float(want[7])})
+        out.append(
+            {
+                "benchmark": "bf16_grad_accuracy",
+                "impl": name,
+                "n": int(x.size),
+                "max_abs": float(err.max()),
+                "median_abs": float(np.median(err)),
+                "max_ulp": float(ulps.max()),
+                "median_ulp": float(np.median(ulps)),
+                "within_1_ulp": float(np.mean(ulps <= 1.0)),
+                "at_x30_z1": float(got[7]),
+                "want_x30_z1": float(want[7]),
+            }
+        )
     return out
 
 
 def format_accuracy(rows: list[dict[str, Any]]) -> str:
-    header = (f"{'implementation':<10} {'max abs err':>12} {'median abs':>11} {'max ulp':>9} "
-              f"{'median ulp':>10} {'<= 1 ulp':>9} {'grad at x=30,z=1':>17}")
+    header = (
+        f"{'implementation':<10} {'max abs err':>12} {'median abs':>11} {'max ulp':>9} "
+        f"{'median ulp':>10} {'<= 1 ulp':>9} {'grad at x=30,z=1':>17}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r['impl']:<10} {r['max_abs']:>12.3e} {r['median_abs']:>11.3e} "
-                     f"{r['max_ulp']:>9.1f} {r['median_ulp']:>10.2f} "
-                     f"{100 * r['within_1_ulp']:>8.1f}% {r['at_x30_z1']:>17.4e}")
+        lines.append(
+            f"{r['impl']:<10} {r['max_abs']:>12.3e} {r['median_abs']:>11.3e} "
+            f"{r['max_ulp']:>9.1f} {r['median_ulp']:>10.2f} "
+            f"{100 * r['within_1_ulp']:>8.1f}% {r['at_x30_z1']:>17.4e}"
+        )
     lines.append(f"(float64 reference at x=30, z=1: {rows[0]['want_x30_z1']:.4e})")
     return "\n".join(lines)
 
@@ -289,46 +325,65 @@ def bench_paths(n: int, repeats: int) -> list[dict[str, Any]]:
         "focal": {
             "ours": lambda x, z: sx.sigmoid_focal_loss(z, x, alpha=0.25, gamma=2.0).mean(),
             "optax.sigmoid_focal_loss": lambda x, z: optax.sigmoid_focal_loss(
-                x, z, alpha=0.25, gamma=2.0).mean(),
+                x, z, alpha=0.25, gamma=2.0
+            ).mean(),
         },
         "keras object": {
             "binary_crossentropy().mean()": lambda x, z: sx.binary_crossentropy(
-                z, x, from_logits=True).mean(),
+                z, x, from_logits=True
+            ).mean(),
             "BinaryCrossentropy(from_logits)": lambda x, z: keras_obj(z, x),
         },
     }
     rows = []
     for group, fns in groups.items():
         jitted = {k: jax.jit(jax.value_and_grad(f)) for k, f in fns.items()}
-        res = interleaved({k: functools.partial(f, x, z) for k, f in jitted.items()}, repeats,
-                          jax.block_until_ready)
+        res = interleaved(
+            {k: functools.partial(f, x, z) for k, f in jitted.items()},
+            repeats,
+            jax.block_until_ready,
+        )
         base = next(iter(res.values()))["median_ms"]
         texts = {k: _hlo_signature(f, x, z) for k, f in jitted.items()}
         first = next(iter(texts.values()))
         for k, r in res.items():
-            rows.append({"benchmark": "paths", "group": group, "impl": k, "n": n, **r,
-                         "ratio": r["median_ms"] / base, "temp_mib": temp_mib(jitted[k], x, z),
-                         "same_hlo_as_first": texts[k] == first, "repeats": repeats})
+            rows.append(
+                {
+                    "benchmark": "paths",
+                    "group": group,
+                    "impl": k,
+                    "n": n,
+                    **r,
+                    "ratio": r["median_ms"] / base,
+                    "temp_mib": temp_mib(jitted[k], x, z),
+                    "same_hlo_as_first": texts[k] == first,
+                    "repeats": repeats,
+                }
+            )
     return rows
 
 
 def _hlo_signature(fn: Any, *args: Any) -> str:
     """The optimized HLO's instructions without names and metadata (to compare programs)."""
     text = fn.lower(*args).compile().as_text()
-    body = text[text.index("ENTRY"):]
+    body = text[text.index("ENTRY") :]
     body = re.sub(r", metadata=\{[^}]*\}", "", body)
     body = re.sub(r"%[\w.\-]+", "%", body)
     return body
 
 
 def format_paths(rows: list[dict[str, Any]]) -> str:
-    header = (f"{'path':<13} {'implementation':<32} {'median ms':>10} {'cpu ms':>8} "
-              f"{'ratio':>6} {'temp MiB':>9} {'same HLO':>9}")
+    header = (
+        f"{'path':<13} {'implementation':<32} {'median ms':>10} {'cpu ms':>8} "
+        f"{'ratio':>6} {'temp MiB':>9} {'same HLO':>9}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         same = ("yes" if r["same_hlo_as_first"] else "no") if r["group"] == "keras object" else ""
-        lines.append(f"{r['group']:<13} {r['impl']:<32} {r['median_ms']:>10.3f} "
-                     f"{r['cpu_ms']:>8.2f} {r['ratio']:>6.2f} {r['temp_mib']:>9.1f} {same:>9}")
+        lines.append(
+            f"{r['group']:<13} {r['impl']:<32} {r['median_ms']:>10.3f} "
+            f"{r['cpu_ms']:>8.2f} {r['ratio']:>6.2f} {r['temp_mib']:>9.1f} {same:>9}"
+        )
     return "\n".join(lines)
 
 
@@ -340,7 +395,7 @@ def hlo_facts(n: int = 2**24, dtype: Any = jnp.float32) -> dict[str, Any]:
     x = jax.ShapeDtypeStruct((n // COLS, COLS), dtype)
     compiled = jax.jit(jax.value_and_grad(ours)).lower(x, x).compile()
     text = compiled.as_text()
-    entry = text[text.index("ENTRY"):]
+    entry = text[text.index("ENTRY") :]
     big = f"[{n // COLS},{COLS}]"
     fusions = [line for line in entry.splitlines() if " fusion(" in line]
     big_fusions = [f for f in fusions if big in f.split("=")[1].split("fusion(")[0]]
@@ -352,11 +407,19 @@ def hlo_facts(n: int = 2**24, dtype: Any = jnp.float32) -> dict[str, Any]:
     ops = []
     for f in big_fusions + reductions:
         called = re.search(r"calls=%([\w.\-]+)", f).group(1)
-        ops.append((re.search(r"%([\w.\-]+) =", f).group(1),
-                    [op for op in re.findall(r"= \S+ ([a-z\-]+)\(", computations.get(called, ""))
-                     if op not in ("parameter", "constant", "broadcast")]))
+        ops.append(
+            (
+                re.search(r"%([\w.\-]+) =", f).group(1),
+                [
+                    op
+                    for op in re.findall(r"= \S+ ([a-z\-]+)\(", computations.get(called, ""))
+                    if op not in ("parameter", "constant", "broadcast")
+                ],
+            )
+        )
     return {
-        "n": n, "dtype": jnp.dtype(dtype).name,
+        "n": n,
+        "dtype": jnp.dtype(dtype).name,
         "fusions_over_inputs": len(big_fusions),
         "reduction_fusions": len(reductions),
         "exp_per_element": sum(o.count("exponential") for _, o in ops),
@@ -370,14 +433,16 @@ def hlo_facts(n: int = 2**24, dtype: Any = jnp.float32) -> dict[str, Any]:
 
 
 def format_facts(f: dict[str, Any]) -> str:
-    lines = [f"value_and_grad of ours, {f['dtype']}, N = 2^{int(np.log2(f['n']))}:",
-             f"  fusions over [N/1024, 1024] arrays: {f['fusions_over_inputs']} "
-             f"(+ {f['reduction_fusions']} reduction fusion)",
-             f"  exp / log / divide per element: {f['exp_per_element']} / "
-             f"{f['log_per_element']} / {f['divide_per_element']}; XLA-counted transcendentals "
-             f"per element: {f['transcendentals_per_element']:.1f}",
-             f"  bytes accessed per element: {f['bytes_accessed_per_element']:.1f}; temp bytes "
-             f"per element: {f['temp_bytes_per_element']:.1f}"]
+    lines = [
+        f"value_and_grad of ours, {f['dtype']}, N = 2^{int(np.log2(f['n']))}:",
+        f"  fusions over [N/1024, 1024] arrays: {f['fusions_over_inputs']} "
+        f"(+ {f['reduction_fusions']} reduction fusion)",
+        f"  exp / log / divide per element: {f['exp_per_element']} / "
+        f"{f['log_per_element']} / {f['divide_per_element']}; XLA-counted transcendentals "
+        f"per element: {f['transcendentals_per_element']:.1f}",
+        f"  bytes accessed per element: {f['bytes_accessed_per_element']:.1f}; temp bytes "
+        f"per element: {f['temp_bytes_per_element']:.1f}",
+    ]
     for name, ops in f["fusion_ops"]:
         lines.append(f"    {name}: {' '.join(ops)}")
     return "\n".join(lines)
@@ -412,8 +477,11 @@ def plot(rows: list[dict[str, Any]], path: str) -> bool:
     fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4.5), squeeze=False)
     for ax, dtype in zip(axes[0], dtypes, strict=True):
         for impl in dict.fromkeys(r["impl"] for r in core if r["dtype"] == dtype):
-            pts = sorted((r["n"], r["median_ms"] * 1e6 / r["n"]) for r in core
-                         if r["dtype"] == dtype and r["impl"] == impl)
+            pts = sorted(
+                (r["n"], r["median_ms"] * 1e6 / r["n"])
+                for r in core
+                if r["dtype"] == dtype and r["impl"] == impl
+            )
             style = "-" if impl.startswith("ours") else "--"
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=impl)
         ax.set_xscale("log", base=2)
@@ -423,8 +491,11 @@ def plot(rows: list[dict[str, Any]], path: str) -> bool:
         ax.set_title(f"value_and_grad of the mean loss, {dtype}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{cpu_name()}, {os.cpu_count()} cores, jax {jax.__version__} "
-                 f"({jax.devices()[0].platform}); medians, lower is better", fontsize=9)
+    fig.suptitle(
+        f"{cpu_name()}, {os.cpu_count()} cores, jax {jax.__version__} "
+        f"({jax.devices()[0].platform}); medians, lower is better",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -441,24 +512,35 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--sizes", type=str, default=None, help="log2 sizes, e.g. 16,20,24")
     parser.add_argument("--dtypes", type=str, default="float32,bfloat16")
     parser.add_argument("--no-ranking", action="store_true")
-    parser.add_argument("--no-single-pass", action="store_true",
-                        help="skip benchmarks/bench_core.py's single-pass experiments (2^24)")
-    parser.add_argument("--plot", type=str, default=None,
-                        help="PNG path (default benchmarks/time_per_element_<platform>.png; "
-                             "'none' to skip)")
+    parser.add_argument(
+        "--no-single-pass",
+        action="store_true",
+        help="skip benchmarks/bench_core.py's single-pass experiments (2^24)",
+    )
+    parser.add_argument(
+        "--plot",
+        type=str,
+        default=None,
+        help="PNG path (default benchmarks/time_per_element_<platform>.png; 'none' to skip)",
+    )
     parser.add_argument("--json", type=str, default=None, help="write all rows to this file")
     args = parser.parse_args(argv)
     repeats = args.repeats or (5 if args.quick else 21)
-    logs = [int(s) for s in args.sizes.split(",")] if args.sizes else (
-        [16, 18, 20] if args.quick else [16, 18, 20, 22, 24])
-    dtypes = [{"float32": jnp.float32, "bfloat16": jnp.bfloat16}[d]
-              for d in args.dtypes.split(",")]
+    logs = (
+        [int(s) for s in args.sizes.split(",")]
+        if args.sizes
+        else ([16, 18, 20] if args.quick else [16, 18, 20, 22, 24])
+    )
+    dtypes = [{"float32": jnp.float32, "bfloat16": jnp.bfloat16}[d] for d in args.dtypes.split(",")]
     device = jax.devices()[0]
-    print(f"jax {jax.__version__}, {device.platform} ({device.device_kind}), {cpu_name()}, "
-          f"{os.cpu_count()} CPU cores, optax {optax.__version__}, torch "
-          f"{torch.__version__ if torch is not None else 'not installed (columns skipped)'}; "
-          f"load average {os.getloadavg()[0]:.1f}; median of {repeats} interleaved runs after "
-          "2 warm-ups", flush=True)
+    print(
+        f"jax {jax.__version__}, {device.platform} ({device.device_kind}), {cpu_name()}, "
+        f"{os.cpu_count()} CPU cores, optax {optax.__version__}, torch "
+        f"{torch.__version__ if torch is not None else 'not installed (columns skipped)'}; "
+        f"load average {os.getloadavg()[0]:.1f}; median of {repeats} interleaved runs after "
+        "2 warm-ups",
+        flush=True,
+    )
 
     rows = bench_core([2**k for k in logs], dtypes, repeats)
     print("\n## value_and_grad (w.r.t. logits) of the mean loss, jitted, [N/1024, 1024]\n")
@@ -471,8 +553,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     paths = bench_paths(2**18 if args.quick else 2**20, repeats)
     rows += paths
-    print(f"\n## other paths, value_and_grad of the mean, float32, N = "
-          f"2^{int(np.log2(paths[0]['n']))} (ratio: to the first line of each path)\n")
+    print(
+        f"\n## other paths, value_and_grad of the mean, float32, N = "
+        f"2^{int(np.log2(paths[0]['n']))} (ratio: to the first line of each path)\n"
+    )
     print(format_paths(paths), flush=True)
 
     if not args.no_ranking:
@@ -491,8 +575,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
         single = single_pass.run(repeats)
         rows += single
-        print("\n## reading each input once? value_and_grad at 2^24, float32 "
-              "(benchmarks/bench_core.py)\n")
+        print(
+            "\n## reading each input once? value_and_grad at 2^24, float32 "
+            "(benchmarks/bench_core.py)\n"
+        )
         print(single_pass.format_table(single), flush=True)
 
     facts = hlo_facts(2**20 if args.quick else 2**24)

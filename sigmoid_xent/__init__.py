@@ -1,13 +1,12 @@
 """sigmoid_xent: every sigmoid cross-entropy loss for JAX, exact to TF, Keras and TF-Ranking."""
 
+from sigmoid_xent import ranking, sharding
 from sigmoid_xent._core import (
     binary_cross_entropy,
     sigmoid_cross_entropy_with_logits,
     sigmoid_focal_loss,
     weighted_sigmoid_cross_entropy_with_logits,
 )
-from sigmoid_xent import ranking
-from sigmoid_xent import sharding
 from sigmoid_xent.contrastive import siglip_loss, siglip_loss_ring
 from sigmoid_xent.fused import linear_sigmoid_cross_entropy
 from sigmoid_xent.losses import BinaryCrossentropy, binary_crossentropy, sigmoid_cross_entropy

@@ -344,9 +344,7 @@ def sigmoid_focal_loss(
     return loss.astype(x.dtype)
 
 
-def binary_cross_entropy(
-    labels: ArrayLike, probs: ArrayLike, epsilon: float = 1e-7
-) -> Array:
+def binary_cross_entropy(labels: ArrayLike, probs: ArrayLike, epsilon: float = 1e-7) -> Array:
     r"""Binary cross-entropy on probabilities, exactly as tf.keras 2 computes it.
 
     .. math::

@@ -68,7 +68,8 @@ def canonical_name(name: Any, valid: Iterable[str], fn: str) -> str:
     if key not in valid:
         raise ValueError(
             f"{fn}: unknown reduction {name!r}; expected one of {valid} (any case), or 'auto', "
-            "'sum_over_nonzero_weights' or None.")
+            "'sum_over_nonzero_weights' or None."
+        )
     return key
 
 

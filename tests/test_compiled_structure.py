@@ -37,16 +37,19 @@ def test_vjp_saves_only_the_two_inputs(dtype):
     # 16-bit inputs are computed in float32, but what is saved is the 16-bit arrays themselves.
     lines = _residual_lines(_mean_loss, x, x)
     short = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}[jnp.dtype(dtype).name]
-    assert sorted(lines) == [f"{short}[4,8] from the argument x",
-                             f"{short}[4,8] from the argument z"], lines
+    assert sorted(lines) == [
+        f"{short}[4,8] from the argument x",
+        f"{short}[4,8] from the argument z",
+    ], lines
 
 
 def test_vjp_saves_only_the_two_inputs_under_jit_and_vmap():
     x = jnp.ones((3, 4, 8))
     fn = jax.jit(jax.vmap(_mean_loss))
     lines = _residual_lines(lambda x, z: fn(x, z).sum(), x, x)
-    assert sorted(lines) == ["f32[3,4,8] from the argument x",
-                             "f32[3,4,8] from the argument z"], lines
+    assert sorted(lines) == ["f32[3,4,8] from the argument x", "f32[3,4,8] from the argument z"], (
+        lines
+    )
 
 
 # --------------------------------------------------------------------------- compiled HLO
@@ -55,15 +58,21 @@ def test_vjp_saves_only_the_two_inputs_under_jit_and_vmap():
 def _fusions(compiled_text: str) -> list[dict]:
     """The fusions of the entry computation: name, shape, whether YNNPACK runs it, and ops."""
     computations = dict(re.findall(r"^%(\S+) \(.*?\{\n(.*?)\n\}", compiled_text, re.S | re.M))
-    entry = compiled_text[compiled_text.index("ENTRY"):]
+    entry = compiled_text[compiled_text.index("ENTRY") :]
     out = []
     for line in entry.splitlines():
         m = re.search(r"%([\w.\-]+) = (\S+) fusion\(.*?calls=%([\w.\-]+)", line)
         if not m:
             continue
         ops = re.findall(r"= \S+ ([a-z\-]+)\(", computations.get(m.group(3), ""))
-        out.append({"name": m.group(1), "shape": m.group(2), "ynn": "__ynn_fusion" in line,
-                    "ops": [op for op in ops if op not in ("parameter", "constant", "broadcast")]})
+        out.append(
+            {
+                "name": m.group(1),
+                "shape": m.group(2),
+                "ynn": "__ynn_fusion" in line,
+                "ops": [op for op in ops if op not in ("parameter", "constant", "broadcast")],
+            }
+        )
     return out
 
 
@@ -77,8 +86,9 @@ def _full_size(fusions: list[dict]) -> list[dict]:
     return [f for f in fusions if dims in f["shape"]]
 
 
-cpu_only = pytest.mark.skipif(jax.default_backend() != "cpu",
-                              reason="fusion decisions documented for XLA:CPU")
+cpu_only = pytest.mark.skipif(
+    jax.default_backend() != "cpu", reason="fusion decisions documented for XLA:CPU"
+)
 
 
 def _require_ynn(compiled_text: str) -> None:

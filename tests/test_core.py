@@ -19,9 +19,9 @@ sce = sx.sigmoid_cross_entropy_with_logits
 INF = np.inf
 
 # Logits over the whole float32 range, labels hard and soft.
-GRID_X = np.concatenate([
-    -np.logspace(-40, 38, 157), [-0.0, 0.0], np.logspace(-40, 38, 157),
-    np.linspace(-30, 30, 241)]).astype(np.float32)
+GRID_X = np.concatenate(
+    [-np.logspace(-40, 38, 157), [-0.0, 0.0], np.logspace(-40, 38, 157), np.linspace(-30, 30, 241)]
+).astype(np.float32)
 
 
 def grid(labels):
@@ -69,7 +69,7 @@ def test_loss_float64_matches_mpmath():
         for z in zs:
             got = np.asarray(sce(jnp.full(len(xs), z), jnp.array(xs, jnp.float64)))
             assert got.dtype == np.float64
-            for g, x in zip(got, xs):
+            for g, x in zip(got, xs, strict=True):
                 mx, mz = mpmath.mpf(x), mpmath.mpf(z)
                 want = float(mpmath.log1p(mpmath.exp(-abs(mx))) + max(mx, 0) - mx * mz)
                 assert abs(g - want) <= 4 * np.spacing(abs(want)) + 1e-300, (z, x, g, want)
@@ -168,9 +168,16 @@ def test_check_grads_float64():
         check_grads(jax.jit(sce), (z, x), order=2, modes=("rev",))
         check_grads(
             jax.jit(lambda z, x: sx.weighted_sigmoid_cross_entropy_with_logits(z, x, 2.5)),
-            (z, x), order=2, modes=("rev",))
-        check_grads(jax.jit(lambda z, x: sx.sigmoid_focal_loss(z, x, 0.25, 2.0)), (z, x),
-                    order=2, modes=("rev",))
+            (z, x),
+            order=2,
+            modes=("rev",),
+        )
+        check_grads(
+            jax.jit(lambda z, x: sx.sigmoid_focal_loss(z, x, 0.25, 2.0)),
+            (z, x),
+            order=2,
+            modes=("rev",),
+        )
         p = jnp.array([0.1, 0.4, 0.5, 0.8, 0.95], jnp.float64)
         check_grads(jax.jit(sx.binary_cross_entropy), (z, p), order=2, modes=("rev",))
 
@@ -212,8 +219,11 @@ def test_16bit_inputs_computed_in_float32(dtype):
 def test_float64_stays_float64():
     with x64():
         x = jnp.array([0.5, -2.0], jnp.float64)
-        for fn in (sce, sx.sigmoid_focal_loss,
-                   lambda z, x: sx.weighted_sigmoid_cross_entropy_with_logits(z, x, 2.0)):
+        for fn in (
+            sce,
+            sx.sigmoid_focal_loss,
+            lambda z, x: sx.weighted_sigmoid_cross_entropy_with_logits(z, x, 2.0),
+        ):
             assert fn(jnp.array([1.0, 0.0]), x).dtype == jnp.float64
         assert sx.binary_cross_entropy(jnp.array([1.0]), jnp.array([0.3])).dtype == jnp.float64
 
@@ -260,9 +270,13 @@ def test_none_inputs_are_value_errors():
 
 def test_weighted_accurate_where_tf_cancels():
     out = sx.weighted_sigmoid_cross_entropy_with_logits(
-        jnp.array([1.0, 0.5, 0.0]), jnp.array([1.5, -0.1, -10.0]), 1.5)
-    want = [1.5 * ref_loss(1, 1.5), 0.75 * ref_loss(1, -0.1) + 0.5 * ref_loss(0, -0.1),
-            ref_loss(0, -10.0)]
+        jnp.array([1.0, 0.5, 0.0]), jnp.array([1.5, -0.1, -10.0]), 1.5
+    )
+    want = [
+        1.5 * ref_loss(1, 1.5),
+        0.75 * ref_loss(1, -0.1) + 0.5 * ref_loss(0, -0.1),
+        ref_loss(0, -10.0),
+    ]
     np.testing.assert_allclose(out, want, rtol=2e-7)
     np.testing.assert_allclose(out[2], 4.5399e-05, rtol=1e-4)
     assert abs(float(out[2]) - 4.5776e-05) > 3e-7  # TF's cancelled float32 value
@@ -277,7 +291,8 @@ def test_weighted_per_class_pos_weight_and_reference():
     want = pw * z * ref_loss(1, x) + (1 - z) * ref_loss(0, x)
     np.testing.assert_allclose(out, want, rtol=1e-6)
     np.testing.assert_allclose(
-        sx.weighted_sigmoid_cross_entropy_with_logits(z, x, 1.0), sce(z, x), rtol=1e-6)
+        sx.weighted_sigmoid_cross_entropy_with_logits(z, x, 1.0), sce(z, x), rtol=1e-6
+    )
 
 
 def test_weighted_gradients_and_inf():
@@ -285,7 +300,8 @@ def test_weighted_gradients_and_inf():
     z = jnp.array([1.0, 1.0, 0.0, 1.0])
     f = lambda x: sx.weighted_sigmoid_cross_entropy_with_logits(z, x, 3.0).sum()  # noqa: E731
     np.testing.assert_array_equal(
-        sx.weighted_sigmoid_cross_entropy_with_logits(z, x, 3.0)[:2], [0.0, INF])
+        sx.weighted_sigmoid_cross_entropy_with_logits(z, x, 3.0)[:2], [0.0, INF]
+    )
     g = jax.grad(f)(x)
     assert np.all(np.isfinite(g))
     np.testing.assert_allclose(g, [0.0, -3.0, 1.0, -3.0], atol=1e-12)
@@ -293,8 +309,9 @@ def test_weighted_gradients_and_inf():
 
 def test_weighted_pos_weight_not_broadcastable():
     with pytest.raises(ValueError, match=r"pos_weight.*\(4,\).*\(2, 3\)"):
-        sx.weighted_sigmoid_cross_entropy_with_logits(jnp.zeros((2, 3)), jnp.zeros((2, 3)),
-                                                      jnp.ones(4))
+        sx.weighted_sigmoid_cross_entropy_with_logits(
+            jnp.zeros((2, 3)), jnp.zeros((2, 3)), jnp.ones(4)
+        )
 
 
 # --------------------------------------------------------------------------- focal
@@ -330,8 +347,7 @@ def test_focal_gamma_zero_is_alpha_t_times_bce():
     x = jnp.linspace(-50, 50, 101)
     z = (jnp.arange(101) % 3 / 2).astype(jnp.float32)
     a_t = 0.25 * z + 0.75 * (1 - z)
-    np.testing.assert_allclose(sx.sigmoid_focal_loss(z, x, 0.25, 0.0), a_t * sce(z, x),
-                               rtol=1e-6)
+    np.testing.assert_allclose(sx.sigmoid_focal_loss(z, x, 0.25, 0.0), a_t * sce(z, x), rtol=1e-6)
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.1, 0.5, 2.0])
@@ -339,14 +355,16 @@ def test_focal_gradients_finite_at_saturation(gamma):
     x = jnp.array([-INF, -1e30, -200.0, -90.0, -30.0, 0.0, 30.0, 90.0, 200.0, 1e30, INF])
     for label in (0.0, 1.0, 0.3):
         z = jnp.full_like(x, label)
-        g = jax.jit(jax.grad(lambda x: sx.sigmoid_focal_loss(z, x, 0.25, gamma).sum()))(x)
+        g = jax.jit(jax.grad(lambda x, z: sx.sigmoid_focal_loss(z, x, 0.25, gamma).sum()))(x, z)
         assert np.all(np.isfinite(g)), (gamma, label, g)
-        gz = jax.jit(jax.grad(lambda z: sx.sigmoid_focal_loss(z, x[1:-1], 0.25, gamma).sum()))(
-            z[1:-1])
+        gz = jax.jit(jax.grad(lambda z, x: sx.sigmoid_focal_loss(z, x, 0.25, gamma).sum()))(
+            z[1:-1], x[1:-1]
+        )
         assert np.all(np.isfinite(gz)), (gamma, label, gz)
     # Where the label agrees and the loss underflows, the gradient is 0, not NaN.
     g = jax.grad(lambda x: sx.sigmoid_focal_loss(jnp.ones(2), x, 0.25, gamma).sum())(
-        jnp.array([200.0, INF]))
+        jnp.array([200.0, INF])
+    )
     np.testing.assert_array_equal(g, [0.0, 0.0])
 
 
@@ -358,7 +376,8 @@ def test_focal_derivatives_match_mpmath_at_saturation(x):
     def exact(z, x):
         s = 1 / (1 + mpmath.exp(-x))
         u = z * (1 - s) + (1 - z) * s
-        return (0.25 * z + 0.75 * (1 - z)) * u**0.5 * -(z * mpmath.log(s) + (1 - z) * mpmath.log(1 - s))
+        bce = -(z * mpmath.log(s) + (1 - z) * mpmath.log(1 - s))
+        return (0.25 * z + 0.75 * (1 - z)) * u**0.5 * bce
 
     with x64():
         f = lambda z, x: sx.sigmoid_focal_loss(z, x, 0.25, 0.5)  # noqa: E731
@@ -401,8 +420,9 @@ def test_binary_cross_entropy_reference():
     np.testing.assert_allclose(sx.binary_cross_entropy(z, p), want, rtol=2e-6)
     g = jax.grad(lambda p: sx.binary_cross_entropy(z, p).sum())(jnp.asarray(p))
     # The two terms cancel near p = z in float32: compare with an absolute floor.
-    np.testing.assert_allclose(g, -(z / (pc + 1e-7)) + (1 - z) / (1 - pc + 1e-7), rtol=2e-5,
-                               atol=2e-6)
+    np.testing.assert_allclose(
+        g, -(z / (pc + 1e-7)) + (1 - z) / (1 - pc + 1e-7), rtol=2e-5, atol=2e-6
+    )
 
 
 def test_binary_cross_entropy_errors():

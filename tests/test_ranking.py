@@ -121,14 +121,16 @@ def test_seed_standalone_usage():
     got = sce(jnp.array([[1.0, 0.0]]), jnp.array([[0.6, 0.8]]))
     np.testing.assert_allclose(got, 0.8042943, rtol=1e-7)
     np.testing.assert_allclose(
-        ranking.SigmoidCrossEntropyLoss()([[1.0, 0.0]], [[0.6, 0.8]]), 0.8042943, rtol=1e-7)
+        ranking.SigmoidCrossEntropyLoss()([[1.0, 0.0]], [[0.6, 0.8]]), 0.8042943, rtol=1e-7
+    )
 
 
 def test_seed_ragged_all_layouts():
     loss = ranking.SigmoidCrossEntropyLoss(ragged=True)
     np.testing.assert_allclose(loss(SEED_TRUE, SEED_PRED), 0.6444636, rtol=1e-7)
-    dense = sce(jnp.asarray(dense_from_lists(SEED_TRUE, -1)), jnp.asarray(dense_from_lists(
-        SEED_PRED, 0)))
+    dense = sce(
+        jnp.asarray(dense_from_lists(SEED_TRUE, -1)), jnp.asarray(dense_from_lists(SEED_PRED, 0))
+    )
     np.testing.assert_allclose(dense, 0.6444636, rtol=1e-7)
     z, ids = ranking.pack(SEED_TRUE)
     x, _ = ranking.pack(SEED_PRED)
@@ -138,8 +140,9 @@ def test_seed_ragged_all_layouts():
     total = sce(z, x, segment_ids=ids, num_segments=2, reduction="sum")
     np.testing.assert_allclose(total / 6, 0.6444636, rtol=1e-6)
     assert abs(float(total) / 5 - 0.6444636) > 0.1
-    assert_close(packed, ref_ranking(SEED_TRUE, SEED_PRED, [[1, 1], [1, 1, 1]],
-                                     "sum_over_batch_size"))
+    assert_close(
+        packed, ref_ranking(SEED_TRUE, SEED_PRED, [[1, 1], [1, 1, 1]], "sum_over_batch_size")
+    )
 
 
 def test_seed_ragged_under_jit_with_array_lists():
@@ -163,8 +166,10 @@ def fill_to(a, capacity, value):
 
 @functools.partial(jax.jit, static_argnames=("num_segments",))
 def all_reductions(z, x, ids, w, num_segments):
-    return {r: sce(z, x, segment_ids=ids, num_segments=num_segments, weights=w, reduction=r)
-            for r in REDUCTIONS}
+    return {
+        r: sce(z, x, segment_ids=ids, num_segments=num_segments, weights=w, reduction=r)
+        for r in REDUCTIONS
+    }
 
 
 @jax.jit
@@ -197,12 +202,20 @@ def test_packed_equals_dense_and_reference(data):
     # Under jit, items with ids outside [0, num) are dropped: fill up to a fixed capacity with
     # such items (NaN logits and weights) so that one compilation serves a whole bucket.
     packed = every_weight_form(
-        fill_to(z, capacity, 1.0), fill_to(x, capacity, np.nan), fill_to(ids, capacity, num),
-        fill_to(np.concatenate(w_item), capacity, np.nan), w_list, num_segments=num)
+        fill_to(z, capacity, 1.0),
+        fill_to(x, capacity, np.nan),
+        fill_to(ids, capacity, num),
+        fill_to(np.concatenate(w_item), capacity, np.nan),
+        w_list,
+        num_segments=num,
+    )
     # inf logits and NaN weights in the dense padding must never leak either.
     dense = every_weight_form_dense(
-        dense_from_lists(z_lists, -1), dense_from_lists(x_lists, np.inf),
-        dense_from_lists(w_item, np.nan), w_list)
+        dense_from_lists(z_lists, -1),
+        dense_from_lists(x_lists, np.inf),
+        dense_from_lists(w_item, np.nan),
+        w_list,
+    )
     real = np.arange(max(len(r) for r in z_lists)) < np.array([len(r) for r in z_lists])[:, None]
     for form in WEIGHT_FORMS:
         w_ref = weight_args(form, z_lists, w_item, w_list)[2]
@@ -225,13 +238,15 @@ def test_packed_eager_equals_pad_then_dense():
     z, ids = ranking.pack(z_lists)
     x, _ = ranking.pack(x_lists)
     packed = all_reductions(z, x, ids, None, num_segments=4)
-    dense = all_dense_reductions(ranking.pad(z, ids, 4), ranking.pad(x, ids, 4, fill_value=np.nan),
-                                 None)
+    dense = all_dense_reductions(
+        ranking.pad(z, ids, 4), ranking.pad(x, ids, 4, fill_value=np.nan), None
+    )
     packed["none"] = ranking.pad(packed["none"], ids, 4, fill_value=0)
     for reduction in REDUCTIONS:
         np.testing.assert_allclose(packed[reduction], dense[reduction], rtol=1e-6)
-    np.testing.assert_allclose(sce(z, x, segment_ids=ids, num_segments=4),
-                               dense["sum_over_batch_size"], rtol=1e-6)
+    np.testing.assert_allclose(
+        sce(z, x, segment_ids=ids, num_segments=4), dense["sum_over_batch_size"], rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("form", WEIGHT_FORMS)
@@ -262,8 +277,9 @@ def test_packed_vector_of_both_lengths_is_per_item():
     z = jnp.array([1.0, 0.0])
     x = jnp.array([0.6, 0.8])
     ids = jnp.array([0, 1])
-    got = sce(z, x, segment_ids=ids, num_segments=2, weights=jnp.array([1.0, 0.0]),
-              reduction="none")
+    got = sce(
+        z, x, segment_ids=ids, num_segments=2, weights=jnp.array([1.0, 0.0]), reduction="none"
+    )
     np.testing.assert_allclose(got, [ref_loss(1.0, 0.6), 0.0], rtol=1e-6)
 
 
@@ -273,14 +289,23 @@ def test_packed_vector_of_both_lengths_is_per_item():
 def test_reduction_names_are_case_insensitive_with_tf_spellings():
     z = jnp.asarray(dense_from_lists(SEED_TRUE, -1))
     x = jnp.asarray(dense_from_lists(SEED_PRED, 0))
-    pairs = [("AUTO", "sum_over_batch_size"), ("SUM_OVER_BATCH_SIZE", "sum_over_batch_size"),
-             ("SUM_OVER_NONZERO_WEIGHTS", "sum_by_nonzero_weights"),
-             ("SUM_BY_NONZERO_WEIGHTS", "sum_by_nonzero_weights"), ("MEAN", "mean"),
-             ("Sum", "sum"), ("NONE", "none"), (None, "none"), ("PER_LIST", "per_list"),
-             ("List_Mean", "list_mean"), (sx.Reduction.SUM, "sum")]
+    pairs = [
+        ("AUTO", "sum_over_batch_size"),
+        ("SUM_OVER_BATCH_SIZE", "sum_over_batch_size"),
+        ("SUM_OVER_NONZERO_WEIGHTS", "sum_by_nonzero_weights"),
+        ("SUM_BY_NONZERO_WEIGHTS", "sum_by_nonzero_weights"),
+        ("MEAN", "mean"),
+        ("Sum", "sum"),
+        ("NONE", "none"),
+        (None, "none"),
+        ("PER_LIST", "per_list"),
+        ("List_Mean", "list_mean"),
+        (sx.Reduction.SUM, "sum"),
+    ]
     for given_name, canonical in pairs:
-        np.testing.assert_array_equal(sce(z, x, reduction=given_name),
-                                      sce(z, x, reduction=canonical))
+        np.testing.assert_array_equal(
+            sce(z, x, reduction=given_name), sce(z, x, reduction=canonical)
+        )
 
 
 def test_per_list_and_list_mean_semantics():
@@ -295,18 +320,26 @@ def test_per_list_and_list_mean_semantics():
     list_mean = sce(z, x, segment_ids=ids, num_segments=4, weights=w, reduction="list_mean")
     np.testing.assert_allclose(list_mean, ((l0 + 3 * l1) / 4 + l4) / 2, rtol=1e-6)
     # Per-list weights include or exclude lists; they do not re-weight them.
-    by_list = functools.partial(sce, z, x, segment_ids=ids, num_segments=4,
-                                reduction="list_mean")
-    np.testing.assert_allclose(by_list(weights=jnp.array([1.0, 1.0, 5.0, 1.0])),
-                               by_list(weights=jnp.array([1.0, 1.0, 1.0, 1.0])), rtol=1e-7)
+    by_list = functools.partial(sce, z, x, segment_ids=ids, num_segments=4, reduction="list_mean")
+    np.testing.assert_allclose(
+        by_list(weights=jnp.array([1.0, 1.0, 5.0, 1.0])),
+        by_list(weights=jnp.array([1.0, 1.0, 1.0, 1.0])),
+        rtol=1e-7,
+    )
     np.testing.assert_allclose(by_list(weights=jnp.array([0.0, 1.0, 5.0, 1.0])), l4, rtol=1e-6)
     # auto: 4 lists (the empty one too) x longest list 2 (padding items count in its length).
     auto = sce(z, x, segment_ids=ids, num_segments=4, weights=w)
     np.testing.assert_allclose(auto, (l0 + 3 * l1 + l4) / 8, rtol=1e-6)
     mean = sce(z, x, segment_ids=ids, num_segments=4, weights=w, reduction="mean")
     np.testing.assert_allclose(mean, (l0 + 3 * l1 + l4) / 5, rtol=1e-6)
-    nonzero = sce(z, x, segment_ids=ids, num_segments=4, weights=w.at[0].set(0.0),
-                  reduction="sum_by_nonzero_weights")
+    nonzero = sce(
+        z,
+        x,
+        segment_ids=ids,
+        num_segments=4,
+        weights=w.at[0].set(0.0),
+        reduction="sum_by_nonzero_weights",
+    )
     np.testing.assert_allclose(nonzero, (3 * l1 + l4) / 2, rtol=1e-6)
 
 
@@ -336,11 +369,13 @@ def test_all_padding_and_empty_segments():
         np.testing.assert_array_equal(dense[reduction], 0.0)
     # No items at all; no lists at all.
     for num in (2, 0):
-        empty = all_reductions(jnp.zeros(0), jnp.zeros(0), jnp.zeros(0, jnp.int32), None,
-                               num_segments=num)
+        empty = all_reductions(
+            jnp.zeros(0), jnp.zeros(0), jnp.zeros(0, jnp.int32), None, num_segments=num
+        )
         for reduction in REDUCTIONS:
-            assert empty[reduction].shape == ((num,) if reduction == "per_list" else
-                                              (0,) if reduction == "none" else ())
+            assert empty[reduction].shape == (
+                (num,) if reduction == "per_list" else (0,) if reduction == "none" else ()
+            )
             np.testing.assert_array_equal(empty[reduction], 0.0)
 
 
@@ -349,12 +384,13 @@ def test_one_item_lists():
     x = jnp.array([2.0, -1.0, 0.0])
     ids = jnp.arange(3)
     loss = ref_loss(np.asarray(z), np.asarray(x))
-    np.testing.assert_allclose(sce(z, x, segment_ids=ids, num_segments=3), loss.mean(),
-                               rtol=1e-6)
+    np.testing.assert_allclose(sce(z, x, segment_ids=ids, num_segments=3), loss.mean(), rtol=1e-6)
     np.testing.assert_allclose(
-        sce(z, x, segment_ids=ids, num_segments=3, reduction="per_list"), loss, rtol=1e-6)
+        sce(z, x, segment_ids=ids, num_segments=3, reduction="per_list"), loss, rtol=1e-6
+    )
     np.testing.assert_allclose(
-        sce(z[:, None], x[:, None], reduction="list_mean"), loss.mean(), rtol=1e-6)
+        sce(z[:, None], x[:, None], reduction="list_mean"), loss.mean(), rtol=1e-6
+    )
 
 
 def test_graded_labels_are_used_as_given_and_can_give_a_negative_loss():
@@ -383,15 +419,25 @@ def test_nonfinite_padding_never_leaks_into_value_or_gradients(layout):
     clean_x = jnp.where(padding, 0.0, x)
     clean_w = jnp.where(padding, 0.0, w)
     if layout == "dense":
+
         def losses(x, z, w, where):
             return {r: sce(z, x, weights=w, where=where, reduction=r) for r in REDUCTIONS}
     else:
         ids = jnp.array([0, 0, 0, 0, 1, 1, 1, 1])
 
         def losses(x, z, w, where):
-            return {r: sce(z.ravel(), x.ravel(), segment_ids=ids, num_segments=2,
-                           weights=w.ravel(), where=where.ravel(), reduction=r)
-                    for r in REDUCTIONS}
+            return {
+                r: sce(
+                    z.ravel(),
+                    x.ravel(),
+                    segment_ids=ids,
+                    num_segments=2,
+                    weights=w.ravel(),
+                    where=where.ravel(),
+                    reduction=r,
+                )
+                for r in REDUCTIONS
+            }
 
     def totals(x, z, w, where):
         return {r: jnp.sum(v) for r, v in losses(x, z, w, where).items()}
@@ -432,16 +478,26 @@ def test_gradients_match_central_differences_float64(layout):
         def all_red(x, z, w):
             if layout == "dense":
                 return {r: sce(z, x, weights=w, reduction=r) for r in SCALAR_REDUCTIONS}
-            return {r: sce(z.ravel(), x.ravel(), segment_ids=ids, num_segments=3,
-                           weights=w.ravel(), reduction=r) for r in SCALAR_REDUCTIONS}
+            return {
+                r: sce(
+                    z.ravel(),
+                    x.ravel(),
+                    segment_ids=ids,
+                    num_segments=3,
+                    weights=w.ravel(),
+                    reduction=r,
+                )
+                for r in SCALAR_REDUCTIONS
+            }
 
         values = all_red(xj, zj, wj)
         jac = jax.jit(jax.jacrev(all_red, argnums=(0, 1, 2)))(xj, zj, wj)
         eps = 1e-6
         for reduction in SCALAR_REDUCTIONS:
             assert values[reduction].dtype == jnp.float64
-            np.testing.assert_allclose(values[reduction], ref_scalar(z, x, w, reduction),
-                                       rtol=1e-12)
+            np.testing.assert_allclose(
+                values[reduction], ref_scalar(z, x, w, reduction), rtol=1e-12
+            )
             # Independent float64 numpy central differences w.r.t. logits, labels and weights.
             for which, arr in enumerate((x, z, w)):
                 fd = np.zeros_like(arr)
@@ -461,12 +517,14 @@ def test_second_derivatives_through_the_core():
     z = jnp.array([1.0, 0.0, 1.0, -1.0])
     x = jnp.array([0.3, -0.2, 1.5, jnp.nan])
     ids = jnp.array([0, 0, 1, 1])
-    hess = jax.hessian(lambda x: sce(z, x, segment_ids=ids, num_segments=2,
-                                     reduction="list_mean"))(x)
+    hess = jax.hessian(lambda x: sce(z, x, segment_ids=ids, num_segments=2, reduction="list_mean"))(
+        x
+    )
     assert np.all(np.isfinite(hess))
     s = jax.nn.sigmoid(x[:3])
-    np.testing.assert_allclose(jnp.diag(hess)[:3], s * (1 - s) * jnp.array([0.25, 0.25, 0.5]),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        jnp.diag(hess)[:3], s * (1 - s) * jnp.array([0.25, 0.25, 0.5]), rtol=1e-5
+    )
 
 
 # --------------------------------------------------------------------------- transforms
@@ -490,10 +548,13 @@ def test_vmap_over_packed_rows_equals_python_loop():
     batched = jax.jit(jax.vmap(row))(z, x, ids, w)
     looped = [row(z[r], x[r], ids[r], w[r]) for r in range(4)]
     # vmap over a batch of dense layouts, too.
-    dense = jax.vmap(all_dense_reductions)(z.reshape(4, 3, 3), x.reshape(4, 3, 3),
-                                           w.reshape(4, 3, 1))
-    dense_loop = [all_dense_reductions(z[r].reshape(3, 3), x[r].reshape(3, 3),
-                                       w[r].reshape(3, 1)) for r in range(4)]
+    dense = jax.vmap(all_dense_reductions)(
+        z.reshape(4, 3, 3), x.reshape(4, 3, 3), w.reshape(4, 3, 1)
+    )
+    dense_loop = [
+        all_dense_reductions(z[r].reshape(3, 3), x[r].reshape(3, 3), w[r].reshape(3, 1))
+        for r in range(4)
+    ]
     for reduction in REDUCTIONS:
         want = np.stack([out[reduction] for out in looped])
         np.testing.assert_allclose(batched[reduction], want, rtol=1e-6, atol=1e-7)
@@ -526,8 +587,11 @@ def test_jit_with_static_num_segments_and_out_of_range_ids_dropped():
     for reduction in REDUCTIONS:
         np.testing.assert_allclose(got[reduction], want[reduction], rtol=1e-6)
     # validate_inputs under checkify reports them.
-    check = jax.jit(checkify.checkify(
-        lambda z, x, ids: sx.validate_inputs(z, x, segment_ids=ids, num_segments=2)))
+    check = jax.jit(
+        checkify.checkify(
+            lambda z, x, ids: sx.validate_inputs(z, x, segment_ids=ids, num_segments=2)
+        )
+    )
     err, _ = check(z, x, ids)
     assert err.get() is not None and "segment ids" in err.get()
 
@@ -554,10 +618,12 @@ def test_16_bit_inputs_computed_in_float32(dtype):
     want = all_dense_reductions(z, x.astype(dtype).astype(jnp.float32), None)
     for reduction in REDUCTIONS:
         assert got[reduction].dtype == dtype
-        np.testing.assert_allclose(np.asarray(got[reduction], np.float32), want[reduction],
-                                   rtol=1e-2)
-    np.testing.assert_allclose(np.float32(sce(z.astype(dtype), x.astype(dtype))), 0.6444636,
-                               rtol=1e-2)
+        np.testing.assert_allclose(
+            np.asarray(got[reduction], np.float32), want[reduction], rtol=1e-2
+        )
+    np.testing.assert_allclose(
+        np.float32(sce(z.astype(dtype), x.astype(dtype))), 0.6444636, rtol=1e-2
+    )
 
 
 def test_float64_stays_float64_and_int_labels_cast():
@@ -566,9 +632,11 @@ def test_float64_stays_float64_and_int_labels_cast():
         x = jnp.asarray(dense_from_lists(SEED_PRED, 0, dtype=np.float64))
         got = sce(z, x)
         assert got.dtype == jnp.float64
-        np.testing.assert_allclose(got, ref_ranking(SEED_TRUE, SEED_PRED,
-                                                    [[1, 1], [1, 1, 1]],
-                                                    "sum_over_batch_size"), rtol=1e-14)
+        np.testing.assert_allclose(
+            got,
+            ref_ranking(SEED_TRUE, SEED_PRED, [[1, 1], [1, 1, 1]], "sum_over_batch_size"),
+            rtol=1e-14,
+        )
     got32 = sce(jnp.array([[True, False]]), jnp.array([[0.6, 0.8]]))
     np.testing.assert_allclose(got32, 0.8042943, rtol=1e-7)
 
@@ -582,8 +650,10 @@ jit_pad = jax.jit(ranking.pad, static_argnames=("num_segments", "list_size", "fi
 
 
 @settings(max_examples=50)
-@given(lengths=st.lists(st.integers(0, MAX_LEN), min_size=0, max_size=MAX_LISTS),
-       seed=st.integers(0, 2**31 - 1))
+@given(
+    lengths=st.lists(st.integers(0, MAX_LEN), min_size=0, max_size=MAX_LISTS),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_pack_and_pad_are_inverse(lengths, seed):
     rng = np.random.default_rng(seed)
     lists = [rng.normal(size=n).astype(np.float32) for n in lengths]
@@ -596,16 +666,26 @@ def test_pack_and_pad_are_inverse(lengths, seed):
     padded_values = np.concatenate([values, np.full(CAPACITY - n, np.nan, np.float32)])
     padded_ids = np.concatenate([ids, np.full(CAPACITY - n, MAX_LISTS, np.int32)])
     for order in (np.arange(CAPACITY), perm):  # sorted ids, then shuffled ids
-        dense = np.asarray(jit_pad(padded_values[order], padded_ids[order],
-                                   num_segments=MAX_LISTS, list_size=MAX_LEN + 1, fill_value=7.0))
+        dense = np.asarray(
+            jit_pad(
+                padded_values[order],
+                padded_ids[order],
+                num_segments=MAX_LISTS,
+                list_size=MAX_LEN + 1,
+                fill_value=7.0,
+            )
+        )
         assert dense.shape == (MAX_LISTS, MAX_LEN + 1)
         for k in range(MAX_LISTS):
             # Items keep their order of appearance within each list.
             row = padded_values[order][padded_ids[order] == k]
             np.testing.assert_array_equal(dense[k, : len(row)], row)
-            np.testing.assert_array_equal(dense[k, len(row):], 7.0)
-    dense = np.asarray(jit_pad(padded_values, padded_ids, num_segments=MAX_LISTS,
-                               list_size=MAX_LEN + 1, fill_value=7.0))
+            np.testing.assert_array_equal(dense[k, len(row) :], 7.0)
+    dense = np.asarray(
+        jit_pad(
+            padded_values, padded_ids, num_segments=MAX_LISTS, list_size=MAX_LEN + 1, fill_value=7.0
+        )
+    )
     again, again_ids = ranking.pack([dense[k, : len(row)] for k, row in enumerate(lists)])
     np.testing.assert_array_equal(again, values)
     np.testing.assert_array_equal(again_ids, ids)
@@ -631,11 +711,13 @@ def test_pack_and_pad_details():
     packed = jax.jit(lambda a, b: ranking.pack([a, b]))(jnp.ones(2), jnp.zeros(3))
     np.testing.assert_array_equal(packed[1], [0, 0, 1, 1, 1])
     rows = jax.vmap(lambda v, i: ranking.pad(v, i, 2, list_size=3))(
-        jnp.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), jnp.array([[0, 1, 1], [1, 1, 1]]))
+        jnp.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), jnp.array([[0, 1, 1], [1, 1, 1]])
+    )
     np.testing.assert_array_equal(rows, [[[1, -1, -1], [2, 3, -1]], [[-1, -1, -1], [4, 5, 6]]])
     # Gradients flow through pad to the values.
     g = jax.grad(lambda v: jnp.sum(ranking.pad(v, ids, 3, fill_value=0) ** 2))(
-        values.astype(jnp.float32))
+        values.astype(jnp.float32)
+    )
     np.testing.assert_array_equal(g, 2 * np.asarray(values))
 
 
@@ -717,7 +799,10 @@ def test_loss_object_config_hash_and_static_jit():
     again = ranking.SigmoidCrossEntropyLoss.from_config(config)
     assert again == loss and hash(again) == hash(loss)
     assert ranking.SigmoidCrossEntropyLoss().get_config() == {
-        "reduction": "auto", "name": None, "ragged": False}
+        "reduction": "auto",
+        "name": None,
+        "ragged": False,
+    }
     with pytest.raises(dataclasses.FrozenInstanceError):
         loss.reduction = "sum"
     with pytest.raises(ValueError, match="unknown reduction"):
@@ -729,8 +814,7 @@ def test_loss_object_config_hash_and_static_jit():
 
     z = jnp.asarray(dense_from_lists(SEED_TRUE, -1))
     x = jnp.asarray(dense_from_lists(SEED_PRED, 0))
-    np.testing.assert_allclose(step(ranking.SigmoidCrossEntropyLoss(), z, x), 0.6444636,
-                               rtol=1e-7)
+    np.testing.assert_allclose(step(ranking.SigmoidCrossEntropyLoss(), z, x), 0.6444636, rtol=1e-7)
     np.testing.assert_allclose(step(again, z, x), sce(z, x, reduction="sum_by_nonzero_weights"))
 
 
@@ -742,16 +826,20 @@ def test_loss_object_ragged_weights_and_none():
     np.testing.assert_allclose(out[1], ref_loss([0, 1, 0], [0.5, 0.8, 0.4]), rtol=1e-6)
     w_item = [[1.0, 2.0], [0.0, 1.0, 3.0]]
     mean = ranking.SigmoidCrossEntropyLoss(reduction="mean", ragged=True)
-    assert_close(mean(SEED_TRUE, SEED_PRED, w_item),
-                 ref_ranking(SEED_TRUE, SEED_PRED, w_item, "mean"))
+    assert_close(
+        mean(SEED_TRUE, SEED_PRED, w_item), ref_ranking(SEED_TRUE, SEED_PRED, w_item, "mean")
+    )
     per_list = [[2.0], [0.5]]
     w_ref = [[2.0, 2.0], [0.5, 0.5, 0.5]]
     for reduction in SCALAR_REDUCTIONS:
         obj = ranking.SigmoidCrossEntropyLoss(reduction=reduction, ragged=True)
-        assert_close(obj(SEED_TRUE, SEED_PRED, per_list),
-                     ref_ranking(SEED_TRUE, SEED_PRED, w_ref, reduction))
-        assert_close(obj(SEED_TRUE, SEED_PRED, [2.0, 0.5]),
-                     ref_ranking(SEED_TRUE, SEED_PRED, w_ref, reduction))
+        assert_close(
+            obj(SEED_TRUE, SEED_PRED, per_list), ref_ranking(SEED_TRUE, SEED_PRED, w_ref, reduction)
+        )
+        assert_close(
+            obj(SEED_TRUE, SEED_PRED, [2.0, 0.5]),
+            ref_ranking(SEED_TRUE, SEED_PRED, w_ref, reduction),
+        )
     # Packed through the loss object.
     z, ids = ranking.pack(SEED_TRUE)
     x, _ = ranking.pack(SEED_PRED)
@@ -768,8 +856,12 @@ def test_loss_object_ragged_weights_and_none():
 def test_public_exports():
     assert "ranking" in sx.__all__
     assert sx.ranking is ranking
-    assert set(ranking.__all__) == {"SigmoidCrossEntropyLoss", "pack", "pad",
-                                    "sigmoid_cross_entropy"}
+    assert set(ranking.__all__) == {
+        "SigmoidCrossEntropyLoss",
+        "pack",
+        "pad",
+        "sigmoid_cross_entropy",
+    }
 
 
 def test_seed_values_bit_exact_in_every_layout():
@@ -782,7 +874,10 @@ def test_seed_values_bit_exact_in_every_layout():
     dense_x = jnp.array([[0.6, 0.8, 0.0], [0.5, 0.8, 0.4]])
     assert jax.jit(ranking.sigmoid_cross_entropy)(dense_z, dense_x) == want
     packed = ranking.sigmoid_cross_entropy(
-        jnp.array([1.0, 0.0, 0.0, 1.0, 0.0]), jnp.array([0.6, 0.8, 0.5, 0.8, 0.4]),
-        segment_ids=jnp.array([0, 0, 1, 1, 1]), num_segments=2)
+        jnp.array([1.0, 0.0, 0.0, 1.0, 0.0]),
+        jnp.array([0.6, 0.8, 0.5, 0.8, 0.4]),
+        segment_ids=jnp.array([0, 0, 1, 1, 1]),
+        num_segments=2,
+    )
     assert packed == want
     assert ranking.SigmoidCrossEntropyLoss()([[1.0, 0.0]], [[0.6, 0.8]]) == np.float32(0.8042943)

@@ -69,8 +69,10 @@ def test_mean_with_sample_weight_divides_by_unbroadcast_weights():
     np.testing.assert_allclose(got, (2 * LOSSES[0].sum() + LOSSES[1].sum()) / 9.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum_by_nonzero_weights", "mean_with_sample_weight",
-                                       "sum_over_batch_size"])
+@pytest.mark.parametrize(
+    "reduction",
+    ["mean", "sum_by_nonzero_weights", "mean_with_sample_weight", "sum_over_batch_size"],
+)
 def test_zero_denominator_gives_zero_and_finite_gradients(reduction):
     w = jnp.zeros((2, 1))
 
@@ -85,12 +87,20 @@ def test_zero_denominator_gives_zero_and_finite_gradients(reduction):
 
 @pytest.mark.parametrize(
     "name, member",
-    [("SUM_BY_NONZERO_WEIGHTS", "sum_by_nonzero_weights"),
-     ("sum_over_nonzero_weights", "sum_by_nonzero_weights"),
-     ("SUM_OVER_NONZERO_WEIGHTS", "sum_by_nonzero_weights"),
-     ("SUM_OVER_BATCH_SIZE", "sum_over_batch_size"), ("AUTO", "sum_over_batch_size"),
-     ("auto", "sum_over_batch_size"), ("MEAN", "mean"), ("NONE", "none"), (None, "none"),
-     ("Sum", "sum"), (sx.Reduction.MEAN_WITH_SAMPLE_WEIGHT, "mean_with_sample_weight")])
+    [
+        ("SUM_BY_NONZERO_WEIGHTS", "sum_by_nonzero_weights"),
+        ("sum_over_nonzero_weights", "sum_by_nonzero_weights"),
+        ("SUM_OVER_NONZERO_WEIGHTS", "sum_by_nonzero_weights"),
+        ("SUM_OVER_BATCH_SIZE", "sum_over_batch_size"),
+        ("AUTO", "sum_over_batch_size"),
+        ("auto", "sum_over_batch_size"),
+        ("MEAN", "mean"),
+        ("NONE", "none"),
+        (None, "none"),
+        ("Sum", "sum"),
+        (sx.Reduction.MEAN_WITH_SAMPLE_WEIGHT, "mean_with_sample_weight"),
+    ],
+)
 def test_names_case_insensitive_with_aliases(name, member):
     assert sx.Reduction.parse(name) == member
     assert sx.Reduction.parse(name) is sx.Reduction(member)
@@ -128,8 +138,8 @@ def test_float64_stays_float64():
         for r in sx.Reduction:
             assert sx.reduce_loss(losses, jnp.ones((2, 1), jnp.float32), r).dtype == jnp.float64
         np.testing.assert_allclose(
-            sx.reduce_loss(losses, None, "sum"), LOSSES.astype(np.float64).sum() + 6e-12,
-            rtol=1e-15)
+            sx.reduce_loss(losses, None, "sum"), LOSSES.astype(np.float64).sum() + 6e-12, rtol=1e-15
+        )
 
 
 @pytest.mark.parametrize("reduction", [r.value for r in sx.Reduction if r.value != "none"])
@@ -141,15 +151,25 @@ def test_jit_vmap_grad(reduction):
     batched = jax.vmap(f, in_axes=(0, None))(jnp.stack([LOSSES, 2 * LOSSES]), w)
     np.testing.assert_allclose(batched, [eager, f(2 * jnp.asarray(LOSSES), w)], rtol=1e-6)
     gl = jax.grad(f)(jnp.asarray(LOSSES), w)
-    want = np.broadcast_to(np.asarray(w), LOSSES.shape) / {
-        "sum": 1.0, "mean": 9.0, "sum_over_batch_size": 6.0, "sum_by_nonzero_weights": 6.0,
-        "mean_with_sample_weight": 3.0}[reduction]
+    want = (
+        np.broadcast_to(np.asarray(w), LOSSES.shape)
+        / {
+            "sum": 1.0,
+            "mean": 9.0,
+            "sum_over_batch_size": 6.0,
+            "sum_by_nonzero_weights": 6.0,
+            "mean_with_sample_weight": 3.0,
+        }[reduction]
+    )
     np.testing.assert_allclose(gl, want, rtol=1e-6)
 
 
 @given(
-    hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=4),
-               elements=st.floats(0, 100, width=32)),
+    hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=1, max_dims=3, max_side=4),
+        elements=st.floats(0, 100, width=32),
+    ),
     st.sampled_from([r.value for r in sx.Reduction]),
     st.floats(-2, 2, width=32),
 )
