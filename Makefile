@@ -27,6 +27,13 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
+# The robustness properties (tests/test_robustness*.py) with 10^5 examples each: hours. For a
+# shorter campaign: `make fuzz ROBUSTNESS_MAX_EXAMPLES=2000`; the worst ulps go to
+# ROBUSTNESS_REPORT (a JSON file) when it is set.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(if $(ROBUSTNESS_MAX_EXAMPLES),ROBUSTNESS_MAX_EXAMPLES=$(ROBUSTNESS_MAX_EXAMPLES)) \
+		$(PY) -m pytest -q -p no:xdist --hypothesis-show-statistics tests/test_robustness*.py
+
 $(LINT_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[lint]'
 	touch $(LINT_STAMP)

@@ -30,10 +30,10 @@ def _nested(value: Any, name: str, fn: str) -> Any:
         return value
     try:
         return jnp.asarray(value)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError):
         raise ValueError(
-                f"{fn}: `{name}` must be a rectangular array of numbers, got a "
-                f"{type(value).__name__} that cannot be converted ({err}).") from None
+                f"{fn}: `{name}` must be a rectangular (not ragged) nested {type(value).__name__} "
+                "of numbers, got one that cannot be converted to an array.") from None
 
 
 def _numeric_dtype(value: Any, name: str, fn: str) -> Any:

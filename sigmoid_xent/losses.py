@@ -89,7 +89,8 @@ def sigmoid_cross_entropy(
     _checks.same_shape(z, x, fn, names=("multi_class_labels", "logits"))
     w_shape = tuple(np.shape(weights))
     if w_shape and (
-        len(w_shape) != x.ndim or any(w not in (1, d) for w, d in zip(w_shape, x.shape))
+        len(w_shape) != x.ndim
+        or any(w not in (1, d) for w, d in zip(w_shape, x.shape, strict=True))
     ):
         raise ValueError(
             f"{fn}: `weights` of shape {w_shape} must be a scalar or have the losses' rank "

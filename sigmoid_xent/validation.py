@@ -63,6 +63,7 @@ def validate_inputs(
     if logits is not None:
         x = _checks.as_float(logits, jnp.float32, "logits", fn)
         _checks.same_shape(z, x, fn)
+    n_segments = 0
     if segment_ids is not None:
         ids = jnp.asarray(segment_ids)
         if not jnp.issubdtype(ids.dtype, jnp.integer):
@@ -76,13 +77,13 @@ def validate_inputs(
         if isinstance(num_segments, bool):
             raise TypeError(f"{fn}: `num_segments` must be a Python int, got {num_segments!r}.")
         try:
-            num_segments = operator.index(num_segments)
+            n_segments = operator.index(num_segments)
         except TypeError:
             raise TypeError(
                 f"{fn}: `num_segments` must be a Python int, got {num_segments!r} of type "
                 f"{type(num_segments).__name__}.") from None
-        if num_segments < 0:
-            raise ValueError(f"{fn}: `num_segments` must be >= 0, got {num_segments}.")
+        if n_segments < 0:
+            raise ValueError(f"{fn}: `num_segments` must be >= 0, got {n_segments}.")
     # Integer and bool labels (cast to float above) are checked too: the losses use them as is.
     padding = allow_padding or segment_ids is not None
     low_ok = (z >= 0) | (z < 0) & padding
@@ -99,9 +100,9 @@ def validate_inputs(
             "validate_inputs: logits must be finite; found {bad} NaN/inf logit(s), first at "
             "flat index {idx}.", bad=jnp.sum(~finite), idx=jnp.argmin(finite))
     if segment_ids is not None:
-        ok = (ids >= 0) & (ids < num_segments)
+        ok = (ids >= 0) & (ids < n_segments)
         checkify.check(
             jnp.all(ok),
-            f"validate_inputs: segment ids must lie in [0, {int(num_segments)}); found "
+            f"validate_inputs: segment ids must lie in [0, {n_segments}); found "
             "{bad} out of range, first at flat index {idx}.",
             bad=jnp.sum(~ok), idx=jnp.argmin(ok))

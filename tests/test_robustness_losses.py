@@ -182,7 +182,7 @@ def test_16bit_losses_accumulate_in_float32(dtype, data):
             assert_within(f"reduce_loss {reduction} {dtype}", err, 1.0)
 
 
-SUMS = {r: jax.jit(lambda l, w, r=r: sx.reduce_loss(l, w, r)) for r in
+SUMS = {r: jax.jit(lambda losses, w, r=r: sx.reduce_loss(losses, w, r)) for r in
         ("sum", "mean", "sum_over_batch_size")}
 
 
@@ -192,7 +192,8 @@ def test_reduce_loss_jit_vmap_match_eager(reduction):
     losses = rng.uniform(0, 5, (4, 2, 3)).astype(np.float32)
     weights = np.where(rng.uniform(size=(4, 2, 1)) < 0.3, 0, rng.normal(size=(4, 2, 1)))
     weights = weights.astype(np.float32)
-    eager = np.stack([sx.reduce_loss(l_, w_, reduction) for l_, w_ in zip(losses, weights)])
+    pairs = zip(losses, weights, strict=True)
+    eager = np.stack([sx.reduce_loss(l_, w_, reduction) for l_, w_ in pairs])
     f = jax.jit(jax.vmap(lambda l_, w_: sx.reduce_loss(l_, w_, reduction)))
     np.testing.assert_allclose(f(losses, weights), eager, rtol=1e-6)
 
@@ -202,7 +203,7 @@ def test_reduce_loss_jit_vmap_match_eager(reduction):
 
 def v1_weights_ok(w_shape, shape):
     return w_shape == () or (len(w_shape) == len(shape)
-                             and all(w in (1, d) for w, d in zip(w_shape, shape)))
+                             and all(w in (1, d) for w, d in zip(w_shape, shape, strict=False)))
 
 
 @fuzz()
@@ -232,7 +233,7 @@ V1 = jax.jit(lambda *args: (_v1_all(*args), jax.jacrev(_v1_all, argnums=(0, 1, 2
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32", "float64"])
-@fuzz()
+@fuzz(ci_examples=20)
 @given(data=st.data())
 def test_v1_value_and_gradients(dtype, data):
     """Smoothing, weights and every reduction against the reference; all gradients finite."""
@@ -271,7 +272,7 @@ def check_v1(dtype, x, z, w, s, reduction, value, grads):
         "label_smoothing": np.sum(np.abs(ld(x))) * np.max(np.abs(ld(w)), initial=1) >= f32_max,
         "weights": np.sum(elementwise) >= f32_max,
     }
-    for name, g in zip(("logits", "labels", "weights", "label_smoothing"), grads):
+    for name, g in zip(("logits", "labels", "weights", "label_smoothing"), grads, strict=False):
         if not overflow.get(name, False):
             assert np.all(np.isfinite(np.asarray(g, np.float64))), (name, g)
 
@@ -399,7 +400,7 @@ def test_mixed_precision_just_works(logits_dtype):
         dtypes = (logits_dtype,) + MIXED[logits_dtype]
         p0 = np.asarray(jax.nn.sigmoid(jnp.asarray(x0, logits_dtype)), np.float64)
         values = (x0, z0, [[1.0], [2.0]], 0.1, 2.0, 0.25, 2.0, p0)
-        args = [jnp.asarray(v, d) for v, d in zip(values, dtypes + (logits_dtype,))]
+        args = [jnp.asarray(v, d) for v, d in zip(values, dtypes + (logits_dtype,), strict=False)]
         out, grads = MIXED_JIT(*args)
         ref = MIXED_JIT(*[jnp.asarray(v, jnp.float64) for v in values])[0]
     for name, v in out.items():
@@ -407,7 +408,7 @@ def test_mixed_precision_just_works(logits_dtype):
         tol = 8 * max(float(jnp.finfo(d).eps) for d in dtypes)
         np.testing.assert_allclose(np.asarray(v, np.float64), np.asarray(ref[name]), rtol=tol,
                                    atol=tol, err_msg=name)
-    for a, g in zip(args, grads):
+    for a, g in zip(args, grads, strict=False):
         assert g.dtype == a.dtype
         assert np.all(np.isfinite(np.asarray(g, np.float64)))
 
@@ -451,12 +452,12 @@ def test_shapes_scalar_to_rank_4_under_jit_and_vmap():
         z = rng.uniform(size=shape).astype(np.float32)
         jitted = ALL_JIT(z, x)
         flat = ALL_JIT(np.resize(z.ravel(), N), np.resize(x.ravel(), N))  # one compiled size
-        for got, want in zip(jitted, flat):
-            for a, b in zip(got, want):
+        for got, want in zip(jitted, flat, strict=False):
+            for a, b in zip(got, want, strict=False):
                 np.testing.assert_allclose(a.ravel(), b[: a.size], rtol=4e-7, atol=1e-30)
         if shape:
-            for got, want in zip(ALL_VMAP(z, x), jitted):
-                for a, b in zip(got, want):
+            for got, want in zip(ALL_VMAP(z, x), jitted, strict=False):
+                for a, b in zip(got, want, strict=False):
                     np.testing.assert_allclose(a, b, rtol=4e-7, atol=1e-30)
 
 
