@@ -32,8 +32,9 @@ def _nested(value: Any, name: str, fn: str) -> Any:
         return jnp.asarray(value)
     except (TypeError, ValueError):
         raise ValueError(
-                f"{fn}: `{name}` must be a rectangular (not ragged) nested {type(value).__name__} "
-                "of numbers, got one that cannot be converted to an array.") from None
+            f"{fn}: `{name}` must be a rectangular (not ragged) nested {type(value).__name__} "
+            "of numbers, got one that cannot be converted to an array."
+        ) from None
 
 
 def _numeric_dtype(value: Any, name: str, fn: str) -> Any:
@@ -44,8 +45,9 @@ def _numeric_dtype(value: Any, name: str, fn: str) -> Any:
         dtype = None
     if dtype is None or not (jnp.issubdtype(dtype, jnp.number) or dtype == jnp.bool_):
         raise TypeError(
-                f"{fn}: `{name}` must be an array of numbers, got {type(value).__name__} "
-                f"{_short_repr(value)}.")
+            f"{fn}: `{name}` must be an array of numbers, got {type(value).__name__} "
+            f"{_short_repr(value)}."
+        )
     return dtype
 
 
@@ -61,9 +63,10 @@ def as_logits(logits: Any, fn: str, name: str = "logits") -> Array:
     dtype = _numeric_dtype(logits, name, fn)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
-                f"{fn}: `{name}` must have a floating dtype (float16, bfloat16, float32, "
-                f"float64), got {_describe(logits)}. Cast it explicitly, e.g. "
-                f"`{name}.astype(jnp.float32)`.")
+            f"{fn}: `{name}` must have a floating dtype (float16, bfloat16, float32, "
+            f"float64), got {_describe(logits)}. Cast it explicitly, e.g. "
+            f"`{name}.astype(jnp.float32)`."
+        )
     return jnp.asarray(logits)
 
 
@@ -85,17 +88,20 @@ def compute_dtype(dtype: Any) -> Any:
     return jnp.float32 if dtype.itemsize < 4 else dtype
 
 
-def same_shape(labels: Array, logits: Array, fn: str,
-                              names: tuple[str, str] = ("labels", "logits")) -> None:
+def same_shape(
+    labels: Array, logits: Array, fn: str, names: tuple[str, str] = ("labels", "logits")
+) -> None:
     if np.shape(labels) != np.shape(logits):
         raise ValueError(
-                f"{fn}: `{names[0]}` and `{names[1]}` must have the same shape (no "
-                f"broadcasting, as in TensorFlow), got {names[0]} {_describe(labels)} and "
-                f"{names[1]} {_describe(logits)}.")
+            f"{fn}: `{names[0]}` and `{names[1]}` must have the same shape (no "
+            f"broadcasting, as in TensorFlow), got {names[0]} {_describe(labels)} and "
+            f"{names[1]} {_describe(logits)}."
+        )
 
 
-def broadcastable_to(value: Any, shape: tuple[int, ...], name: str, fn: str,
-                                          target: str = "losses") -> None:
+def broadcastable_to(
+    value: Any, shape: tuple[int, ...], name: str, fn: str, target: str = "losses"
+) -> None:
     value_shape = tuple(np.shape(value))
     try:
         result = np.broadcast_shapes(value_shape, tuple(shape))
@@ -103,8 +109,9 @@ def broadcastable_to(value: Any, shape: tuple[int, ...], name: str, fn: str,
         result = None
     if result != tuple(shape):
         raise ValueError(
-                f"{fn}: `{name}` of shape {value_shape} cannot be broadcast to the {target} "
-                f"shape {tuple(shape)}.")
+            f"{fn}: `{name}` of shape {value_shape} cannot be broadcast to the {target} "
+            f"shape {tuple(shape)}."
+        )
 
 
 def static_scalar(value: Any) -> float | None:

@@ -95,7 +95,8 @@ def sigmoid_cross_entropy(
         raise ValueError(
             f"{fn}: `weights` of shape {w_shape} must be a scalar or have the losses' rank "
             f"{x.ndim} with every dimension 1 or equal to the losses shape {x.shape} "
-            "(use [batch, 1] for per-sample weights).")
+            "(use [batch, 1] for per-sample weights)."
+        )
     cd = _checks.compute_dtype(x.dtype)
     z = smooth_labels(z, label_smoothing, cd, fn)
     losses = sigmoid_cross_entropy_with_logits(z, x.astype(cd))
@@ -145,7 +146,8 @@ def binary_crossentropy(
     except TypeError:
         raise TypeError(
             f"{fn}: `axis` must be an int (one axis, as Keras), got {axis!r} of type "
-            f"{type(axis).__name__}.") from None
+            f"{type(axis).__name__}."
+        ) from None
     if not -max(pred.ndim, 1) <= axis < max(pred.ndim, 1) or pred.ndim == 0:
         raise ValueError(f"{fn}: `axis` {axis} is out of range for y_pred of shape {pred.shape}.")
     cd = _checks.compute_dtype(pred.dtype)
@@ -173,7 +175,8 @@ def keras_sample_weight(sample_weight: Any, loss_shape: tuple[int, ...], fn: str
         raise ValueError(
             f"{fn}: `sample_weight` of shape {shape} must be a scalar, [batch], or broadcastable "
             f"to the per-sample loss shape {tuple(loss_shape)} (one more trailing dimension of "
-            "size 1 is squeezed).")
+            "size 1 is squeezed)."
+        )
     return w
 
 
@@ -225,7 +228,8 @@ class BinaryCrossentropy:
     ) -> Array:
         """The reduced loss (per-sample losses of shape ``[batch, d0, .., dN-1]`` for none)."""
         per_sample = binary_crossentropy(
-            y_true, y_pred, self.from_logits, self.label_smoothing, self.axis)
+            y_true, y_pred, self.from_logits, self.label_smoothing, self.axis
+        )
         weights = None
         if sample_weight is not None:
             weights = keras_sample_weight(sample_weight, per_sample.shape, "BinaryCrossentropy")

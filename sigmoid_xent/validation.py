@@ -67,13 +67,13 @@ def validate_inputs(
     if segment_ids is not None:
         ids = jnp.asarray(segment_ids)
         if not jnp.issubdtype(ids.dtype, jnp.integer):
-            raise ValueError(
-                f"{fn}: `segment_ids` must be integers, got dtype {ids.dtype}.")
+            raise ValueError(f"{fn}: `segment_ids` must be integers, got dtype {ids.dtype}.")
         _checks.same_shape(z, ids, fn, names=("labels", "segment_ids"))
         if num_segments is None or isinstance(num_segments, jax.core.Tracer):
             raise ValueError(
                 f"{fn}: `num_segments` must be a static Python int with `segment_ids`, got "
-                f"{num_segments!r}.")
+                f"{num_segments!r}."
+            )
         if isinstance(num_segments, bool):
             raise TypeError(f"{fn}: `num_segments` must be a Python int, got {num_segments!r}.")
         try:
@@ -81,7 +81,8 @@ def validate_inputs(
         except TypeError:
             raise TypeError(
                 f"{fn}: `num_segments` must be a Python int, got {num_segments!r} of type "
-                f"{type(num_segments).__name__}.") from None
+                f"{type(num_segments).__name__}."
+            ) from None
         if n_segments < 0:
             raise ValueError(f"{fn}: `num_segments` must be >= 0, got {n_segments}.")
     # Integer and bool labels (cast to float above) are checked too: the losses use them as is.
@@ -92,17 +93,24 @@ def validate_inputs(
         "validate_inputs: labels must lie in [0, 1]"
         + (" (or < 0 for padding)" if padding else "")
         + "; found {bad} bad label(s), first at flat index {idx}.",
-        bad=jnp.sum(~(low_ok & (z <= 1))), idx=jnp.argmin(low_ok & (z <= 1)))
+        bad=jnp.sum(~(low_ok & (z <= 1))),
+        idx=jnp.argmin(low_ok & (z <= 1)),
+    )
     if logits is not None:
         finite = jnp.isfinite(x)
         checkify.check(
             jnp.all(finite),
             "validate_inputs: logits must be finite; found {bad} NaN/inf logit(s), first at "
-            "flat index {idx}.", bad=jnp.sum(~finite), idx=jnp.argmin(finite))
+            "flat index {idx}.",
+            bad=jnp.sum(~finite),
+            idx=jnp.argmin(finite),
+        )
     if segment_ids is not None:
         ok = (ids >= 0) & (ids < n_segments)
         checkify.check(
             jnp.all(ok),
             f"validate_inputs: segment ids must lie in [0, {n_segments}); found "
             "{bad} out of range, first at flat index {idx}.",
-            bad=jnp.sum(~ok), idx=jnp.argmin(ok))
+            bad=jnp.sum(~ok),
+            idx=jnp.argmin(ok),
+        )

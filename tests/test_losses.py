@@ -110,12 +110,11 @@ def test_v1_shape_mismatch():
 
 
 def test_v1_jit_vmap_grad():
-    f = lambda z, x: sx.sigmoid_cross_entropy(
-        z,
-        x,
-        weights=jnp.array([[1.0], [0.5]]),  # noqa
-        label_smoothing=0.1,
-    )
+    def f(z, x):
+        return sx.sigmoid_cross_entropy(
+            z, x, weights=jnp.array([[1.0], [0.5]]), label_smoothing=0.1
+        )
+
     eager = f(LABELS, LOGITS)
     np.testing.assert_allclose(jax.jit(f)(LABELS, LOGITS), eager, rtol=1e-6)
     stacked = jax.vmap(f)(np.stack([LABELS, LABELS]), np.stack([LOGITS, -LOGITS]))
