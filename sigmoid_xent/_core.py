@@ -254,9 +254,12 @@ def weighted_sigmoid_cross_entropy_with_logits(
 def _times(coef: Array, value: Array) -> Array:
     """``coef * value`` with ``0 * inf = 0``: a term whose label weight is 0 is absent.
 
-    Only infinite values are guarded, so the derivative in ``coef`` stays ``value``.
+    Only infinite values are guarded, so the derivative in ``coef`` stays ``value``; the guarded
+    value is also replaced inside the product (double where), so that derivative is 0, not NaN.
     """
-    return jnp.where((coef == 0) & jnp.isinf(value), jnp.zeros_like(value), coef * value)
+    absent = (coef == 0) & jnp.isinf(value)
+    zeros = jnp.zeros_like(value)
+    return jnp.where(absent, zeros, coef * jnp.where(absent, zeros, value))
 
 
 def _log_one_minus_pt(x: Array, z: Array) -> Array:
@@ -335,12 +338,16 @@ def sigmoid_focal_loss(
         modulator = jnp.ones_like(xc)
     else:
         g = _checks.as_float(gamma, cd, "gamma", fn).astype(cd)
+        _checks.broadcastable_to(g, x.shape, "gamma", fn, target="logits")
         modulator = jnp.exp(g * _log_one_minus_pt(xc, zc))
     loss = modulator * bce
     if alpha is not None:
         a = _checks.as_float(alpha, cd, "alpha", fn).astype(cd)
+        _checks.broadcastable_to(a, x.shape, "alpha", fn, target="logits")
         alpha_t = a * zc + (1 - a) * (1 - zc)
-        loss = jnp.where(a >= 0, alpha_t, jnp.ones_like(alpha_t)) * loss
+        # `a < 0` (not `a >= 0`) so that a NaN alpha propagates instead of disabling the balance;
+        # a zero alpha_t switches the term off even where the rest is infinite.
+        loss = _times(jnp.where(a < 0, jnp.ones_like(alpha_t), alpha_t), loss)
     return loss.astype(x.dtype)
 
 
@@ -382,7 +389,9 @@ def binary_cross_entropy(labels: ArrayLike, probs: ArrayLike, epsilon: float = 1
     _checks.same_shape(z, p, fn, names=("labels", "probs"))
     cd = _checks.compute_dtype(p.dtype)
     pc, zc = p.astype(cd), z.astype(cd)
-    eps = jnp.asarray(epsilon, cd)
+    # The barrier keeps XLA from reassociating (1 - p) + eps into (1 + eps) - p under jit, which
+    # would give 15.249238 instead of TF's 15.333239.
+    eps = jax.lax.optimization_barrier(_checks.as_float(epsilon, cd, "epsilon", fn).astype(cd))
     pc = jnp.clip(pc, eps, 1 - eps)
     loss = -(zc * jnp.log(pc + eps) + (1 - zc) * jnp.log(1 - pc + eps))
     return loss.astype(p.dtype)
