@@ -260,7 +260,9 @@ def r_focal(z, x, alpha, gamma):
         dz2 = np.where(gamma == 0, LD(0), gamma * (r_sigmoid(-x) - r_sigmoid(x))
                        * np.exp((gamma - 1) * lu + lb))
         dz = d_a_t * mod * b + a_t * (dz2 - x * mod)
-        dz_scale = np.abs(d_a_t * mod * b) + a_t * (np.abs(dz2) + np.abs(x * mod))
+        # The magnitudes of the terms before alpha_t scales them (an intermediate that can
+        # overflow: focal's growth factor for d/dz is about gamma + 1).
+        dz_scale = np.abs(d_a_t * mod * b) + np.abs(dz2) + np.abs(x * mod)
         dalpha = np.where(balanced, (2 * z - 1) * mod * b, LD(0))
         dgamma = -a_t * np.exp(gamma * lu + np.log(-lu) + lb)
     return loss, dx, dz, dalpha, dgamma, scale, dz_scale, lu
@@ -379,9 +381,11 @@ def positive(dtype: str, top: float, n: int = N):
 # float32 product gamma * log(1 - p_t) alone is |gamma log(1 - p_t)| / 2 ulp of the result, so
 # its bound grows with that condition number (see test_focal_accuracy_within_4_ulp, xfail).
 
+# The weighted logits gradient is pos_weight times the core's (2 ulp) plus one more rounding:
+# 3 ulp (measured 2.5; soft labels: in ulps of the sum of the two terms' magnitudes).
 LOSS_ULP = {"core": 4.0, "weighted": 4.0}
-HARD_GRAD_ULP = {"core": 2.0, "weighted": 2.0}
-SOFT_GRAD_ULP = {"core": 2.0, "weighted": 2.0}
+HARD_GRAD_ULP = {"core": 2.0, "weighted": 3.0}
+SOFT_GRAD_ULP = {"core": 2.0, "weighted": 3.0}
 HALF = ("float16", "bfloat16")
 
 
@@ -480,7 +484,9 @@ def test_focal_finite_accurate_and_gradients(dtype, data):
     gamma = cast(data.draw(hnp.arrays(np.float64, N, elements=GAMMAS), "gamma"), dtype)
     v, gz, gx, galpha, ggamma = run("focal", dtype, z, x, alpha, gamma)
     loss, dx, dz, dalpha, dgamma, scale, dz_scale, lu = both(r_focal, dtype, z, x, alpha, gamma)
-    for name, got, want in (("loss", v, loss), ("dx", gx, dx), ("dz", gz, dz),
+    # d/dz: finite where its terms' magnitudes (with a margin) are representable.
+    dz_terms = (2 * dz_scale[0], 2 * dz_scale[1])
+    for name, got, want in (("loss", v, loss), ("dx", gx, dx), ("dz", gz, dz_terms),
                             ("dalpha", galpha, dalpha), ("dgamma", ggamma, dgamma)):
         ok = representable(want[0], dtype) & representable(want[1], dtype)
         assert np.all(np.isfinite(got[ok])), (name, x[ok], z[ok], got[ok])
@@ -493,13 +499,15 @@ def test_focal_finite_accurate_and_gradients(dtype, data):
         bound = np.ones(N) + bound / 2 ** (23 - finfo(dtype).nmant)
     err = ulp_err(v, loss, dtype, floor=floor)
     record(f"focal loss {dtype} (model)", err / bound, x=x, z=z, alpha=alpha, gamma=gamma)
-    assert_within(f"focal loss {dtype}", err * (err > bound), 0.0, x=x, z=z, gamma=gamma)
+    assert_within(f"focal loss {dtype} (beyond model)", err * (err > bound), 0.0, x=x, z=z,
+                  gamma=gamma)
     record(f"focal loss {dtype}", err, x=x, z=z, alpha=alpha, gamma=gamma)
     h = hard(z)
     dx_scale = tuple(np.where(h, np.abs(d), s) for d, s in zip(dx, scale, strict=False))
     err = ulp_err(gx, dx, dtype, dx_scale, floor=floor)
     record(f"focal dx {dtype} (model)", err / bound, x=x, z=z, alpha=alpha, gamma=gamma)
-    assert_within(f"focal dx {dtype}", err * (err > bound), 0.0, x=x, z=z, gamma=gamma)
+    assert_within(f"focal dx {dtype} (beyond model)", err * (err > bound), 0.0, x=x, z=z,
+                  gamma=gamma)
     record(f"focal dx hard {dtype}", err[h], x=x[h], z=z[h], alpha=alpha[h], gamma=gamma[h])
     record(f"focal dx soft {dtype}", err[~h], x=x[~h], z=z[~h], alpha=alpha[~h],
            gamma=gamma[~h])

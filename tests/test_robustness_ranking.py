@@ -272,3 +272,44 @@ def test_packed_rows_vmap_with_garbage():
                              "per_list")[0]), 0.0, float(r_bce(LD(0.5), LD(1.0)))]
     np.testing.assert_allclose(got[0], want0, rtol=1e-6)
     assert sx.ranking is ranking
+
+
+PAD = jax.jit(lambda v, ids: ranking.pad(v, ids, 3, list_size=4, fill_value=-7.0))
+
+
+@fuzz(ci_examples=25)
+@given(ids=hnp.arrays(np.int32, 12, elements=st.integers(-1, 3)),
+       values=hnp.arrays(np.float32, 12, elements=st.floats(-5, 5, width=32)))
+def test_pad_under_jit_against_numpy(ids, values):
+    """pad with unsorted ids: items keep their order within a list; ids outside [0, 3) and items
+    beyond list_size are dropped (inside jit); padding slots get fill_value; pack inverts it."""
+    got = np.asarray(PAD(values, ids))
+    want = np.full((3, 4), -7.0, np.float32)
+    filled = [0, 0, 0]
+    for v, k in zip(values, ids, strict=True):
+        if 0 <= k < 3 and filled[k] < 4:
+            want[k, filled[k]] = v
+            filled[k] += 1
+    np.testing.assert_array_equal(got, want)
+    rows = [got[k, : filled[k]] for k in range(3)]
+    packed, seg = ranking.pack(rows)
+    kept = [v for k in range(3) for v in values[ids == k][:4]]
+    np.testing.assert_array_equal(packed, np.asarray(kept, np.float32).reshape(-1))
+    np.testing.assert_array_equal(seg, np.repeat(np.arange(3), filled))
+
+
+def test_loss_object_ragged_with_garbage_in_padding():
+    """SigmoidCrossEntropyLoss(ragged=True): label -1 items with NaN/inf logits and NaN
+    weights add nothing, value and gradients stay finite, for every reduction."""
+    y_true = [[1.0, -1.0, 0.0], [], [0.5], [-1.0, -1.0]]
+    y_pred = [[0.3, np.nan, -2.0], [], [np.inf], [np.nan, -np.inf]]
+    w = [[1.0, np.nan, 2.0], [], [0.5], [np.inf, np.nan]]
+    y_pred[2] = [4.0]
+    for reduction in REDUCTIONS:
+        loss = ranking.SigmoidCrossEntropyLoss(reduction=reduction, ragged=True)
+        out = np.asarray(loss(y_true, y_pred, w))
+        assert np.all(np.isfinite(out)), reduction
+        clean = ranking.SigmoidCrossEntropyLoss(reduction=reduction, ragged=True)(
+            [[1.0, -1.0, 0.0], [], [0.5], [-1.0, -1.0]], [[0.3, 0.0, -2.0], [], [4.0], [0.0, 0.0]],
+            [[1.0, 0.0, 2.0], [], [0.5], [0.0, 0.0]])
+        np.testing.assert_array_equal(out, clean, err_msg=reduction)
