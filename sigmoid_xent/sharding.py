@@ -31,6 +31,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from sigmoid_xent import _checks
+from sigmoid_xent.ranking import _item_weights  # the one copy of TF-Ranking's weight rules
 from sigmoid_xent.reductions import Reduction, canonical_name, reduce_loss, safe_divide
 
 Array = jax.Array
@@ -270,33 +271,6 @@ _RANKING_REDUCTIONS = (
     "per_list",
     "list_mean",
 )
-
-
-def _item_weights(
-    weights: ArrayLike | None,
-    shape: tuple[int, ...],
-    segment_ids: Array | None,
-    num_segments: int,
-    acc: Any,
-    fn: str,
-) -> Array:
-    """Per-item weights from a scalar, per-item or per-list ``weights`` (TF-Ranking's rules)."""
-    if weights is None:
-        return jnp.ones(shape, acc)
-    w = _checks.as_float(weights, acc, "weights", fn).astype(acc)
-    wshape = tuple(w.shape)
-    if w.ndim == 0 or wshape == shape:
-        return jnp.broadcast_to(w, shape)
-    if segment_ids is not None:  # packed: [num_segments] per list.
-        if wshape == (num_segments,):
-            valid_id = (segment_ids >= 0) & (segment_ids < num_segments)
-            return jnp.where(valid_id, w[jnp.clip(segment_ids, 0, num_segments - 1)], 0)
-        expected = f"(), {shape} per item or ({num_segments},) per list"
-    else:  # dense [batch, list_size]: [batch] or [batch, 1] per list.
-        if len(shape) == 2 and wshape in ((shape[0],), (shape[0], 1)):
-            return jnp.broadcast_to(w.reshape(shape[0], 1), shape)
-        expected = f"(), {shape} per item, ({shape[0]},) or ({shape[0]}, 1) per list"
-    raise ValueError(f"{fn}: `weights` of shape {wshape} must have shape {expected}.")
 
 
 def reduce_ranking_loss_sharded(
