@@ -4,10 +4,10 @@ from sigmoid_xent import ranking, sharding
 from sigmoid_xent._core import (
     binary_cross_entropy,
     sigmoid_cross_entropy_with_logits,
-    sigmoid_focal_loss,
     weighted_sigmoid_cross_entropy_with_logits,
 )
 from sigmoid_xent.contrastive import siglip_loss, siglip_loss_ring
+from sigmoid_xent.focal import sigmoid_focal_loss
 from sigmoid_xent.fused import linear_sigmoid_cross_entropy
 from sigmoid_xent.losses import BinaryCrossentropy, binary_crossentropy, sigmoid_cross_entropy
 from sigmoid_xent.reductions import Reduction, reduce_loss

@@ -1,8 +1,8 @@
 """The elementwise sigmoid cross-entropy losses and their custom VJP.
 
 One stable core, :func:`sigmoid_cross_entropy_with_logits`, carries the only copy of the logistic
-loss formula and its gradient; the weighted, focal, label-smoothed, Keras and ranking losses are
-all built from it.
+loss formula and its gradient; the weighted, label-smoothed, Keras and ranking losses are built
+from it (the focal loss, in :mod:`sigmoid_xent.focal`, from its pieces).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ Array = jax.Array
 __all__ = [
     "binary_cross_entropy",
     "sigmoid_cross_entropy_with_logits",
-    "sigmoid_focal_loss",
     "weighted_sigmoid_cross_entropy_with_logits",
 ]
 
@@ -260,95 +259,6 @@ def _times(coef: Array, value: Array) -> Array:
     absent = (coef == 0) & jnp.isinf(value)
     zeros = jnp.zeros_like(value)
     return jnp.where(absent, zeros, coef * jnp.where(absent, zeros, value))
-
-
-def _log_one_minus_pt(x: Array, z: Array) -> Array:
-    """``log(1 - p_t) = log(z sigmoid(-x) + (1 - z) sigmoid(x))``, finite gradients throughout.
-
-    With ``e = exp(-|x|)`` and ``c`` the label weight on the side ``sigmoid`` saturates to 1
-    (``1 - z`` for ``x >= 0``, ``z`` below), ``1 - p_t = (c + (1 - c) e) / (1 + e)``, so
-    ``log(1 - p_t) = log(c + (1 - c) e) - softplus(-|x|)``. Only where ``c + (1 - c) e``
-    underflows to 0 (a hard label that agrees, ``e`` below the smallest float) is the first log
-    replaced by its exact value ``-|x|``, so the derivative in ``z`` is right everywhere else.
-    Logits beyond ``limit`` (``e`` is 0 there) are clamped: the value is unchanged and an
-    infinite loss next to it cannot turn the gradient into NaN.
-    """
-    limit = 2.0 * -jnp.log(jnp.finfo(x.dtype).tiny)
-    x = jnp.where(jnp.abs(x) < limit, x, jnp.sign(x) * limit)
-    c = jnp.where(x >= 0, 1 - z, z)
-    neg_abs = _neg_abs(x)
-    mix = c + (1 - c) * jnp.exp(neg_abs)
-    ok = mix > 0
-    log_mix = jnp.where(ok, jnp.log(jnp.where(ok, mix, jnp.ones_like(mix))), neg_abs)
-    return log_mix - _softplus(neg_abs)
-
-
-def sigmoid_focal_loss(
-    labels: ArrayLike,
-    logits: ArrayLike,
-    alpha: ArrayLike | None = 0.25,
-    gamma: ArrayLike = 2.0,
-) -> Array:
-    r"""Focal loss of Lin et al. (2017) on logits, elementwise.
-
-    .. math::
-
-        \ell = \alpha_t \, (1 - p_t)^{\gamma} \, \mathrm{bce}(z, x), \quad
-        p_t = z\sigma(x) + (1 - z)(1 - \sigma(x)), \quad
-        \alpha_t = \alpha z + (1 - \alpha)(1 - z)
-
-    for every ``z`` in [0, 1], as ``torchvision.ops.sigmoid_focal_loss`` and Keras'
-    ``BinaryFocalCrossentropy(apply_class_balancing=True)``. ``bce`` is the stable core and
-    :math:`(1 - p_t)^\gamma` is evaluated as :math:`\exp(\gamma \log(1 - p_t))` with the log
-    taken without cancellation, so gradients stay finite at saturation and for ``gamma = 0`` or
-    ``0 < gamma < 1`` (where ``d/dp (1-p)**gamma`` is infinite and naive code returns NaN).
-
-    Args:
-      labels: Targets of ``logits``' shape, hard or soft.
-      logits: Float logits.
-      alpha: Weight of the positive class in [0, 1]; ``None`` or a negative value (torchvision's
-        ``-1``) disables the class balance (``alpha_t = 1``).
-      gamma: Focusing exponent, ``>= 0``; ``gamma = 0`` gives ``alpha_t * bce``.
-
-    Returns:
-      The elementwise loss, with ``logits``' shape and dtype.
-
-    Raises:
-      TypeError: integer or bool ``logits``.
-      ValueError: shape mismatch, a None label/logit, or a negative static ``gamma``.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> import sigmoid_xent as sx
-      >>> sx.sigmoid_focal_loss(jnp.array([1., 0.]), jnp.array([2., 2.]))
-      Array([4.508906e-04, 1.237559e+00], dtype=float32)
-
-    References:
-      Lin et al., "Focal Loss for Dense Object Detection", 2017.
-    """
-    fn = "sigmoid_focal_loss"
-    z, x = _prepare(labels, logits, fn)
-    cd = _checks.compute_dtype(x.dtype)
-    g_static = _checks.static_scalar(gamma)
-    if g_static is not None and g_static < 0:
-        raise ValueError(f"{fn}: `gamma` must be >= 0, got {gamma}.")
-    xc, zc = x.astype(cd), z.astype(cd)
-    bce = _sce(xc, zc)
-    if g_static == 0.0:
-        modulator = jnp.ones_like(xc)
-    else:
-        g = _checks.as_float(gamma, cd, "gamma", fn).astype(cd)
-        _checks.broadcastable_to(g, x.shape, "gamma", fn, target="logits")
-        modulator = jnp.exp(g * _log_one_minus_pt(xc, zc))
-    loss = modulator * bce
-    if alpha is not None:
-        a = _checks.as_float(alpha, cd, "alpha", fn).astype(cd)
-        _checks.broadcastable_to(a, x.shape, "alpha", fn, target="logits")
-        alpha_t = a * zc + (1 - a) * (1 - zc)
-        # `a < 0` (not `a >= 0`) so that a NaN alpha propagates instead of disabling the balance;
-        # a zero alpha_t switches the term off even where the rest is infinite.
-        loss = _times(jnp.where(a < 0, jnp.ones_like(alpha_t), alpha_t), loss)
-    return loss.astype(x.dtype)
 
 
 def binary_cross_entropy(labels: ArrayLike, probs: ArrayLike, epsilon: float = 1e-7) -> Array:
