@@ -64,6 +64,16 @@ def _log1p_poly(e: Array) -> Array:
     return p
 
 
+def _log_one_minus(z: Array) -> Array:
+    """``log(1 - z)`` from ``1 - z = h + l`` exactly: ``log(h) + l / h``.
+
+    Not ``jnp.log1p(-z)``: XLA:CPU's float64 log1p is off by up to 120 ulp on [-0.5, -0.25].
+    """
+    one = jax.lax.optimization_barrier(jnp.ones((), z.dtype))  # (1 - h) - z must not fold
+    h = one - z
+    return jnp.log(h) + ((one - h) - z) / h
+
+
 class _Pieces:
     """The plain (one-precision, differentiable) quantities shared by the value and the JVP.
 
@@ -82,6 +92,10 @@ class _Pieces:
         self.q = q = jnp.where(self.pos, z, 1 - z)
         # Branch "below": c < e (or c = 0): quantities divided by e. Else divided by c (c >= e).
         self.below = below = (c < e) | (c == 0)
+        # log(c) (used where c >= e > 0) without rounding 1 - z first: log u is -z, not 0, for
+        # a tiny z at x >> 0. Safe arguments elsewhere (no NaN for reverse mode to pick up).
+        log_c = jnp.where(self.pos, _log_one_minus(jnp.where(self.pos & ~below, z, 0)),
+                          jnp.log(jnp.where(self.pos | below, 1, z)))
         # c / e <= 1 as c exp(|x|) (the derivative of c / e divides by e**2, which underflows);
         # no select on c, so that d/dz stays right at c = 0. The cap only binds where c = 0.
         ce = c * jnp.exp(jnp.minimum(self.a, float(np.log(np.finfo(x.dtype).max)) - 1))
@@ -91,11 +105,11 @@ class _Pieces:
         one = jnp.ones_like(x)
         # log(mix), mix = c + q e >= max(c, e) * min(1, ...): both forms take logs of [1, 2].
         self.log_mix = jnp.where(below, neg_abs + jnp.log(q + ce),
-                                 jnp.log(c_s) + jnp.log1p(q * ec))
+                                 log_c + jnp.log1p(q * ec))
         self.log_u = self.log_mix - self.S
         # log(bce), bce = c a + S: e (c a / e + S / e) or c (a + S / c); both logs of >= ln 2.
         self.log_bce = jnp.where(below, neg_abs + jnp.log(ce * self.a + _log1p_over(e)),
-                                 jnp.log(c_s) + jnp.log(self.a + self.S / c_s))
+                                 log_c + jnp.log(self.a + self.S / c_s))
         # e / mix <= 1 and (sigmoid(x) - z) / bce, bounded in both branches.
         self.e_over_mix = jnp.where(below, one / (q + ce), ec / (1 + q * ec))
         s_over = jnp.where(below, ce - 1 / (1 + e), 1 - ec / (1 + e))
@@ -112,32 +126,56 @@ def _finite(x: Array) -> Array:
     return jnp.where(jnp.isinf(x), jnp.sign(x) * _limit(x.dtype), x)
 
 
-def _value_f32(x: Array, z: Array, g: Array) -> Array:
-    """``u**gamma * bce`` in two-float arithmetic, rounded once (float32)."""
-    inf = jnp.isinf(x)
+def _pairs(x: Array, z: Array) -> dict[str, tf.Pair]:
+    """The pieces of the loss as float32 pairs: log u, log mix, bce = 2**kb B, log B."""
     a = jnp.abs(_finite(x))
     zero = jnp.zeros_like(a)
     one = tf.opaque(1.0)
-    eh, el = tf.exp((-a, zero))
-    S = tf.log1p((eh, el))
+    e = tf.exp((-a, zero))
+    S = tf.log1p(e)
     pos = x >= 0
     one_minus_z = tf.two_sum(one, -z)
     c = tuple(jnp.where(pos, p1, p2) for p1, p2 in zip(one_minus_z, (z, zero), strict=True))
     q = tuple(jnp.where(pos, p1, p2) for p1, p2 in zip((z, zero), one_minus_z, strict=True))
-    mix = tf.add(c, tf.mul(q, (eh, el)))
-    agree = c[0] == 0  # mix = e exactly: log(mix) = -a
+    mix = tf.add(c, tf.mul(q, e))
+    agree = c[0] == 0  # mix = e exactly: log(mix) = -a (capped where e is 0 anyway)
+    a_cap = jnp.minimum(a, _limit(jnp.float32))
     log_mix = tf.log(tuple(jnp.where(agree, 1.0, m) for m in mix))
-    log_mix = (jnp.where(agree, -a, log_mix[0]), jnp.where(agree, zero, log_mix[1]))
+    log_mix = (jnp.where(agree, -a_cap, log_mix[0]), jnp.where(agree, zero, log_mix[1]))
     bce = tf.add(tf.mul1(c, a), S)
-    log_u = tf.add(log_mix, (-S[0], -S[1]))
-    # bce = 2**kb * B with B in [1, 2): exp(gamma log u + log B) 2**kb, so that a bce near the
-    # float32 maximum does not overflow on the way.
+    # bce = 2**kb * B with B in [1, 2): exp(... + log B) 2**kb, so that a bce near the float32
+    # maximum does not overflow on the way.
     kb = tf.exponent(jnp.where(bce[0] > 0, bce[0], 1.0))
     log_b = tf.log((tf.scale(bce[0], -kb), tf.scale(bce[1], -kb)))
-    core = tf.exp_pow2(tf.add(tf.mul1(log_u, g), log_b), kb)
-    # bce = 0 (an agreeing hard label where e is 0): 0; bce = inf (x infinite, c > 0): inf.
-    core = jnp.where(bce[0] == 0, 0.0, core)
-    return jnp.where(inf & (c[0] > 0), jnp.inf, core)
+    # An agreeing hard label with a small e: bce = log1p(e) underflows with e, but
+    # log(bce) = -a + log(log1p(e) / e) = -a - e/2 (to 2**-30 relative) does not.
+    tail = agree & (e[0] < 2.0**-15)
+    kb = jnp.where(tail, 0.0, kb)
+    log_b = tuple(jnp.where(tail, t, b) for t, b in zip(tf.fast_two_sum(-a_cap, -0.5 * e[0]), log_b,
+                                                         strict=True))
+    return {"c": c, "bce": bce, "kb": kb, "log_b": log_b, "log_mix": log_mix,
+            "log_u": tf.add(log_mix, (-S[0], -S[1]))}
+
+
+def _value_f32(x: Array, z: Array, g: Array) -> Array:
+    """``u**gamma * bce`` in two-float arithmetic, rounded once (float32)."""
+    p = _pairs(x, z)
+    core = tf.exp_pow2(tf.add(tf.mul1(p["log_u"], g), p["log_b"]), p["kb"])
+    # x infinite: 0 for an agreeing hard label (exp underflows), inf for c > 0.
+    return jnp.where(jnp.isinf(x) & (p["c"][0] > 0), jnp.inf, core)
+
+
+def _label_terms_f32(x: Array, z: Array, g: Array) -> tuple[Array, Array]:
+    """``core / mix`` and ``u**gamma`` (the factors of d core/dz) from pairs, for finite ``x``.
+
+    Either can be far above the underflow threshold while ``core`` is below it (a small label
+    weight ``c``: ``bce ~ c |x|``), so they are not derived from ``core``.
+    """
+    p = _pairs(x, z)
+    gl = tf.mul1(p["log_u"], g)
+    over_mix = tf.exp_pow2(tf.add(gl, tf.add(p["log_b"], (-p["log_mix"][0], -p["log_mix"][1]))),
+                           p["kb"])
+    return over_mix, tf.exp_pow2(gl, jnp.zeros_like(x))
 
 
 def _value_plain(x: Array, z: Array, g: Array) -> Array:
@@ -177,9 +215,16 @@ def _focal_core_jvp(primals, tangents):
         # gamma D / u * core with D / u = +-expm1(-a) / mix, in logs (core / mix can underflow
         # before the division where the quotient does not), and -x u**gamma.
         log_core = g * p.log_u + p.log_bce
-        d_over_u = p.sign * jnp.expm1(p.neg_abs) * jnp.exp(log_core - p.log_mix)
-        x_term = -p.x * jnp.exp(g * p.log_u)
-        dz = jnp.where(inf, jnp.where(p.c > 0, -x, 0), g * d_over_u + x_term)
+        expm1 = p.sign * jnp.expm1(p.neg_abs)
+        dz = g * expm1 * jnp.exp(log_core - p.log_mix) - p.x * jnp.exp(g * p.log_u)
+        # The exponentials above cost |exponent| / 2 ulps. In float32 the same two terms come
+        # from two-float pairs; their difference is added without a derivative (the plain
+        # form's derivative is the stable one).
+        if x.dtype == jnp.float32:
+            over_mix, modulator = _label_terms_f32(p.x, z, g)
+            accurate = g * expm1 * over_mix - p.x * modulator
+            dz = dz + jax.lax.stop_gradient(accurate - dz)
+        dz = jnp.where(inf, jnp.where(p.c > 0, -x, 0), dz)
         tangent = tangent + dz * tz
     if not isinstance(tg, SymbolicZero):
         # core log u; 0 where log u = 0 even if core is infinite (a disagreeing hard label at
