@@ -46,6 +46,11 @@ def opaque(c: float) -> Array:
     return jax.lax.optimization_barrier(jnp.float32(c))
 
 
+def select(cond: Array, x: Pair, y: Pair) -> Pair:
+    """``x`` where ``cond``, else ``y``, part by part."""
+    return jnp.where(cond, x[0], y[0]), jnp.where(cond, x[1], y[1])
+
+
 def two_sum(a: Array, b: Array) -> Pair:
     """``a + b`` as ``(s, err)`` with ``s = fl(a + b)`` and ``s + err == a + b`` exactly."""
     s = a + b
@@ -78,9 +83,14 @@ def two_prod(a: Array, b: Array) -> Pair:
 
 
 def add(x: Pair, y: Pair) -> Pair:
-    """Pair + pair, accurate to about 2**-44 relative of the larger operand."""
+    """Pair + pair, accurate to about 2**-44 relative of the larger operand.
+
+    An infinite sum (overflow, or an infinite operand) comes back as ``(inf, 0)``, not NaN.
+    """
     s, e = two_sum(x[0], y[0])
-    return fast_two_sum(s, e + (x[1] + y[1]))
+    hi, lo = fast_two_sum(s, e + (x[1] + y[1]))
+    finite = jnp.isfinite(s)
+    return jnp.where(finite, hi, s), jnp.where(finite, lo, jnp.zeros_like(lo))
 
 
 def mul(x: Pair, y: Pair) -> Pair:
@@ -146,8 +156,9 @@ def exp(y: Pair) -> Pair:
     yh = y[0]
     big, small = yh > _EXP_MAX, yh < _EXP_MIN
     safe = big | small | jnp.isnan(yh)
-    hi, lo, k = exp_scaled((jnp.where(safe, jnp.zeros_like(yh), yh),
-                            jnp.where(safe, jnp.zeros_like(yh), y[1])))
+    hi, lo, k = exp_scaled(
+        (jnp.where(safe, jnp.zeros_like(yh), yh), jnp.where(safe, jnp.zeros_like(yh), y[1]))
+    )
     hi, lo = scale(hi, k), scale(lo, k)
     special = jnp.where(big, jnp.inf, jnp.where(small, 0.0, yh)).astype(F32)
     return jnp.where(safe, special, hi), jnp.where(safe, jnp.zeros_like(lo), lo)
@@ -156,9 +167,11 @@ def exp(y: Pair) -> Pair:
 def log(x: Pair) -> Pair:
     """``log(x)`` for a positive pair with a normal ``hi``; ``-inf`` at 0, ``inf`` at ``inf``.
 
-    ``x = 2**k * m`` with ``m`` in [0.707, 1.414); ``log(m) = 2 atanh(s)`` with
-    ``s = (m - 1) / (m + 1)``, ``|s| <= 0.172``: ``2 s`` as a pair, the odd series after it in
-    float32 (it is below 1% of the result).
+    ``x = 2**k * m`` with ``m`` in [0.707, 1.414) (exponent bits); ``l0 = log(m)`` in float32,
+    then one Newton step on ``exp``: ``log(m) = l0 + log1p(d)`` with ``1 + d = m exp(-l0)``
+    (a pair product; ``|d|`` about 2**-23, so ``log1p(d) = d - d**2/2`` to far below 2**-40).
+    No division: XLA:CPU will not fuse a divide into several consumers, and a pair division
+    split this function into seven loops over memory.
     """
     xh, xl = x
     ok = (xh > 0) & jnp.isfinite(xh)
@@ -170,18 +183,12 @@ def log(x: Pair) -> Pair:
     m = jnp.where(big, m * 0.5, m)
     k = jnp.where(big, k + 1.0, k)
     ml = scale(jnp.where(ok, xl, jnp.zeros_like(xl)), -k)
-    # w = m - 1 (exact) + ml; s = w / (2 + w).
-    w = two_sum(m - 1.0, ml)
-    d = add((opaque(2.0), jnp.float32(0.0)), w)
-    sh, sl = div(w, d)
-    s2 = sh * sh
-    t = jnp.full_like(sh, 2 / 15)
-    for c in (2 / 13, 2 / 11, 2 / 9, 2 / 7, 2 / 5, 2 / 3):
-        t = t * s2 + np.float32(c)
-    tail = sh * s2 * t
-    a, b = two_sum(k * LN2_HI, 2.0 * sh)
-    # d/ds 2 atanh(s) = 2 / (1 - s^2): sl's factor.
-    hi, lo = fast_two_sum(a, b + (2.0 * sl * (1.0 + s2) + tail + k * LN2_LO))
+    l0 = jnp.log(m)
+    eh, el, ke = exp_scaled((-l0, jnp.zeros_like(l0)))  # ke is 0 or +-1: |l0| <= 0.35
+    ph, pl = mul((m, ml), (scale(eh, ke), scale(el, ke)))
+    d = (ph - 1.0) + pl  # ph - 1 is exact (ph is within 2**-22 of 1)
+    a, b = two_sum(k * LN2_HI, l0)
+    hi, lo = fast_two_sum(a, b + (d - 0.5 * d * d + k * LN2_LO))
     special = jnp.where(xh == 0, -jnp.inf, jnp.where(xh > 0, xh, jnp.nan)).astype(F32)
     return jnp.where(ok, hi, special), jnp.where(ok, lo, jnp.zeros_like(lo))
 

@@ -24,6 +24,8 @@ where ``e**2`` or ``c**2`` underflow:
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,7 +40,6 @@ from sigmoid_xent._core import (
     _loss_value,
     _neg_abs,
     _prepare,
-    _times,
 )
 
 Array = jax.Array
@@ -94,27 +95,35 @@ class _Pieces:
         self.below = below = (c < e) | (c == 0)
         # log(c) (used where c >= e > 0) without rounding 1 - z first: log u is -z, not 0, for
         # a tiny z at x >> 0. Safe arguments elsewhere (no NaN for reverse mode to pick up).
-        log_c = jnp.where(self.pos, _log_one_minus(jnp.where(self.pos & ~below, z, 0)),
-                          jnp.log(jnp.where(self.pos | below, 1, z)))
+        log_c = jnp.where(
+            self.pos,
+            _log_one_minus(jnp.where(self.pos & ~below, z, 0)),
+            jnp.log(jnp.where(self.pos | below, 1, z)),
+        )
         # c / e <= 1 as c exp(|x|) (the derivative of c / e divides by e**2, which underflows);
         # no select on c, so that d/dz stays right at c = 0. The cap only binds where c = 0.
         ce = c * jnp.exp(jnp.minimum(self.a, float(np.log(np.finfo(x.dtype).max)) - 1))
         c_s = jnp.where(below, 1, c)
         ec = e / c_s  # e / c <= 1
         self.ce, self.c_s, self.ec = ce, c_s, ec
-        one = jnp.ones_like(x)
         # log(mix), mix = c + q e >= max(c, e) * min(1, ...): both forms take logs of [1, 2].
-        self.log_mix = jnp.where(below, neg_abs + jnp.log(q + ce),
-                                 log_c + jnp.log1p(q * ec))
+        self.log_mix = jnp.where(below, neg_abs + jnp.log(q + ce), log_c + jnp.log1p(q * ec))
         self.log_u = self.log_mix - self.S
         # log(bce), bce = c a + S: e (c a / e + S / e) or c (a + S / c); both logs of >= ln 2.
-        self.log_bce = jnp.where(below, neg_abs + jnp.log(ce * self.a + _log1p_over(e)),
-                                 log_c + jnp.log(self.a + self.S / c_s))
+        self.log_bce = jnp.where(
+            below,
+            neg_abs + jnp.log(ce * self.a + _log1p_over(e)),
+            log_c + jnp.log(self.a + self.S / c_s),
+        )
+
         # e / mix <= 1 and (sigmoid(x) - z) / bce, bounded in both branches.
-        self.e_over_mix = jnp.where(below, one / (q + ce), ec / (1 + q * ec))
+        self.e_over_mix = jnp.where(below, 1 / (q + ce), ec / (1 + q * ec))
         s_over = jnp.where(below, ce - 1 / (1 + e), 1 - ec / (1 + e))
-        self.grad_over_bce = self.sign * s_over / jnp.where(
-            below, ce * self.a + _log1p_over(e), self.a + self.S / c_s)
+        self.grad_over_bce = (
+            self.sign
+            * s_over
+            / jnp.where(below, ce * self.a + _log1p_over(e), self.a + self.S / c_s)
+        )
 
 
 def _limit(dtype) -> float:
@@ -126,7 +135,7 @@ def _finite(x: Array) -> Array:
     return jnp.where(jnp.isinf(x), jnp.sign(x) * _limit(x.dtype), x)
 
 
-def _pairs(x: Array, z: Array) -> dict[str, tf.Pair]:
+def _pairs(x: Array, z: Array) -> dict[str, Any]:
     """The pieces of the loss as float32 pairs: log u, log mix, bce = 2**kb B, log B."""
     a = jnp.abs(_finite(x))
     zero = jnp.zeros_like(a)
@@ -135,33 +144,52 @@ def _pairs(x: Array, z: Array) -> dict[str, tf.Pair]:
     S = tf.log1p(e)
     pos = x >= 0
     one_minus_z = tf.two_sum(one, -z)
-    c = tuple(jnp.where(pos, p1, p2) for p1, p2 in zip(one_minus_z, (z, zero), strict=True))
-    q = tuple(jnp.where(pos, p1, p2) for p1, p2 in zip((z, zero), one_minus_z, strict=True))
+    c = tf.select(pos, one_minus_z, (z, zero))
+    q = tf.select(pos, (z, zero), one_minus_z)
     mix = tf.add(c, tf.mul(q, e))
-    agree = c[0] == 0  # mix = e exactly: log(mix) = -a (capped where e is 0 anyway)
-    a_cap = jnp.minimum(a, _limit(jnp.float32))
-    log_mix = tf.log(tuple(jnp.where(agree, 1.0, m) for m in mix))
-    log_mix = (jnp.where(agree, -a_cap, log_mix[0]), jnp.where(agree, zero, log_mix[1]))
+    agree = c[0] == 0  # mix = e exactly: log(mix) = -a
+    log_mix = tf.select(agree, (-a, zero), tf.log(tf.select(agree, (zero + 1, zero), mix)))
     bce = tf.add(tf.mul1(c, a), S)
-    # bce = 2**kb * B with B in [1, 2): exp(... + log B) 2**kb, so that a bce near the float32
-    # maximum does not overflow on the way.
+    return {
+        "a": a,
+        "e": e,
+        "c": c,
+        "agree": agree,
+        "bce": bce,
+        "log_mix": log_mix,
+        "log_u": tf.add(log_mix, (-S[0], -S[1])),
+    }
+
+
+def _log_bce(p: dict[str, Any]) -> tuple[tf.Pair, Array]:
+    """``log(bce) = log B + kb log 2`` as ``(log B, kb)``, ``B = bce / 2**kb`` in [1, 2)."""
+    a, e, bce = p["a"], p["e"], p["bce"]
     kb = tf.exponent(jnp.where(bce[0] > 0, bce[0], 1.0))
     log_b = tf.log((tf.scale(bce[0], -kb), tf.scale(bce[1], -kb)))
     # An agreeing hard label with a small e: bce = log1p(e) underflows with e, but
     # log(bce) = -a + log(log1p(e) / e) = -a - e/2 (to 2**-30 relative) does not.
-    tail = agree & (e[0] < 2.0**-15)
+    tail = p["agree"] & (e[0] < 2.0**-15)
     kb = jnp.where(tail, 0.0, kb)
-    log_b = tuple(jnp.where(tail, t, b) for t, b in zip(tf.fast_two_sum(-a_cap, -0.5 * e[0]), log_b,
-                                                         strict=True))
-    return {"c": c, "bce": bce, "kb": kb, "log_b": log_b, "log_mix": log_mix,
-            "log_u": tf.add(log_mix, (-S[0], -S[1]))}
+    log_b = tf.select(tail, tf.fast_two_sum(-a, -0.5 * e[0]), log_b)
+    return log_b, kb
 
 
 def _value_f32(x: Array, z: Array, g: Array) -> Array:
-    """``u**gamma * bce`` in two-float arithmetic, rounded once (float32)."""
+    """``u**gamma * bce`` in two-float arithmetic, rounded once (float32).
+
+    ``exp(gamma log u) = (h + l) 2**k`` is kept unscaled until after the product with ``bce``,
+    so neither an underflowing modulator nor a ``bce`` near the float32 maximum is lost.
+    """
     p = _pairs(x, z)
-    core = tf.exp_pow2(tf.add(tf.mul1(p["log_u"], g), p["log_b"]), p["kb"])
-    # x infinite: 0 for an agreeing hard label (exp underflows), inf for c > 0.
+    y = tf.mul1(p["log_u"], g)  # <= 0
+    gone = y[0] < -200.0  # u**gamma < 2**-288: the product is below every float32
+    zero = jnp.zeros_like(x)
+    h, lo, k = tf.exp_scaled(tf.select(gone, (zero, zero), y))
+    # (h + lo) / 2 <= 0.71 times bce cannot overflow; the 2 goes back into the exponent.
+    prod = tf.mul((0.5 * h, 0.5 * lo), p["bce"])
+    core = tf.scale(prod[0] + prod[1], jnp.clip(k + 1.0, -252.0, 254.0))
+    core = jnp.where(gone, 0.0, core)
+    # x infinite: 0 for an agreeing hard label, inf for c > 0 (bce is infinite).
     return jnp.where(jnp.isinf(x) & (p["c"][0] > 0), jnp.inf, core)
 
 
@@ -173,8 +201,8 @@ def _label_terms_f32(x: Array, z: Array, g: Array) -> tuple[Array, Array]:
     """
     p = _pairs(x, z)
     gl = tf.mul1(p["log_u"], g)
-    over_mix = tf.exp_pow2(tf.add(gl, tf.add(p["log_b"], (-p["log_mix"][0], -p["log_mix"][1]))),
-                           p["kb"])
+    log_b, kb = _log_bce(p)
+    over_mix = tf.exp_pow2(tf.add(gl, tf.add(log_b, (-p["log_mix"][0], -p["log_mix"][1]))), kb)
     return over_mix, tf.exp_pow2(gl, jnp.zeros_like(x))
 
 
