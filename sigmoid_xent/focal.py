@@ -284,15 +284,26 @@ def _balance(a: Array, z: Array, core: Array) -> Array:
     return jnp.where((at == 0) & jnp.isinf(core), 0.0, value).astype(core.dtype)
 
 
-@_balance.defjvp
 def _balance_jvp(primals, tangents):
     a, z, core = primals
     ta, tz, tcore = tangents
     alpha_t = a * z + (1 - a) * (1 - z)
-    # d/dalpha_t is core, except where the switched-off term is infinite (then 0, not NaN).
-    d_at = jnp.where((alpha_t == 0) & jnp.isinf(core), 0.0, core)
-    tangent = d_at * ((2 * z - 1) * ta + (2 * a - 1) * tz) + alpha_t * tcore
+    tangent = jnp.zeros_like(core)
+    if not isinstance(tcore, SymbolicZero):
+        tangent = tangent + alpha_t * tcore
+    if not (isinstance(ta, SymbolicZero) and isinstance(tz, SymbolicZero)):
+        # d/dalpha_t is core, except where the switched-off term is infinite (then 0, not NaN).
+        d_at = jnp.where((alpha_t == 0) & jnp.isinf(core), 0.0, core)
+        dt = jnp.zeros_like(core)
+        if not isinstance(ta, SymbolicZero):
+            dt = dt + (2 * z - 1) * ta
+        if not isinstance(tz, SymbolicZero):
+            dt = dt + (2 * a - 1) * tz
+        tangent = tangent + d_at * dt
     return _balance(a, z, core), tangent
+
+
+_balance.defjvp(_balance_jvp, symbolic_zeros=True)
 
 
 def sigmoid_focal_loss(
