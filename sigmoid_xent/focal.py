@@ -251,7 +251,13 @@ def _focal_core_jvp(primals, tangents):
         if x.dtype == jnp.float32:
             over_mix, modulator = _label_terms_f32(p.x, z, g)
             accurate = g * expm1 * over_mix - p.x * modulator
-            dz = dz + jax.lax.stop_gradient(accurate - dz)
+            # Where the plain form overflows on the way (log(bce) near log(max)), the pairs'.
+            fine = jnp.isfinite(dz)
+            dz = jnp.where(
+                fine,
+                dz + jax.lax.stop_gradient(jnp.where(fine, accurate - dz, 0)),
+                jax.lax.stop_gradient(accurate),
+            )
         dz = jnp.where(inf, jnp.where(p.c > 0, -x, 0), dz)
         tangent = tangent + dz * tz
     if not isinstance(tg, SymbolicZero):
