@@ -28,11 +28,15 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
 # The robustness properties (tests/test_robustness*.py) with 10^5 examples each: hours. For a
-# shorter campaign: `make fuzz ROBUSTNESS_MAX_EXAMPLES=2000`; the worst ulps go to
-# ROBUSTNESS_REPORT (a JSON file) when it is set.
+# shorter campaign: `make fuzz ROBUSTNESS_MAX_EXAMPLES=2000`. The worst errors go to
+# ROBUSTNESS_REPORT (JSON) and tests/report.py writes them into the table in tests/README.md.
+ROBUSTNESS_REPORT ?= build/robustness.json
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(if $(ROBUSTNESS_MAX_EXAMPLES),ROBUSTNESS_MAX_EXAMPLES=$(ROBUSTNESS_MAX_EXAMPLES)) \
+	mkdir -p $(dir $(ROBUSTNESS_REPORT)) && rm -f $(ROBUSTNESS_REPORT)
+	HYPOTHESIS_PROFILE=fuzz ROBUSTNESS_REPORT=$(abspath $(ROBUSTNESS_REPORT)) \
+		$(if $(ROBUSTNESS_MAX_EXAMPLES),ROBUSTNESS_MAX_EXAMPLES=$(ROBUSTNESS_MAX_EXAMPLES)) \
 		$(PY) -m pytest -q -p no:xdist --hypothesis-show-statistics tests/test_robustness*.py
+	$(PY) tests/report.py $(ROBUSTNESS_REPORT) "$(or $(ROBUSTNESS_MAX_EXAMPLES),100000 (fuzz profile))"
 
 $(LINT_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[lint]'
