@@ -405,10 +405,12 @@ HALF = ("float16", "bfloat16")
 
 
 def focal_bound(lu, gamma, base):
-    """Focal's measured error model: ``base + 2 * |gamma * log(1 - p_t)|`` ulps."""
+    """Focal's plain-formula error model: ``base + 2 |gamma log(1 - p_t)| + 2 gamma`` ulps (the
+    rounding of the product, and ``log(1 - p_t)``'s own error of about an ulp of its O(1) terms
+    amplified by ``gamma``)."""
     gamma, lu = np.asarray(gamma, np.float64), np.asarray(lu, np.float64)
     with np.errstate(invalid="ignore"):
-        return base + 2.0 * np.where((gamma == 0) | (lu == 0), 0.0, np.abs(gamma * lu))
+        return base + 2.0 * np.where((gamma == 0) | (lu == 0), 0.0, np.abs(gamma * lu) + gamma)
 
 
 def hard(z):
