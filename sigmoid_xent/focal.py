@@ -6,7 +6,7 @@ Then, without cancellation,
 
     bce = c a + S,   1 - p_t = u = (c + q e) / (1 + e),   core = u**gamma * bce,
 
-and the loss is ``alpha_t * core``. A hard label that agrees with the logit has ``c = 0``.
+and the loss is ``alpha_t * core`` (applied inside, one rounding). A hard label that agrees with the logit has ``c = 0``.
 
 The value (float32, and 16-bit inputs computed in float32) is evaluated in two-float arithmetic
 (:mod:`sigmoid_xent._twofloat`) as ``exp(gamma log u + log bce)`` and rounded once: within an ulp
@@ -40,6 +40,7 @@ from sigmoid_xent._core import (
     _loss_value,
     _neg_abs,
     _prepare,
+    _times,
 )
 
 Array = jax.Array
@@ -174,23 +175,34 @@ def _log_bce(p: dict[str, Any]) -> tuple[tf.Pair, Array]:
     return log_b, kb
 
 
-def _value_f32(x: Array, z: Array, g: Array) -> Array:
-    """``u**gamma * bce`` in two-float arithmetic, rounded once (float32).
+def _alpha_t(a: Array, z: Array) -> tf.Pair:
+    """``alpha_t = a z + (1 - a)(1 - z)`` as a pair; ``(1, 0)`` where ``a < 0`` (no balance)."""
+    one = tf.opaque(1.0)
+    at = tf.add(tf.two_prod(a, z), tf.mul(tf.two_sum(one, -a), tf.two_sum(one, -z)))
+    return tf.select(a < 0, (jnp.ones_like(a), jnp.zeros_like(a)), at)
 
-    ``exp(gamma log u) = (h + l) 2**k`` is kept unscaled until after the product with ``bce``,
-    so neither an underflowing modulator nor a ``bce`` near the float32 maximum is lost.
+
+def _value_f32(x: Array, z: Array, g: Array, a: Array) -> Array:
+    """``alpha_t u**gamma bce`` in two-float arithmetic, rounded once (float32).
+
+    ``exp(gamma log u) = (h + l) 2**k`` is kept unscaled until after the products with ``bce``
+    and ``alpha_t``, so neither an underflowing modulator nor a ``bce`` near the float32 maximum
+    is lost.
     """
     p = _pairs(x, z)
     y = tf.mul1(p["log_u"], g)  # <= 0
     gone = y[0] < -200.0  # u**gamma < 2**-288: the product is below every float32
     zero = jnp.zeros_like(x)
     h, lo, k = tf.exp_scaled(tf.select(gone, (zero, zero), y))
+    at = _alpha_t(a, z)
     # (h + lo) / 2 <= 0.71 times bce cannot overflow; the 2 goes back into the exponent.
-    prod = tf.mul((0.5 * h, 0.5 * lo), p["bce"])
-    core = tf.scale(prod[0] + prod[1], jnp.clip(k + 1.0, -252.0, 254.0))
-    core = jnp.where(gone, 0.0, core)
-    # x infinite: 0 for an agreeing hard label, inf for c > 0 (bce is infinite).
-    return jnp.where(jnp.isinf(x) & (p["c"][0] > 0), jnp.inf, core)
+    prod = tf.mul(tf.mul((0.5 * h, 0.5 * lo), p["bce"]), at)
+    out = tf.scale(prod[0] + prod[1], jnp.clip(k + 1.0, -252.0, 254.0))
+    out = jnp.where(gone, 0.0, out)
+    # x infinite: 0 for an agreeing hard label, inf for c > 0 (bce is infinite); a zero alpha_t
+    # switches the term off even there.
+    out = jnp.where(jnp.isinf(x) & (p["c"][0] > 0), jnp.inf * at[0], out)
+    return jnp.where(at[0] == 0, 0.0 * at[0], out)
 
 
 def _label_terms_f32(x: Array, z: Array, g: Array) -> tuple[Array, Array]:
@@ -206,28 +218,41 @@ def _label_terms_f32(x: Array, z: Array, g: Array) -> tuple[Array, Array]:
     return over_mix, tf.exp_pow2(gl, jnp.zeros_like(x))
 
 
-def _value_plain(x: Array, z: Array, g: Array) -> Array:
-    """``u**gamma * bce`` in the dtype (float64): ``exp(gamma log u)`` times the stable bce."""
+def _value_plain(x: Array, z: Array, g: Array, a: Array) -> Array:
+    """``alpha_t u**gamma bce`` in the dtype (float64): ``exp(gamma log u)`` times the stable
+    bce; 0 where ``alpha_t = 0`` even if the rest is infinite."""
     p = _Pieces(_finite(x), z)
     core = jnp.exp(g * p.log_u) * _loss_value(x, z)
-    return jnp.where(jnp.isinf(x) & (p.c > 0), jnp.inf, core)
+    core = jnp.where(jnp.isinf(x) & (p.c > 0), jnp.inf, core)
+    return _times(_plain_alpha_t(a, z), core)
+
+
+def _plain_alpha_t(a: Array, z: Array) -> Array:
+    return jnp.where(a < 0, jnp.ones_like(a), a * z + (1 - a) * (1 - z))
 
 
 @jax.custom_jvp
-def _focal_core(x: Array, z: Array, g: Array) -> Array:
-    """``(1 - p_t)**gamma * bce`` elementwise; arguments of one shape, in the compute dtype."""
+def _focal_core(x: Array, z: Array, g: Array, a: Array) -> Array:
+    """``alpha_t (1 - p_t)**gamma bce`` elementwise (``a < 0``: ``alpha_t = 1``); arguments of
+    one shape, in the compute dtype.
+
+    One function for the balanced loss, so that the value and the gradient both read its output:
+    with ``alpha_t`` applied after it, XLA:CPU copied the whole two-float program into the
+    value's loop and into the gradient's.
+    """
     if x.dtype == jnp.float32:
-        return _value_f32(x, z, g)
-    return _value_plain(x, z, g)
+        return _value_f32(x, z, g, a)
+    return _value_plain(x, z, g, a)
 
 
 def _focal_core_jvp(primals, tangents):
-    x, z, g = primals
-    tx, tz, tg = tangents
-    core = _focal_core(x, z, g)
+    x, z, g, a = primals
+    tx, tz, tg, ta = tangents
+    out = _focal_core(x, z, g, a)
     inf = jnp.isinf(x)
     p = _Pieces(_finite(x), z)
-    finite_core = jnp.where(inf, 0, core)
+    alpha_t = _plain_alpha_t(a, z)
+    finite_out = jnp.where(inf, 0, out)
     zero = jnp.zeros_like(x)
     tangent = zero
     if not isinstance(tx, SymbolicZero):
@@ -235,10 +260,21 @@ def _focal_core_jvp(primals, tangents):
         c_pow = jnp.where(p.c > 0, jnp.exp(g * jnp.log(jnp.where(p.c > 0, p.c, 1))), 0)
         dx = jnp.where(
             inf,
-            p.sign * c_pow * p.c,
-            finite_core * (g * (1 - 2 * z) * p.e_over_mix / (1 + p.e) + p.grad_over_bce),
+            alpha_t * p.sign * c_pow * p.c,
+            finite_out * (g * (1 - 2 * z) * p.e_over_mix / (1 + p.e) + p.grad_over_bce),
         )
         tangent = tangent + dx * tx
+    if not (isinstance(tz, SymbolicZero) and isinstance(ta, SymbolicZero)):
+        # u**gamma bce without alpha_t (not out / alpha_t: out can underflow where core does
+        # not, and alpha_t can be 0). Only label and alpha gradients pay for this second pass.
+        core = _focal_core(x, z, g, jnp.full_like(a, -1.0))
+        # d/dalpha_t is core, except where the switched-off term is infinite (then 0, not NaN).
+        d_at = jnp.where((alpha_t == 0) & jnp.isinf(core), 0.0, core)
+        balanced = ~(a < 0)
+        if not isinstance(ta, SymbolicZero):
+            tangent = tangent + jnp.where(balanced, d_at * (2 * z - 1), 0) * ta
+        if not isinstance(tz, SymbolicZero):
+            tangent = tangent + jnp.where(balanced, d_at * (2 * a - 1), 0) * tz
     if not isinstance(tz, SymbolicZero):
         # gamma D / u * core with D / u = +-expm1(-a) / mix, in logs (core / mix can underflow
         # before the division where the quotient does not), and -x u**gamma.
@@ -259,57 +295,16 @@ def _focal_core_jvp(primals, tangents):
                 jax.lax.stop_gradient(accurate),
             )
         dz = jnp.where(inf, jnp.where(p.c > 0, -x, 0), dz)
-        tangent = tangent + dz * tz
+        tangent = tangent + _times(alpha_t, dz) * tz
     if not isinstance(tg, SymbolicZero):
-        # core log u; 0 where log u = 0 even if core is infinite (a disagreeing hard label at
+        # out log u; 0 where log u = 0 even if out is infinite (a disagreeing hard label at
         # an infinite logit: the exact limit of u**gamma log(u) bce is 0).
-        dg = jnp.where(p.log_u == 0, 0, jnp.where(p.log_u == 0, 1, core) * p.log_u)
+        dg = jnp.where(p.log_u == 0, 0, jnp.where(p.log_u == 0, 1, out) * p.log_u)
         tangent = tangent + dg * tg
-    return core, tangent
+    return out, tangent
 
 
 _focal_core.defjvp(_focal_core_jvp, symbolic_zeros=True)
-
-
-@jax.custom_jvp
-def _balance(a: Array, z: Array, core: Array) -> Array:
-    """``alpha_t * core``, ``alpha_t = a z + (1 - a)(1 - z)``; 0 where ``alpha_t = 0``.
-
-    float32: ``alpha_t`` as a pair and one rounding (plain float32 ``alpha_t`` alone is 2 ulp).
-    A zero ``alpha_t`` switches the term off even where ``core`` is infinite.
-    """
-    if core.dtype == jnp.float32:
-        one = tf.opaque(1.0)
-        alpha_t = tf.add(tf.two_prod(a, z), tf.mul(tf.two_sum(one, -a), tf.two_sum(one, -z)))
-        p, err = tf.two_prod(alpha_t[0], core)
-        value = p + jnp.where(jnp.isfinite(p), err + alpha_t[1] * core, 0.0)
-        at = alpha_t[0]
-    else:
-        at = a * z + (1 - a) * (1 - z)
-        value = at * core
-    return jnp.where((at == 0) & jnp.isinf(core), 0.0, value).astype(core.dtype)
-
-
-def _balance_jvp(primals, tangents):
-    a, z, core = primals
-    ta, tz, tcore = tangents
-    alpha_t = a * z + (1 - a) * (1 - z)
-    tangent = jnp.zeros_like(core)
-    if not isinstance(tcore, SymbolicZero):
-        tangent = tangent + alpha_t * tcore
-    if not (isinstance(ta, SymbolicZero) and isinstance(tz, SymbolicZero)):
-        # d/dalpha_t is core, except where the switched-off term is infinite (then 0, not NaN).
-        d_at = jnp.where((alpha_t == 0) & jnp.isinf(core), 0.0, core)
-        dt = jnp.zeros_like(core)
-        if not isinstance(ta, SymbolicZero):
-            dt = dt + (2 * z - 1) * ta
-        if not isinstance(tz, SymbolicZero):
-            dt = dt + (2 * a - 1) * tz
-        tangent = tangent + d_at * dt
-    return _balance(a, z, core), tangent
-
-
-_balance.defjvp(_balance_jvp, symbolic_zeros=True)
 
 
 def sigmoid_focal_loss(
@@ -329,10 +324,11 @@ def sigmoid_focal_loss(
     for every ``z`` in [0, 1], as ``torchvision.ops.sigmoid_focal_loss`` and Keras'
     ``BinaryFocalCrossentropy(apply_class_balancing=True)``.
 
-    In float32 (and 16-bit inputs, computed in float32) :math:`(1 - p_t)^\gamma \mathrm{bce}`
-    is evaluated in two-float arithmetic and rounded once, so the loss is within 2 ulp of the
-    exact value for every ``gamma`` (a plain ``(1 - p_t)**gamma`` loses
-    :math:`|\gamma \log(1 - p_t)| / 2` ulps: 75 at ``gamma = 3.7``). Gradients (logits, labels,
+    In float32 (and 16-bit inputs, computed in float32)
+    :math:`\alpha_t (1 - p_t)^\gamma \mathrm{bce}` is evaluated in two-float arithmetic and
+    rounded once, so the loss is within an ulp of the exact value for every ``gamma`` (a
+    plain ``(1 - p_t)**gamma`` loses :math:`|\gamma \log(1 - p_t)| / 2` ulps: 75 at
+    ``gamma = 3.7``). Gradients (logits, labels,
     ``alpha``, ``gamma``) and second derivatives are closed forms, finite at saturation, at
     infinite logits, and for ``gamma = 0`` or ``0 < gamma < 1`` (where
     ``d/dp (1-p)**gamma`` is infinite and naive code returns NaN).
@@ -369,13 +365,12 @@ def sigmoid_focal_loss(
     xc, zc = x.astype(cd), z.astype(cd)
     g = _checks.as_float(gamma, cd, "gamma", fn).astype(cd)
     _checks.broadcastable_to(g, x.shape, "gamma", fn, target="logits")
-    loss = _focal_core(xc, zc, jnp.broadcast_to(g, xc.shape))
-    if alpha is not None:
+    if alpha is None:
+        a = jnp.full_like(xc, -1.0)
+    else:
         a = _checks.as_float(alpha, cd, "alpha", fn).astype(cd)
         _checks.broadcastable_to(a, x.shape, "alpha", fn, target="logits")
+        # `a < 0` (not `a >= 0`) disables the balance, so that a NaN alpha propagates.
         a = jnp.broadcast_to(a, xc.shape)
-        # `a < 0` (not `a >= 0`) so that a NaN alpha propagates instead of disabling the balance.
-        off = a < 0
-        balanced = _balance(jnp.where(off, jnp.zeros_like(a), a), zc, loss)
-        loss = jnp.where(off, loss, balanced)
+    loss = _focal_core(xc, zc, jnp.broadcast_to(g, xc.shape), a)
     return loss.astype(x.dtype)
