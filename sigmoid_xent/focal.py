@@ -6,7 +6,8 @@ Then, without cancellation,
 
     bce = c a + S,   1 - p_t = u = (c + q e) / (1 + e),   core = u**gamma * bce,
 
-and the loss is ``alpha_t * core`` (applied inside, one rounding). A hard label that agrees with the logit has ``c = 0``.
+and the loss is ``alpha_t * core`` (applied inside, one rounding). A hard label that agrees
+with the logit has ``c = 0``.
 
 The value (float32, and 16-bit inputs computed in float32) is evaluated in two-float arithmetic
 (:mod:`sigmoid_xent._twofloat`) as ``exp(gamma log u + log bce)`` and rounded once: within an ulp
