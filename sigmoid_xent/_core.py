@@ -42,14 +42,19 @@ _LOG1P_UNIT = (
 )
 
 
+def _log1p_unit_over(e: Array) -> Array:
+    """float32 ``P(e) = log1p(e) / e`` on [0, 1] (``P(0) = 1``): the polynomial, no division."""
+    p = jnp.full_like(e, _LOG1P_UNIT[-1])
+    for c in _LOG1P_UNIT[-2::-1]:
+        p = p * e + c
+    return p
+
+
 def _log1p_unit(e: Array) -> Array:
     """``log1p(e)`` for ``e`` in [0, 1]: the polynomial in float32, ``jnp.log1p`` in float64."""
     if e.dtype != jnp.float32:
         return jnp.log1p(e)
-    p = jnp.full_like(e, _LOG1P_UNIT[-1])
-    for c in _LOG1P_UNIT[-2::-1]:
-        p = p * e + c
-    return e * p
+    return e * _log1p_unit_over(e)
 
 
 @jax.custom_jvp

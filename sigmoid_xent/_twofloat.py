@@ -105,14 +105,6 @@ def mul1(x: Pair, b: Array) -> Pair:
     return fast_two_sum(p, e + x[1] * b)
 
 
-def div(x: Pair, y: Pair) -> Pair:
-    """Pair / pair (one correction step)."""
-    q1 = x[0] / y[0]
-    p, e = two_prod(q1, y[0])
-    r = (((x[0] - p) - e) + x[1]) - q1 * y[1]
-    return fast_two_sum(q1, r / y[0])
-
-
 def _pow2(k: Array) -> Array:
     """``2.0**k`` for integer-valued float ``k`` in [-126, 127], built from its exponent bits."""
     ki = k.astype(jnp.int32) + 127
@@ -151,17 +143,26 @@ def exp_scaled(y: Pair) -> tuple[Array, Array, Array]:
     return hi, lo, k
 
 
+def exp_parts(y: Pair, lowest: float, highest: float) -> tuple[Array, Array, Array, Array, Array]:
+    """:func:`exp_scaled` guarded: ``(hi, lo, k, special, use_special)``.
+
+    Where ``y[0]`` is NaN or outside [``lowest``, ``highest``], ``use_special`` is set and
+    ``special`` is the result (NaN, 0 below, inf above); ``hi, lo, k`` there are those of 0.
+    """
+    yh = y[0]
+    big, small = yh > highest, yh < lowest
+    use_special = big | small | jnp.isnan(yh)
+    zero = jnp.zeros_like(yh)
+    hi, lo, k = exp_scaled((jnp.where(use_special, zero, yh), jnp.where(use_special, zero, y[1])))
+    special = jnp.where(big, jnp.inf, jnp.where(small, 0.0, yh)).astype(F32)
+    return hi, lo, k, special, use_special
+
+
 def exp(y: Pair) -> Pair:
     """``exp(y)`` as a pair; ``inf`` above float32's range, 0 below it, NaN for NaN."""
-    yh = y[0]
-    big, small = yh > _EXP_MAX, yh < _EXP_MIN
-    safe = big | small | jnp.isnan(yh)
-    hi, lo, k = exp_scaled(
-        (jnp.where(safe, jnp.zeros_like(yh), yh), jnp.where(safe, jnp.zeros_like(yh), y[1]))
-    )
+    hi, lo, k, special, use_special = exp_parts(y, _EXP_MIN, _EXP_MAX)
     hi, lo = scale(hi, k), scale(lo, k)
-    special = jnp.where(big, jnp.inf, jnp.where(small, 0.0, yh)).astype(F32)
-    return jnp.where(safe, special, hi), jnp.where(safe, jnp.zeros_like(lo), lo)
+    return jnp.where(use_special, special, hi), jnp.where(use_special, jnp.zeros_like(lo), lo)
 
 
 def log(x: Pair) -> Pair:
@@ -218,11 +219,6 @@ def exp_pow2(y: Pair, k: Array) -> Array:
     The power of two is applied after the exponential, so a result near the float32 maximum
     (``exp`` of ``log(bce)`` for ``bce`` near it) is not lost to an intermediate overflow.
     """
-    yh = y[0]
-    big, small = yh > 200.0, yh < -200.0
-    safe = big | small | jnp.isnan(yh)
-    zero = jnp.zeros_like(yh)
-    h, lo, ke = exp_scaled((jnp.where(safe, zero, yh), jnp.where(safe, zero, y[1])))
+    h, lo, ke, special, use_special = exp_parts(y, -200.0, 200.0)
     value = scale(h + lo, jnp.clip(ke + k, -252.0, 254.0))
-    special = jnp.where(big, jnp.inf, jnp.where(small, 0.0, yh)).astype(F32)
-    return jnp.where(safe, special, value)
+    return jnp.where(use_special, special, value)

@@ -36,8 +36,8 @@ from jax.typing import ArrayLike
 from sigmoid_xent import _checks
 from sigmoid_xent import _twofloat as tf
 from sigmoid_xent._core import (
-    _LOG1P_UNIT,
     _log1p_unit,
+    _log1p_unit_over,
     _loss_value,
     _neg_abs,
     _prepare,
@@ -52,19 +52,11 @@ __all__ = ["sigmoid_focal_loss"]
 def _log1p_over(e: Array) -> Array:
     """``log1p(e) / e`` for ``e`` in [0, 1] (1 at ``e = 0``), smooth to every order."""
     if e.dtype == jnp.float32:
-        return _log1p_poly(e)
+        return _log1p_unit_over(e)
     small = e < 1e-5
     safe = jnp.where(small, jnp.ones_like(e), e)
     series = 1 - e * (1 / 2 - e * (1 / 3 - e * (1 / 4 - e / 5)))
     return jnp.where(small, series, jnp.log1p(safe) / safe)
-
-
-def _log1p_poly(e: Array) -> Array:
-    """float32: ``_log1p_unit(e) = e * P(e)``; this is ``P(e)``, no division."""
-    p = jnp.full_like(e, _LOG1P_UNIT[-1])
-    for coef in _LOG1P_UNIT[-2::-1]:
-        p = p * e + coef
-    return p
 
 
 def _log_one_minus(z: Array) -> Array:
@@ -192,14 +184,13 @@ def _value_f32(x: Array, z: Array, g: Array, a: Array) -> Array:
     """
     p = _pairs(x, z)
     y = tf.mul1(p["log_u"], g)  # <= 0
-    gone = y[0] < -200.0  # u**gamma < 2**-288: the product is below every float32
-    zero = jnp.zeros_like(x)
-    h, lo, k = tf.exp_scaled(tf.select(gone, (zero, zero), y))
+    # Below -200, u**gamma < 2**-288: the product is below every float32 (special is 0).
+    h, lo, k, special, use_special = tf.exp_parts(y, -200.0, 200.0)
     at = _alpha_t(a, z)
     # (h + lo) / 2 <= 0.71 times bce cannot overflow; the 2 goes back into the exponent.
     prod = tf.mul(tf.mul((0.5 * h, 0.5 * lo), p["bce"]), at)
     out = tf.scale(prod[0] + prod[1], jnp.clip(k + 1.0, -252.0, 254.0))
-    out = jnp.where(gone, 0.0, out)
+    out = jnp.where(use_special, special, out)
     # x infinite: 0 for an agreeing hard label, inf for c > 0 (bce is infinite); a zero alpha_t
     # switches the term off even there.
     out = jnp.where(jnp.isinf(x) & (p["c"][0] > 0), jnp.inf * at[0], out)

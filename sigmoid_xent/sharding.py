@@ -31,7 +31,10 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from sigmoid_xent import _checks
-from sigmoid_xent.ranking import _item_weights  # the one copy of TF-Ranking's weight rules
+from sigmoid_xent.ranking import (  # the one copy of TF-Ranking's weight rules and reductions
+    REDUCTIONS,
+    _item_weights,
+)
 from sigmoid_xent.reductions import Reduction, canonical_name, reduce_loss, safe_divide
 
 Array = jax.Array
@@ -262,17 +265,6 @@ def reduce_loss_sharded(
     return out.astype(losses.dtype)
 
 
-_RANKING_REDUCTIONS = (
-    "none",
-    "sum",
-    "mean",
-    "sum_over_batch_size",
-    "sum_by_nonzero_weights",
-    "per_list",
-    "list_mean",
-)
-
-
 def reduce_ranking_loss_sharded(
     losses: ArrayLike,
     labels: ArrayLike,
@@ -344,7 +336,7 @@ def reduce_ranking_loss_sharded(
       Array(0.5776227, dtype=float32)
     """
     fn = "reduce_ranking_loss_sharded"
-    red = canonical_name(reduction, _RANKING_REDUCTIONS, fn)
+    red = canonical_name(reduction, REDUCTIONS, fn)
     names = _axis_tuple(axis_name, fn)
     losses = _checks.as_logits(losses, fn, name="losses")
     _checks.not_none(labels, "labels", fn)
