@@ -42,7 +42,7 @@ from jax import lax
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as bench  # noqa: E402
 
-from sigmoid_xent._core import _LOG1P_UNIT, _logits_grad, _loss_value  # noqa: E402
+from sigmoid_xent._core import LOG1P_UNIT, logits_grad, loss_value  # noqa: E402
 
 F32_MAX = float(np.finfo(np.float32).max)
 
@@ -50,18 +50,18 @@ F32_MAX = float(np.finfo(np.float32).max)
 def _grad_in_forward(rows_per_chunk: int | None) -> Any:
     @jax.custom_vjp
     def mean_loss(x: jax.Array, z: jax.Array) -> jax.Array:
-        return _loss_value(x, z).mean()
+        return loss_value(x, z).mean()
 
     def fwd(x: jax.Array, z: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         n = x.size
         if rows_per_chunk is None:
-            return _loss_value(x, z).mean(), (_logits_grad(x, z) * (1.0 / n), x)
+            return loss_value(x, z).mean(), (logits_grad(x, z) * (1.0 / n), x)
         k = x.shape[0] // rows_per_chunk
         blocks = (x.reshape(k, rows_per_chunk, -1), z.reshape(k, rows_per_chunk, -1))
 
         def block(xz: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
             xb, zb = xz
-            return _loss_value(xb, zb).sum(), _logits_grad(xb, zb) * (1.0 / n)
+            return loss_value(xb, zb).sum(), logits_grad(xb, zb) * (1.0 / n)
 
         sums, grads = lax.map(block, blocks)
         return sums.sum() / n, (grads.reshape(x.shape), x)
@@ -77,15 +77,15 @@ def _grad_in_forward(rows_per_chunk: int | None) -> Any:
 def _log1p_no_one(e: jax.Array) -> jax.Array:
     """``e + e * e * Q(e)``: the core's polynomial without the constant 1, which the gradient
     also uses (a constant shared with another fusion is materialized as a full array)."""
-    q = jnp.full_like(e, _LOG1P_UNIT[-1])
-    for c in _LOG1P_UNIT[-2:0:-1]:
+    q = jnp.full_like(e, LOG1P_UNIT[-1])
+    for c in LOG1P_UNIT[-2:0:-1]:
         q = q * e + c
     return e + e * (e * q)
 
 
 def _ynn_value(x: jax.Array, z: jax.Array) -> jax.Array:
     """The loss with YNNPACK-supported ops only (no compare/select) and nothing in common with
-    ``_logits_grad``: ``c * min(|x|, T) + log1p(exp(-|x|))`` with ``c = (p - z) q``, ``q =
+    ``logits_grad``: ``c * min(|x|, T) + log1p(exp(-|x|))`` with ``c = (p - z) q``, ``q =
     sign(x)``, ``p = max(q, -0)``, and ``T = M + M |sign(c)|`` (``M`` the largest float: ``T`` is
     ``inf`` unless ``c = 0``, so ``0 * inf`` never happens)."""
     a = jnp.maximum(x, -x)
@@ -105,7 +105,7 @@ def _custom(value: Any, in_place: bool = False) -> Any:
 
     def bwd(res: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array, jax.Array]:
         x, z = res
-        gx = g * _logits_grad(x, z)
+        gx = g * logits_grad(x, z)
         if in_place:  # CSE'd with the forward's loss: gx may overwrite that buffer.
             gx = gx - 0 * jnp.minimum(jnp.abs(value(x, z)), 1)
         return gx, -g * x

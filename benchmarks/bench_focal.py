@@ -20,16 +20,16 @@ import numpy as np
 import optax
 
 import sigmoid_xent as sx
-from sigmoid_xent._core import _neg_abs, _softplus
+from sigmoid_xent._core import neg_abs, softplus
 
 
 def plain_focal(z, x, alpha=0.25, gamma=2.0):
     """``alpha_t exp(gamma log(1 - p_t)) bce`` in float32, ``log(1 - p_t)`` without cancellation."""
     c = jnp.where(x >= 0, 1 - z, z)
-    na = _neg_abs(x)
+    na = neg_abs(x)
     mix = c + (1 - c) * jnp.exp(na)
     ok = mix > 0
-    log_u = jnp.where(ok, jnp.log(jnp.where(ok, mix, 1.0)), na) - _softplus(na)
+    log_u = jnp.where(ok, jnp.log(jnp.where(ok, mix, 1.0)), na) - softplus(na)
     bce = sx.sigmoid_cross_entropy_with_logits(z, x)
     alpha_t = alpha * z + (1 - alpha) * (1 - z)
     return alpha_t * jnp.exp(gamma * log_u) * bce

@@ -27,7 +27,7 @@ __all__ = [
 # 0.16 ulp of log1p; evaluated in float32 (Horner, FMA) it is within 1.6 ulp for every float32 e
 # in [0, 1] (checked exhaustively), where XLA:CPU's own log1p reaches 2.5 ulp, and it costs a
 # third as much (benchmarks/README.md).
-_LOG1P_UNIT = (
+LOG1P_UNIT = (
     1.0,
     -0.4999998211860657,
     0.33332559466362,
@@ -42,23 +42,23 @@ _LOG1P_UNIT = (
 )
 
 
-def _log1p_unit_over(e: Array) -> Array:
+def log1p_unit_over(e: Array) -> Array:
     """float32 ``P(e) = log1p(e) / e`` on [0, 1] (``P(0) = 1``): the polynomial, no division."""
-    p = jnp.full_like(e, _LOG1P_UNIT[-1])
-    for c in _LOG1P_UNIT[-2::-1]:
+    p = jnp.full_like(e, LOG1P_UNIT[-1])
+    for c in LOG1P_UNIT[-2::-1]:
         p = p * e + c
     return p
 
 
-def _log1p_unit(e: Array) -> Array:
+def log1p_unit(e: Array) -> Array:
     """``log1p(e)`` for ``e`` in [0, 1]: the polynomial in float32, ``jnp.log1p`` in float64."""
     if e.dtype != jnp.float32:
         return jnp.log1p(e)
-    return e * _log1p_unit_over(e)
+    return e * log1p_unit_over(e)
 
 
 @jax.custom_jvp
-def _neg_abs(x: Array) -> Array:
+def neg_abs(x: Array) -> Array:
     """``-|x|`` with derivative -1 at ``x = 0`` (from the ``x >= 0`` side) instead of 0.
 
     The value is plain ``-abs(x)`` (a sign-bit mask; a select here makes XLA:CPU's ``exp`` loop
@@ -67,34 +67,39 @@ def _neg_abs(x: Array) -> Array:
     return -jnp.abs(x)
 
 
-@_neg_abs.defjvp
-def _neg_abs_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
+@neg_abs.defjvp
+def neg_abs_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
     (x,), (t,) = primals, tangents
-    return _neg_abs(x), jnp.where(x >= 0, -t, t)
+    return neg_abs(x), jnp.where(x >= 0, -t, t)
 
 
-def _loss_value(x: Array, z: Array) -> Array:
+def loss_value(x: Array, z: Array) -> Array:
     """``max(x, 0) - x*z + log1p(exp(-|x|))`` without ``inf * 0``.
 
     Written as ``c |x| + log1p(e)`` with ``e = exp(-|x|)`` and ``c = 1 - z`` for ``x >= 0``,
     ``c = z`` below; where ``c = 0`` and ``x`` is infinite the linear part is exactly 0, so
-    ``x = +inf, z = 1`` gives 0, not NaN. Only infinite ``x`` is guarded, so differentiating this
-    value (forward mode over the VJP, as in ``check_grads(order=2)``) still gives ``d/dz = -x``.
+    ``x = +inf, z = 1`` gives 0, not NaN. The guard replaces ``|x|`` before the product (no
+    ``0 * inf`` is ever formed, so ``jax_debug_nans`` finds nothing to report). Only infinite
+    ``x`` is guarded, so differentiating this value (forward mode over the VJP, as in
+    ``check_grads(order=2)``) still gives ``d/dz = -x``.
 
     Shaped for XLA:CPU (benchmarks/README.md): ``e`` is the same expression as in
-    :func:`_logits_grad`, so one ``exp`` serves value and gradient; the guard is the outermost
+    :func:`logits_grad`, so one ``exp`` serves value and gradient; the guard is the outermost
     select, so a following ``sum``/``mean`` (a YNNPACK fusion, which takes no compare/select)
     reads one finished array instead of pulling in pieces that each become a pass over memory;
-    ``log1p`` is :func:`_log1p_unit`, not XLA's.
+    ``log1p`` is :func:`log1p_unit`, not XLA's.
     """
-    neg_abs = _neg_abs(x)
-    softplus = _log1p_unit(jnp.exp(neg_abs))
+    minus_abs = neg_abs(x)
+    log_term = log1p_unit(jnp.exp(minus_abs))
     coef = jnp.where(x >= 0, 1 - z, z)
-    value = coef * -neg_abs + softplus
-    return jnp.where((coef == 0) & jnp.isinf(x), softplus, value)
+    absent = (coef == 0) & jnp.isinf(x)
+    value = coef * jnp.where(absent, jnp.zeros_like(minus_abs), -minus_abs) + log_term
+    # Redundant for the value, but the outermost select keeps a following sum reading one
+    # finished array (with the inner select alone, SigLIP's tiles are stored: 4x the memory).
+    return jnp.where(absent, log_term, value)
 
 
-def _logits_grad(x: Array, z: Array) -> Array:
+def logits_grad(x: Array, z: Array) -> Array:
     """``sigmoid(x) - z`` without cancellation for hard labels.
 
     With ``e = exp(-|x|)`` and ``s = e / (1 + e) = sigmoid(-|x|)`` (never cancels), the gradient is
@@ -103,7 +108,7 @@ def _logits_grad(x: Array, z: Array) -> Array:
     """
     # -|x| written as a select so that its derivative is -1/+1 at x = 0 (jnp.abs' is 0 there),
     # which keeps the second derivative right at 0: sigmoid(0) * sigmoid(-0) = 1/4.
-    e = jnp.exp(_neg_abs(x))
+    e = jnp.exp(neg_abs(x))
     s = e / (1 + e)
     pos = x >= 0
     # (1 - z) + (-s) and -z + s are (1 - z) - s and s - z exactly. Using `s` once lets XLA:CPU
@@ -114,13 +119,13 @@ def _logits_grad(x: Array, z: Array) -> Array:
 @jax.custom_vjp
 def _sce(x: Array, z: Array) -> Array:
     cd = _checks.compute_dtype(x.dtype)
-    return _loss_value(x.astype(cd), z.astype(cd)).astype(x.dtype)
+    return loss_value(x.astype(cd), z.astype(cd)).astype(x.dtype)
 
 
 def _sce_fwd(x: Array, z: Array) -> tuple[Array, tuple[Array, Array]]:
     # Plain jnp code (not `_sce` itself) keeps `jax.hessian` working.
     cd = _checks.compute_dtype(x.dtype)
-    return _loss_value(x.astype(cd), z.astype(cd)).astype(x.dtype), (x, z)
+    return loss_value(x.astype(cd), z.astype(cd)).astype(x.dtype), (x, z)
 
 
 def _sce_bwd(res: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
@@ -129,15 +134,16 @@ def _sce_bwd(res: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
     xc, zc = x.astype(cd), z.astype(cd)
     # Under `jax.checkpoint` the cotangent can arrive as a Python scalar.
     g = jnp.asarray(g).astype(cd)
-    gx = g * _logits_grad(xc, zc)
-    gz = -g * xc
+    gx = g * logits_grad(xc, zc)
+    # A zero cotangent (a zero weight) gives a zero label gradient also at infinite logits.
+    gz = absorbing_mul(g, -xc)
     return gx.astype(x.dtype), gz.astype(z.dtype)
 
 
 _sce.defvjp(_sce_fwd, _sce_bwd)
 
 
-def _prepare(labels: ArrayLike, logits: ArrayLike, fn: str) -> tuple[Array, Array]:
+def check_labels_logits(labels: ArrayLike, logits: ArrayLike, fn: str) -> tuple[Array, Array]:
     """Checks and converts (labels, logits); labels get the logits' dtype if not float."""
     x = _checks.as_logits(logits, fn)
     z = _checks.as_float(labels, x.dtype, "labels", fn)
@@ -196,11 +202,11 @@ def sigmoid_cross_entropy_with_logits(labels: ArrayLike, logits: ArrayLike) -> A
     References:
       TensorFlow, ``tf.nn.sigmoid_cross_entropy_with_logits``.
     """
-    z, x = _prepare(labels, logits, "sigmoid_cross_entropy_with_logits")
+    z, x = check_labels_logits(labels, logits, "sigmoid_cross_entropy_with_logits")
     return _sce(x, z)
 
 
-def _softplus(x: Array) -> Array:
+def softplus(x: Array) -> Array:
     """``log(1 + exp(x))`` through the core (label 0), so it shares its numerics and VJP."""
     return _sce(x, jnp.zeros_like(x))
 
@@ -243,7 +249,7 @@ def weighted_sigmoid_cross_entropy_with_logits(
       Array([3.0211994e-01, 8.8049585e-01, 4.5398901e-05], dtype=float32)
     """
     fn = "weighted_sigmoid_cross_entropy_with_logits"
-    z, x = _prepare(labels, logits, fn)
+    z, x = check_labels_logits(labels, logits, fn)
     cd = _checks.compute_dtype(x.dtype)
     pw = _checks.as_float(pos_weight, cd, "pos_weight", fn)
     _checks.broadcastable_to(pw, x.shape, "pos_weight", fn, target="logits")
@@ -251,19 +257,38 @@ def weighted_sigmoid_cross_entropy_with_logits(
     # softplus(-x) = core(1, x) and softplus(x) = core(0, x): both on the same x, so XLA
     # computes exp(-|x|) once for the two terms and for the gradient.
     softplus_neg = _sce(xc, jnp.ones_like(xc))
-    loss = _times(pw * zc, softplus_neg) + _times(1 - zc, _softplus(xc))
+    loss = absorbing_mul(pw * zc, softplus_neg) + absorbing_mul(1 - zc, softplus(xc))
     return loss.astype(x.dtype)
 
 
-def _times(coef: Array, value: Array) -> Array:
-    """``coef * value`` with ``0 * inf = 0``: a term whose label weight is 0 is absent.
+def _split_mul(a: Array, b: Array) -> Array:
+    big = jnp.asarray(jnp.finfo(jnp.result_type(b)).max, jnp.result_type(b))
+    infinite = jnp.isinf(b)
+    finite_part = jnp.where(infinite, jnp.where(b > 0, big, -big), b)
+    return (a * finite_part) * jnp.where(infinite, big, jnp.ones_like(b))
 
-    Only infinite values are guarded, so the derivative in ``coef`` stays ``value``; the guarded
-    value is also replaced inside the product (double where), so that derivative is 0, not NaN.
+
+@jax.custom_jvp
+def absorbing_mul(a: Array, b: Array) -> Array:
+    """``a * b`` (``a`` finite) in which zero absorbs infinity: ``0 * ±inf = 0``, in every
+    derivative too.
+
+    An infinite ``b`` enters as two finite factors, ``(a * ±max) * max``: their product
+    overflows to ``±inf`` for every normal ``a`` and is exactly 0 for ``a = 0``. No ``where``
+    looks at ``a``, so the product is linear in ``a`` and JAX transposes it as it is: the
+    cotangent of ``a`` is ``ct * b`` under the same rule, so a zero cotangent (a zero weight, a
+    term whose label weight is 0) gives 0 instead of NaN. The tangent is
+    ``ta * b + tb * a``, each product formed the same way. NaN propagates.
     """
-    absent = (coef == 0) & jnp.isinf(value)
-    zeros = jnp.zeros_like(value)
-    return jnp.where(absent, zeros, coef * jnp.where(absent, zeros, value))
+    return _split_mul(a, b)
+
+
+@absorbing_mul.defjvp
+def _absorbing_mul_jvp(
+    primals: tuple[Array, Array], tangents: tuple[Array, Array]
+) -> tuple[Array, Array]:
+    (a, b), (ta, tb) = primals, tangents
+    return _split_mul(a, b), _split_mul(ta, b) + _split_mul(tb, a)
 
 
 def binary_cross_entropy(labels: ArrayLike, probs: ArrayLike, epsilon: float = 1e-7) -> Array:

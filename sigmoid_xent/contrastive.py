@@ -2,7 +2,7 @@
 
 Each image/text pair is a binary problem: the logit ``exp(t) <img_i, txt_j> + b`` with label 1 on
 the diagonal (matching pairs) and 0 elsewhere, i.e. SigLIP's ``+1 / -1`` labels. The elementwise
-loss and its gradient are the core's (``_loss_value``, ``_logits_grad``), applied to one block of
+loss and its gradient are the core's (``loss_value``, ``logits_grad``), applied to one block of
 image rows at a time: ``-log_sigmoid(y * l)`` is the core loss with label ``(1 + y) / 2`` at logit
 ``l``. A custom VJP recomputes each block in the backward pass, so neither the forward pass nor
 ``value_and_grad`` ever holds more than ``chunk_size x B`` logits.
@@ -23,14 +23,9 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from sigmoid_xent import _checks
-from sigmoid_xent._core import _logits_grad, _loss_value
-from sigmoid_xent.sharding import (
-    AxisName,
-    check_chunk_size,
-    pcast_varying,
-    scan_chunks,
-    union_varying_axes,
-)
+from sigmoid_xent._chunks import check_chunk_size, scan_chunks
+from sigmoid_xent._core import logits_grad, loss_value
+from sigmoid_xent._mesh_axes import AxisName, pcast_varying, union_varying_axes
 
 Array = jax.Array
 
@@ -79,7 +74,7 @@ def _block_loss_sum(
         rows = lax.dynamic_slice_in_dim(img, start, size) * scale
         logits = _block_logits(rows, txt, bias)
         z = _block_labels(start, size, cols, diag, logits.dtype)
-        loss = _loss_value(logits, z)
+        loss = loss_value(logits, z)
         if fresh is not None:  # rows already counted by the previous chunk.
             loss = jnp.where(fresh[:, None], loss, 0)
         return acc + jnp.sum(loss)
@@ -106,7 +101,7 @@ def _block_grads(
         rows = lax.dynamic_slice_in_dim(img, start, size) * scale
         logits = _block_logits(rows, txt, bias)
         z = _block_labels(start, size, cols, diag, logits.dtype)
-        dlogits = g * _logits_grad(logits, z)
+        dlogits = g * logits_grad(logits, z)
         if fresh is not None:
             dlogits = jnp.where(fresh[:, None], dlogits, 0)
         d_rows = (dlogits @ txt) * scale

@@ -34,14 +34,14 @@ from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
 from sigmoid_xent import _checks
-from sigmoid_xent import _twofloat as tf
+from sigmoid_xent import _twofloat as twofloat
 from sigmoid_xent._core import (
-    _log1p_unit,
-    _log1p_unit_over,
-    _loss_value,
-    _neg_abs,
-    _prepare,
-    _times,
+    absorbing_mul,
+    check_labels_logits,
+    log1p_unit,
+    log1p_unit_over,
+    loss_value,
+    neg_abs,
 )
 
 Array = jax.Array
@@ -52,7 +52,7 @@ __all__ = ["sigmoid_focal_loss"]
 def _log1p_over(e: Array) -> Array:
     """``log1p(e) / e`` for ``e`` in [0, 1] (1 at ``e = 0``), smooth to every order."""
     if e.dtype == jnp.float32:
-        return _log1p_unit_over(e)
+        return log1p_unit_over(e)
     small = e < 1e-5
     safe = jnp.where(small, jnp.ones_like(e), e)
     series = 1 - e * (1 / 2 - e * (1 / 3 - e * (1 / 4 - e / 5)))
@@ -76,13 +76,13 @@ class _Pieces:
     """
 
     def __init__(self, x: Array, z: Array):
-        neg_abs = _neg_abs(x)
-        e = jnp.exp(neg_abs)
-        self.x, self.z, self.e, self.neg_abs = x, z, e, neg_abs
-        self.a = -neg_abs
+        minus_abs = neg_abs(x)
+        e = jnp.exp(minus_abs)
+        self.x, self.z, self.e, self.neg_abs = x, z, e, minus_abs
+        self.a = -minus_abs
         self.pos = x >= 0
         self.sign = jnp.where(self.pos, 1.0, -1.0).astype(x.dtype)
-        self.S = _log1p_unit(e)
+        self.S = log1p_unit(e)
         self.c = c = jnp.where(self.pos, 1 - z, z)
         self.q = q = jnp.where(self.pos, z, 1 - z)
         # Branch "below": c < e (or c = 0): quantities divided by e. Else divided by c (c >= e).
@@ -101,12 +101,12 @@ class _Pieces:
         ec = e / c_s  # e / c <= 1
         self.ce, self.c_s, self.ec = ce, c_s, ec
         # log(mix), mix = c + q e >= max(c, e) * min(1, ...): both forms take logs of [1, 2].
-        self.log_mix = jnp.where(below, neg_abs + jnp.log(q + ce), log_c + jnp.log1p(q * ec))
+        self.log_mix = jnp.where(below, minus_abs + jnp.log(q + ce), log_c + jnp.log1p(q * ec))
         self.log_u = self.log_mix - self.S
         # log(bce), bce = c a + S: e (c a / e + S / e) or c (a + S / c); both logs of >= ln 2.
         self.log_bce = jnp.where(
             below,
-            neg_abs + jnp.log(ce * self.a + _log1p_over(e)),
+            minus_abs + jnp.log(ce * self.a + _log1p_over(e)),
             log_c + jnp.log(self.a + self.S / c_s),
         )
 
@@ -133,17 +133,19 @@ def _pairs(x: Array, z: Array) -> dict[str, Any]:
     """The pieces of the loss as float32 pairs: log u, log mix, bce = 2**kb B, log B."""
     a = jnp.abs(_finite(x))
     zero = jnp.zeros_like(a)
-    one = tf.opaque(1.0)
-    e = tf.exp((-a, zero))
-    S = tf.log1p(e)
+    one = twofloat.opaque(1.0)
+    e = twofloat.exp((-a, zero))
+    S = twofloat.log1p(e)
     pos = x >= 0
-    one_minus_z = tf.two_sum(one, -z)
-    c = tf.select(pos, one_minus_z, (z, zero))
-    q = tf.select(pos, (z, zero), one_minus_z)
-    mix = tf.add(c, tf.mul(q, e))
+    one_minus_z = twofloat.two_sum(one, -z)
+    c = twofloat.select(pos, one_minus_z, (z, zero))
+    q = twofloat.select(pos, (z, zero), one_minus_z)
+    mix = twofloat.add(c, twofloat.mul(q, e))
     agree = c[0] == 0  # mix = e exactly: log(mix) = -a
-    log_mix = tf.select(agree, (-a, zero), tf.log(tf.select(agree, (zero + 1, zero), mix)))
-    bce = tf.add(tf.mul1(c, a), S)
+    log_mix = twofloat.select(
+        agree, (-a, zero), twofloat.log(twofloat.select(agree, (zero + 1, zero), mix))
+    )
+    bce = twofloat.add(twofloat.mul1(c, a), S)
     return {
         "a": a,
         "e": e,
@@ -151,28 +153,30 @@ def _pairs(x: Array, z: Array) -> dict[str, Any]:
         "agree": agree,
         "bce": bce,
         "log_mix": log_mix,
-        "log_u": tf.add(log_mix, (-S[0], -S[1])),
+        "log_u": twofloat.add(log_mix, (-S[0], -S[1])),
     }
 
 
-def _log_bce(p: dict[str, Any]) -> tuple[tf.Pair, Array]:
+def _log_bce(p: dict[str, Any]) -> tuple[twofloat.Pair, Array]:
     """``log(bce) = log B + kb log 2`` as ``(log B, kb)``, ``B = bce / 2**kb`` in [1, 2)."""
     a, e, bce = p["a"], p["e"], p["bce"]
-    kb = tf.exponent(jnp.where(bce[0] > 0, bce[0], 1.0))
-    log_b = tf.log((tf.scale(bce[0], -kb), tf.scale(bce[1], -kb)))
+    kb = twofloat.exponent(jnp.where(bce[0] > 0, bce[0], 1.0))
+    log_b = twofloat.log((twofloat.scale(bce[0], -kb), twofloat.scale(bce[1], -kb)))
     # An agreeing hard label with a small e: bce = log1p(e) underflows with e, but
     # log(bce) = -a + log(log1p(e) / e) = -a - e/2 (to 2**-30 relative) does not.
     tail = p["agree"] & (e[0] < 2.0**-15)
     kb = jnp.where(tail, 0.0, kb)
-    log_b = tf.select(tail, tf.fast_two_sum(-a, -0.5 * e[0]), log_b)
+    log_b = twofloat.select(tail, twofloat.fast_two_sum(-a, -0.5 * e[0]), log_b)
     return log_b, kb
 
 
-def _alpha_t(a: Array, z: Array) -> tf.Pair:
+def _alpha_t(a: Array, z: Array) -> twofloat.Pair:
     """``alpha_t = a z + (1 - a)(1 - z)`` as a pair; ``(1, 0)`` where ``a < 0`` (no balance)."""
-    one = tf.opaque(1.0)
-    at = tf.add(tf.two_prod(a, z), tf.mul(tf.two_sum(one, -a), tf.two_sum(one, -z)))
-    return tf.select(a < 0, (jnp.ones_like(a), jnp.zeros_like(a)), at)
+    one = twofloat.opaque(1.0)
+    at = twofloat.add(
+        twofloat.two_prod(a, z), twofloat.mul(twofloat.two_sum(one, -a), twofloat.two_sum(one, -z))
+    )
+    return twofloat.select(a < 0, (jnp.ones_like(a), jnp.zeros_like(a)), at)
 
 
 def _value_f32(x: Array, z: Array, g: Array, a: Array) -> Array:
@@ -183,13 +187,13 @@ def _value_f32(x: Array, z: Array, g: Array, a: Array) -> Array:
     is lost.
     """
     p = _pairs(x, z)
-    y = tf.mul1(p["log_u"], g)  # <= 0
+    y = twofloat.mul1(p["log_u"], g)  # <= 0
     # Below -200, u**gamma < 2**-288: the product is below every float32 (special is 0).
-    h, lo, k, special, use_special = tf.exp_parts(y, -200.0, 200.0)
+    h, lo, k, special, use_special = twofloat.exp_parts(y, -200.0, 200.0)
     at = _alpha_t(a, z)
     # (h + lo) / 2 <= 0.71 times bce cannot overflow; the 2 goes back into the exponent.
-    prod = tf.mul(tf.mul((0.5 * h, 0.5 * lo), p["bce"]), at)
-    out = tf.scale(prod[0] + prod[1], jnp.clip(k + 1.0, -252.0, 254.0))
+    prod = twofloat.mul(twofloat.mul((0.5 * h, 0.5 * lo), p["bce"]), at)
+    out = twofloat.scale(prod[0] + prod[1], jnp.clip(k + 1.0, -252.0, 254.0))
     out = jnp.where(use_special, special, out)
     # x infinite: 0 for an agreeing hard label, inf for c > 0 (bce is infinite); a zero alpha_t
     # switches the term off even there.
@@ -204,19 +208,21 @@ def _label_terms_f32(x: Array, z: Array, g: Array) -> tuple[Array, Array]:
     weight ``c``: ``bce ~ c |x|``), so they are not derived from ``core``.
     """
     p = _pairs(x, z)
-    gl = tf.mul1(p["log_u"], g)
+    gl = twofloat.mul1(p["log_u"], g)
     log_b, kb = _log_bce(p)
-    over_mix = tf.exp_pow2(tf.add(gl, tf.add(log_b, (-p["log_mix"][0], -p["log_mix"][1]))), kb)
-    return over_mix, tf.exp_pow2(gl, jnp.zeros_like(x))
+    over_mix = twofloat.exp_pow2(
+        twofloat.add(gl, twofloat.add(log_b, (-p["log_mix"][0], -p["log_mix"][1]))), kb
+    )
+    return over_mix, twofloat.exp_pow2(gl, jnp.zeros_like(x))
 
 
 def _value_plain(x: Array, z: Array, g: Array, a: Array) -> Array:
     """``alpha_t u**gamma bce`` in the dtype (float64): ``exp(gamma log u)`` times the stable
     bce; 0 where ``alpha_t = 0`` even if the rest is infinite."""
     p = _Pieces(_finite(x), z)
-    core = jnp.exp(g * p.log_u) * _loss_value(x, z)
+    core = jnp.exp(g * p.log_u) * loss_value(x, z)
     core = jnp.where(jnp.isinf(x) & (p.c > 0), jnp.inf, core)
-    return _times(_plain_alpha_t(a, z), core)
+    return absorbing_mul(_plain_alpha_t(a, z), core)
 
 
 def _plain_alpha_t(a: Array, z: Array) -> Array:
@@ -287,7 +293,7 @@ def _focal_core_jvp(primals, tangents):
                 jax.lax.stop_gradient(accurate),
             )
         dz = jnp.where(inf, jnp.where(p.c > 0, -x, 0), dz)
-        tangent = tangent + _times(alpha_t, dz) * tz
+        tangent = tangent + absorbing_mul(tz, absorbing_mul(alpha_t, dz))
     if not isinstance(tg, SymbolicZero):
         # out log u; 0 where log u = 0 even if out is infinite (a disagreeing hard label at
         # an infinite logit: the exact limit of u**gamma log(u) bce is 0).
@@ -349,7 +355,7 @@ def sigmoid_focal_loss(
       Lin et al., "Focal Loss for Dense Object Detection", 2017.
     """
     fn = "sigmoid_focal_loss"
-    z, x = _prepare(labels, logits, fn)
+    z, x = check_labels_logits(labels, logits, fn)
     cd = _checks.compute_dtype(x.dtype)
     g_static = _checks.static_scalar(gamma)
     if g_static is not None and g_static < 0:

@@ -3,8 +3,8 @@
 ``h @ w.T + bias`` followed by the elementwise loss materialises ``[batch, classes]`` logits (and
 as much again for their gradient). Here the logits are formed one tile of classes (and, on request,
 of batch rows) at a time inside ``lax.scan``, reduced at once, and recomputed tile by tile in the
-backward pass by a custom VJP, using the core's loss and gradient (``_loss_value``,
-``_logits_grad``). Labels are read tile by tile in their own dtype, so int or bool labels are never
+backward pass by a custom VJP, using the core's loss and gradient (``loss_value``,
+``logits_grad``). Labels are read tile by tile in their own dtype, so int or bool labels are never
 copied to float in full.
 """
 
@@ -20,13 +20,9 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from sigmoid_xent import _checks
-from sigmoid_xent._core import _logits_grad, _loss_value
-from sigmoid_xent.sharding import (
-    check_chunk_size,
-    pcast_varying,
-    scan_chunks,
-    union_varying_axes,
-)
+from sigmoid_xent._chunks import check_chunk_size, scan_chunks
+from sigmoid_xent._core import logits_grad, loss_value
+from sigmoid_xent._mesh_axes import pcast_varying, union_varying_axes
 
 Array = jax.Array
 
@@ -82,7 +78,7 @@ def _fused_sum(h: Array, w: Array, bias: Array, labels: Array, bn: int, cc: int)
 
     def body(total, r0, rows, c0, cols, fresh):
         _, _, logits, z = _tile_inputs(h, w, bias, labels, r0, rows, c0, cols, cd)
-        loss = _loss_value(logits, z)
+        loss = loss_value(logits, z)
         if fresh is not None:
             loss = jnp.where(fresh, loss, 0)
         return total + jnp.sum(loss)
@@ -124,7 +120,7 @@ def _fused_sum_bwd(bn, cc, res, g):
     def body(carry, r0, rows, c0, cols, fresh):
         d_h, d_w, d_bias, d_labels = carry
         h_t, w_t, logits, z = _tile_inputs(h, w, bias, labels, r0, rows, c0, cols, cd)
-        dlogits = g * _logits_grad(logits, z)
+        dlogits = g * logits_grad(logits, z)
         if fresh is not None:  # overlapped elements were counted by an earlier tile.
             dlogits = jnp.where(fresh, dlogits, 0)
         d_h = add_slice(d_h, r0, dlogits @ w_t)

@@ -1,4 +1,4 @@
-"""Global reductions inside ``jax.shard_map``, and the chunk loops of the scale losses.
+"""Global reductions inside ``jax.shard_map``.
 
 Under sharded ``jit`` every loss and :func:`~sigmoid_xent.reduce_loss` is already global: XLA
 inserts the collectives. Inside ``jax.shard_map`` each device sees only its shard, so a reduction
@@ -13,16 +13,9 @@ and give the single-device result on the gathered arrays.
   segment ids are local to their shard).
 
 Both work with ``check_vma`` True (the default) and False.
-
-The other functions here (``scan_chunks``, ``pcast_varying``, ``varying_axes``...) are internal:
-the chunk loop and varying-type bookkeeping shared by :mod:`sigmoid_xent.contrastive` and
-:mod:`sigmoid_xent.fused`; they are not in ``__all__``.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable, Hashable, Sequence
-from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +24,15 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from sigmoid_xent import _checks
+from sigmoid_xent._mesh_axes import (
+    AxisName,
+    axes_size,
+    axis_names,
+    check_sharded_over,
+    pcast_varying,
+    psum_over,
+    varying_axes,
+)
 from sigmoid_xent.ranking import (  # the one copy of TF-Ranking's weight rules and reductions
     REDUCTIONS,
     _item_weights,
@@ -38,126 +40,8 @@ from sigmoid_xent.ranking import (  # the one copy of TF-Ranking's weight rules 
 from sigmoid_xent.reductions import Reduction, canonical_name, reduce_loss, safe_divide
 
 Array = jax.Array
-AxisName = Hashable | Sequence[Hashable]
-Carry = TypeVar("Carry")
 
 __all__ = ["reduce_loss_sharded", "reduce_ranking_loss_sharded"]
-
-
-# --------------------------------------------------------------------------------------------
-# Varying-manual-axes (vma) helpers and the chunk loop shared by the contrastive and fused losses.
-
-
-def varying_axes(x: Any) -> frozenset:
-    """The shard_map axes ``x`` varies over (empty outside shard_map or with check_vma=False)."""
-    try:
-        return frozenset(jax.typeof(x).mat.varying)
-    except AttributeError:
-        return frozenset()
-
-
-def union_varying_axes(*xs: Any) -> frozenset:
-    """Union of :func:`varying_axes` over the leaves of ``xs`` (None leaves ignored)."""
-    axes: frozenset = frozenset()
-    for leaf in jax.tree_util.tree_leaves(xs):
-        axes = axes | varying_axes(leaf)
-    return axes
-
-
-def pcast_varying(x: Any, axes: frozenset) -> Any:
-    """Marks every leaf of ``x`` as varying over ``axes`` (``lax.pcast`` refuses a repeat)."""
-
-    def cast(leaf: Array) -> Array:
-        missing = tuple(sorted(set(axes) - varying_axes(leaf), key=str))
-        return lax.pcast(leaf, missing, to="varying") if missing else leaf
-
-    return jax.tree_util.tree_map(cast, x)
-
-
-def scan_chunks(
-    body: Callable[[Carry, Any, int, Array | None], Carry],
-    carry: Carry,
-    n: int,
-    size: int,
-    axes: frozenset = frozenset(),
-) -> Carry:
-    """``carry = body(carry, start, size, fresh)`` over ``[0, n)`` in chunks of ``size``.
-
-    One ``lax.scan`` over ``ceil(n / size)`` chunks of one static size, so the body is compiled
-    once. When ``n`` is not a multiple of ``size``, the last chunk is shifted back to end at
-    ``n`` and overlaps its predecessor; ``fresh`` is then a bool ``[size]`` vector, False on the
-    overlapped rows, which the body must leave out (weight 0), and None when every chunk is
-    whole. ``start`` is int32 (also with x64). Carries are cast to vary over ``axes`` so a carry
-    that starts as ``jnp.zeros`` keeps one type under ``shard_map(check_vma=True)``.
-    """
-    size = min(size, n)
-    count = -(-n // size)
-    ragged = n % size != 0
-
-    def run(c: Carry, i: Any) -> Carry:
-        first = i * size
-        if not ragged:
-            return pcast_varying(body(c, first, size, None), axes)
-        start = jnp.minimum(first, n - size)
-        fresh = start + lax.iota(jnp.int32, size) >= first
-        return pcast_varying(body(c, start, size, fresh), axes)
-
-    carry = pcast_varying(carry, axes)
-    if count == 1:
-        return run(carry, np.int32(0))
-    carry, _ = lax.scan(lambda c, i: (run(c, i), None), carry, jnp.arange(count, dtype=jnp.int32))
-    return carry
-
-
-def check_chunk_size(value: Any, name: str, fn: str) -> int | None:
-    """A positive Python int (or None); TypeError/ValueError naming ``name`` otherwise."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{fn}: `{name}` must be a positive int or None, got {value!r}.")
-    if value < 1:
-        raise ValueError(f"{fn}: `{name}` must be a positive int or None, got {value}.")
-    return int(value)
-
-
-# --------------------------------------------------------------------------------------------
-# Global reductions.
-
-
-def _axis_tuple(axis_name: AxisName, fn: str) -> tuple:
-    if axis_name is None:
-        raise ValueError(
-            f"{fn}: `axis_name` must name the shard_map axes the losses are sharded over, got None."
-        )
-    names = tuple(axis_name) if isinstance(axis_name, (tuple, list)) else (axis_name,)
-    if not names:
-        raise ValueError(f"{fn}: `axis_name` must name at least one shard_map axis, got ().")
-    return names
-
-
-def _axes_size(names: tuple) -> int:
-    size = 1
-    for name in names:
-        size *= lax.axis_size(name)
-    return size
-
-
-def _check_sharded_over(x: Array, names: tuple, what: str, fn: str) -> None:
-    # With check_vma=True the varying axes are known: summing a value that is replicated over an
-    # axis would count it once per device, a silent wrong number.
-    vary = varying_axes(x)
-    missing = [n for n in names if n not in vary]
-    if vary and missing:
-        raise ValueError(
-            f"{fn}: `{what}` is replicated over shard_map axes {missing} (it varies only over "
-            f"{sorted(vary, key=str)}), but `axis_name` {names} asks to sum over them. Pass only "
-            "the axes the losses are sharded over."
-        )
-
-
-def _psum(x: Array, names: tuple) -> Array:
-    # psum needs a value varying over every summed axis under check_vma=True.
-    return lax.psum(pcast_varying(x, frozenset(names)), names)
 
 
 def reduce_loss_sharded(
@@ -227,11 +111,11 @@ def reduce_loss_sharded(
     """
     fn = "reduce_loss_sharded"
     red = Reduction.parse(reduction)
-    names = _axis_tuple(axis_name, fn)
+    names = axis_names(axis_name, fn)
     losses = _checks.as_logits(losses, fn, name="losses")
     if red is Reduction.NONE:
         return reduce_loss(losses, weights, red)
-    _check_sharded_over(losses, names, "losses", fn)
+    check_sharded_over(losses, names, "losses", fn)
     acc = jnp.promote_types(losses.dtype, jnp.float32)
     if weights is None:
         w_given = None
@@ -240,28 +124,28 @@ def reduce_loss_sharded(
         w_given = _checks.as_float(weights, acc, "weights", fn)
         _checks.broadcastable_to(w_given, losses.shape, "weights", fn)
         w = w_given.astype(acc)
-    total = _psum(jnp.sum(losses.astype(acc) * w), names)
+    total = psum_over(jnp.sum(losses.astype(acc) * w), names)
     if red is Reduction.SUM:
         out = total
     elif red is Reduction.MEAN:
-        out = safe_divide(total, _psum(jnp.sum(jnp.broadcast_to(w, losses.shape)), names))
+        out = safe_divide(total, psum_over(jnp.sum(jnp.broadcast_to(w, losses.shape)), names))
     elif red is Reduction.SUM_OVER_BATCH_SIZE or (
         red is Reduction.MEAN_WITH_SAMPLE_WEIGHT and w_given is None
     ):
-        size = int(np.prod(losses.shape, dtype=np.int64)) * _axes_size(names)
+        size = int(np.prod(losses.shape, dtype=np.int64)) * axes_size(names)
         out = safe_divide(total, jnp.asarray(size, acc))
     elif red is Reduction.SUM_BY_NONZERO_WEIGHTS:
         count = jnp.sum(jnp.broadcast_to(w != 0, losses.shape), dtype=acc)
-        out = safe_divide(total, _psum(count, names))
+        out = safe_divide(total, psum_over(count, names))
     else:  # MEAN_WITH_SAMPLE_WEIGHT: the weights as given, each element counted once.
         if weights_axis_name is not None:
-            w_names = _axis_tuple(weights_axis_name, fn)
+            w_names = axis_names(weights_axis_name, fn)
         elif varying_axes(losses):
             w_names = tuple(n for n in names if n in varying_axes(w_given))
         else:
             w_names = names if w_given is not None and w_given.ndim else ()
         den = jnp.sum(w)
-        out = safe_divide(total, _psum(den, w_names) if w_names else den)
+        out = safe_divide(total, psum_over(den, w_names) if w_names else den)
     return out.astype(losses.dtype)
 
 
@@ -337,7 +221,7 @@ def reduce_ranking_loss_sharded(
     """
     fn = "reduce_ranking_loss_sharded"
     red = canonical_name(reduction, REDUCTIONS, fn)
-    names = _axis_tuple(axis_name, fn)
+    names = axis_names(axis_name, fn)
     losses = _checks.as_logits(losses, fn, name="losses")
     _checks.not_none(labels, "labels", fn)
     labels = jnp.asarray(labels)
@@ -387,19 +271,19 @@ def reduce_ranking_loss_sharded(
     if red == "per_list":
         return safe_divide(list_loss, list_weight).astype(losses.dtype)
 
-    _check_sharded_over(losses, names, "losses", fn)
-    total = _psum(jnp.sum(wl), names)
+    check_sharded_over(losses, names, "losses", fn)
+    total = psum_over(jnp.sum(wl), names)
     if red == "sum":
         out = total
     elif red == "mean":
-        out = safe_divide(total, _psum(jnp.sum(w), names))
+        out = safe_divide(total, psum_over(jnp.sum(w), names))
     elif red == "sum_by_nonzero_weights":
-        out = safe_divide(total, _psum(jnp.sum(valid & (w != 0), dtype=acc), names))
+        out = safe_divide(total, psum_over(jnp.sum(valid & (w != 0), dtype=acc), names))
     elif red == "list_mean":
         has_weight = list_weight != 0
         means = jnp.where(has_weight, safe_divide(list_loss, list_weight), 0)
         out = safe_divide(
-            _psum(jnp.sum(means), names), _psum(jnp.sum(has_weight, dtype=acc), names)
+            psum_over(jnp.sum(means), names), psum_over(jnp.sum(has_weight, dtype=acc), names)
         )
     else:  # sum_over_batch_size: TF-Ranking's slots, num_lists x list_size, over all shards.
         if seg is not None:
@@ -408,8 +292,8 @@ def reduce_ranking_loss_sharded(
                 in_range.astype(jnp.int32), jnp.where(in_range, seg, num_seg), num_seg + 1
             )[:num_seg]
             longest = lax.pmax(pcast_varying(jnp.max(lengths, initial=0), frozenset(names)), names)
-            slots = longest.astype(acc) * (num_seg * _axes_size(names))
+            slots = longest.astype(acc) * (num_seg * axes_size(names))
         else:
-            slots = jnp.asarray(shape[0] * shape[1] * _axes_size(names), acc)
+            slots = jnp.asarray(shape[0] * shape[1] * axes_size(names), acc)
         out = safe_divide(total, slots)
     return out.astype(losses.dtype)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sigmoid_xent import _twofloat as tf
+from sigmoid_xent import _twofloat as twofloat
 
 LD = np.longdouble
 RNG = np.random.default_rng(7)
@@ -20,16 +20,16 @@ def _pair_value(p) -> np.ndarray:
 def test_two_sum_and_two_prod_are_exact_under_jit():
     a = (RNG.standard_normal(N) * np.exp(RNG.uniform(-30, 30, N))).astype(np.float32)
     b = (RNG.standard_normal(N) * np.exp(RNG.uniform(-30, 30, N))).astype(np.float32)
-    s = jax.jit(tf.two_sum)(a, b)
+    s = jax.jit(twofloat.two_sum)(a, b)
     assert np.all(_pair_value(s) == LD(a) + LD(b))
-    p = jax.jit(tf.two_prod)(a, b)
+    p = jax.jit(twofloat.two_prod)(a, b)
     assert np.all(_pair_value(p) == LD(a) * LD(b))
 
 
 def test_two_sum_with_a_constant_is_not_folded_by_xla():
     """XLA folds (1 + r) - 1 to r; opaque(1.0) keeps the error term."""
     r = np.float32(2.0**-30) * np.arange(1, 9, dtype=np.float32)
-    s = jax.jit(lambda r: tf.two_sum(tf.opaque(1.0), r))(r)
+    s = jax.jit(lambda r: twofloat.two_sum(twofloat.opaque(1.0), r))(r)
     assert np.all(_pair_value(s) == 1 + LD(r))
     assert np.all(np.asarray(s[1]) != 0)
 
@@ -37,31 +37,31 @@ def test_two_sum_with_a_constant_is_not_folded_by_xla():
 def test_exp_and_log_relative_accuracy():
     yh = RNG.uniform(-60, 80, N).astype(np.float32)  # results above 2**-86: no flushed lo
     yl = (yh * RNG.uniform(-(2**-25), 2**-25, N)).astype(np.float32)
-    got = _pair_value(jax.jit(tf.exp)((yh, yl)))
+    got = _pair_value(jax.jit(twofloat.exp)((yh, yl)))
     want = np.exp(LD(yh) + LD(yl))
     assert np.max(np.abs(got / want - 1)) < 2.0**-28
     xh = np.exp(RNG.uniform(-60, 80, N)).astype(np.float32)
     xl = (xh * RNG.uniform(-(2**-25), 2**-25, N)).astype(np.float32)
-    got = _pair_value(jax.jit(tf.log)((xh, xl)))
+    got = _pair_value(jax.jit(twofloat.log)((xh, xl)))
     assert np.max(np.abs(got - np.log(LD(xh) + LD(xl)))) < 2.0**-28
 
 
 def test_log1p_keeps_relative_accuracy_for_tiny_arguments():
     e = np.exp(RNG.uniform(-87, 0, N)).astype(np.float32)
-    got = _pair_value(jax.jit(tf.log1p)((e, jnp.zeros_like(e))))
+    got = _pair_value(jax.jit(twofloat.log1p)((e, jnp.zeros_like(e))))
     assert np.max(np.abs(got / np.log1p(LD(e)) - 1)) < 2.0**-28
 
 
 def test_exp_pow2_near_the_float32_maximum_and_specials():
     big = np.float32(3.0e38)
-    k = tf.exponent(jnp.float32(big))
-    log_b = tf.log((tf.scale(jnp.float32(big), -k), jnp.float32(0)))
-    assert float(tf.exp_pow2(log_b, k)) == big  # no overflow on the way
+    k = twofloat.exponent(jnp.float32(big))
+    log_b = twofloat.log((twofloat.scale(jnp.float32(big), -k), jnp.float32(0)))
+    assert float(twofloat.exp_pow2(log_b, k)) == big  # no overflow on the way
     y = jnp.array([jnp.inf, -jnp.inf, jnp.nan, 300.0, -300.0], jnp.float32)
-    out = np.asarray(tf.exp((y, jnp.zeros_like(y)))[0])
+    out = np.asarray(twofloat.exp((y, jnp.zeros_like(y)))[0])
     np.testing.assert_array_equal(out[[0, 1, 3, 4]], [np.inf, 0, np.inf, 0])
     assert np.isnan(out[2])
     x = jnp.array([0.0, jnp.inf, -1.0, jnp.nan], jnp.float32)
-    out = np.asarray(tf.log((x, jnp.zeros_like(x)))[0])
+    out = np.asarray(twofloat.log((x, jnp.zeros_like(x)))[0])
     np.testing.assert_array_equal(out[:2], [-np.inf, np.inf])
     assert np.all(np.isnan(out[2:]))
