@@ -6,6 +6,7 @@ and fails before any computation with a message naming the argument.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import jax
@@ -15,7 +16,8 @@ import numpy as np
 Array = jax.Array
 
 
-def _describe(x: Any) -> str:
+def describe(x: Any) -> str:
+    """``shape (..) and dtype ..`` of an array-like, for error messages."""
     return f"shape {tuple(np.shape(x))} and dtype {jnp.result_type(x)}"
 
 
@@ -64,7 +66,7 @@ def as_logits(logits: Any, fn: str, name: str = "logits") -> Array:
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
             f"{fn}: `{name}` must have a floating dtype (float16, bfloat16, float32, "
-            f"float64), got {_describe(logits)}. Cast it explicitly, e.g. "
+            f"float64), got {describe(logits)}. Cast it explicitly, e.g. "
             f"`{name}.astype(jnp.float32)`."
         )
     return jnp.asarray(logits)
@@ -76,7 +78,7 @@ def as_float(value: Any, dtype: Any, name: str, fn: str) -> Array:
     value = _nested(value, name, fn)
     value_dtype = _numeric_dtype(value, name, fn)
     if jnp.issubdtype(value_dtype, jnp.complexfloating):
-        raise TypeError(f"{fn}: `{name}` must be real, got {_describe(value)}.")
+        raise TypeError(f"{fn}: `{name}` must be real, got {describe(value)}.")
     if not jnp.issubdtype(value_dtype, jnp.floating):
         return jnp.asarray(value, dtype)
     return jnp.asarray(value)
@@ -94,8 +96,8 @@ def same_shape(
     if np.shape(labels) != np.shape(logits):
         raise ValueError(
             f"{fn}: `{names[0]}` and `{names[1]}` must have the same shape (no "
-            f"broadcasting, as in TensorFlow), got {names[0]} {_describe(labels)} and "
-            f"{names[1]} {_describe(logits)}."
+            f"broadcasting, as in TensorFlow), got {names[0]} {describe(labels)} and "
+            f"{names[1]} {describe(logits)}."
         )
 
 
@@ -119,3 +121,31 @@ def static_scalar(value: Any) -> float | None:
     if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
         return float(value)
     return None
+
+
+def is_traced(x: Any) -> bool:
+    """Whether ``x`` is a tracer (inside ``jit``/``vmap``/``grad``), i.e. not a concrete value."""
+    return isinstance(x, jax.core.Tracer)
+
+
+def static_count(value: Any, name: str, fn: str, hint: str) -> int:
+    """A non-negative Python int from ``value``; a clear error for None, tracers and floats."""
+    if value is None:
+        raise ValueError(f"{fn}: `{name}` is required{hint} (a static Python int), got None.")
+    if is_traced(value):
+        raise ValueError(
+            f"{fn}: `{name}` must be a static Python int (it fixes an output shape), got a "
+            f"traced value of {describe(value)}. Close over it or mark it static, e.g. "
+            f"`jax.jit(f, static_argnames='{name}')`."
+        )
+    if isinstance(value, bool):
+        raise TypeError(f"{fn}: `{name}` must be a Python int, got the bool {value}.")
+    try:
+        result = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{fn}: `{name}` must be a Python int, got {value!r} of type {type(value).__name__}."
+        ) from None
+    if result < 0:
+        raise ValueError(f"{fn}: `{name}` must be >= 0, got {result}.")
+    return result

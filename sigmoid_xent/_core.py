@@ -203,7 +203,12 @@ def sigmoid_cross_entropy_with_logits(labels: ArrayLike, logits: ArrayLike) -> A
       TensorFlow, ``tf.nn.sigmoid_cross_entropy_with_logits``.
     """
     z, x = check_labels_logits(labels, logits, "sigmoid_cross_entropy_with_logits")
-    return _sce(x, z)
+    return _sce_compiled(x, z)
+
+
+# The checks above run in Python; the loss is one compiled program, so an eager call dispatches
+# once (as jax.nn's functions do), and inside a caller's jit it is simply inlined.
+_sce_compiled = jax.jit(_sce)
 
 
 def softplus(x: Array) -> Array:
@@ -327,11 +332,17 @@ def binary_cross_entropy(labels: ArrayLike, probs: ArrayLike, epsilon: float = 1
     p = _checks.as_logits(probs, fn, name="probs")
     z = _checks.as_float(labels, p.dtype, "labels", fn)
     _checks.same_shape(z, p, fn, names=("labels", "probs"))
+    eps = _checks.as_float(epsilon, _checks.compute_dtype(p.dtype), "epsilon", fn)
+    return _probs_loss(p, z, eps)
+
+
+@jax.jit
+def _probs_loss(p: Array, z: Array, epsilon: Array) -> Array:
     cd = _checks.compute_dtype(p.dtype)
     pc, zc = p.astype(cd), z.astype(cd)
     # The barrier keeps XLA from reassociating (1 - p) + eps into (1 + eps) - p under jit, which
     # would give 15.249238 instead of TF's 15.333239.
-    eps = jax.lax.optimization_barrier(_checks.as_float(epsilon, cd, "epsilon", fn).astype(cd))
+    eps = jax.lax.optimization_barrier(epsilon.astype(cd))
     pc = jnp.clip(pc, eps, 1 - eps)
     loss = -(zc * jnp.log(pc + eps) + (1 - zc) * jnp.log(1 - pc + eps))
     return loss.astype(p.dtype)

@@ -22,7 +22,7 @@ def varying_axes(x: Any) -> frozenset:
     """The shard_map axes ``x`` varies over (empty outside shard_map or with check_vma=False)."""
     try:
         return frozenset(jax.typeof(x).mat.varying)
-    except AttributeError:
+    except (AttributeError, TypeError):  # not an array (None), or no varying type
         return frozenset()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import operator
 from typing import Any
 
@@ -13,26 +14,31 @@ from jax.typing import ArrayLike
 
 from sigmoid_xent import _checks
 from sigmoid_xent._core import binary_cross_entropy, sigmoid_cross_entropy_with_logits
-from sigmoid_xent.reductions import Reduction, reduce_loss
+from sigmoid_xent.reductions import Reduction, compiled_reduction, weighted_reduction
 
 Array = jax.Array
 
 __all__ = ["BinaryCrossentropy", "binary_crossentropy", "sigmoid_cross_entropy"]
 
 
-def smooth_labels(
-    labels: Array, label_smoothing: ArrayLike, dtype: Any, fn: str = "label_smoothing"
-) -> Array:
-    """``z * (1 - s) + 0.5 * s`` in ``dtype`` (labels squeezed towards 1/2, as TF and Keras).
+def smoothing_arg(label_smoothing: ArrayLike, shape: tuple[int, ...], dtype: Any, fn: str) -> Any:
+    """``label_smoothing`` checked against the labels' shape; None for a static 0 (no-op).
 
-    ``label_smoothing`` may have any real dtype (it is cast to ``dtype``) and any shape
-    broadcastable to the labels' shape; None or another shape is a ValueError naming it.
+    Any real dtype (it is cast to ``dtype``) and any shape broadcastable to the labels' shape;
+    None or another shape is a ValueError naming it.
     """
     if _checks.static_scalar(label_smoothing) == 0.0:
-        return labels.astype(dtype)
+        return None
     s = _checks.as_float(label_smoothing, dtype, "label_smoothing", fn)
-    _checks.broadcastable_to(s, labels.shape, "label_smoothing", fn, target="labels")
-    s = s.astype(dtype)
+    _checks.broadcastable_to(s, shape, "label_smoothing", fn, target="labels")
+    return s
+
+
+def smooth_labels(labels: Array, smoothing: Array | None, dtype: Any) -> Array:
+    """``z * (1 - s) + 0.5 * s`` in ``dtype`` (labels squeezed towards 1/2, as TF and Keras)."""
+    if smoothing is None:
+        return labels.astype(dtype)
+    s = jnp.broadcast_to(smoothing.astype(dtype), labels.shape)
     return labels.astype(dtype) * (1 - s) + 0.5 * s
 
 
@@ -80,6 +86,7 @@ def sigmoid_cross_entropy(
       Array(0.08775769, dtype=float32)
     """
     fn = "sigmoid_cross_entropy"
+    Reduction.parse(reduction, fn)
     _checks.not_none(multi_class_labels, "multi_class_labels", fn)
     _checks.not_none(logits, "logits", fn)
     _checks.not_none(weights, "weights", fn)
@@ -97,10 +104,17 @@ def sigmoid_cross_entropy(
             f"{x.ndim} with every dimension 1 or equal to the losses shape {x.shape} "
             "(use [batch, 1] for per-sample weights)."
         )
+    smoothing = smoothing_arg(label_smoothing, z.shape, _checks.compute_dtype(x.dtype), fn)
+    return _tf_v1_loss(z, x, weights, smoothing, Reduction.parse(reduction, fn))
+
+
+@functools.partial(jax.jit, static_argnums=(4,))
+def _tf_v1_loss(
+    z: Array, x: Array, weights: Array, smoothing: Array | None, reduction: Reduction
+) -> Array:
     cd = _checks.compute_dtype(x.dtype)
-    z = smooth_labels(z, label_smoothing, cd, fn)
-    losses = sigmoid_cross_entropy_with_logits(z, x.astype(cd))
-    return reduce_loss(losses, weights, reduction).astype(x.dtype)
+    losses = sigmoid_cross_entropy_with_logits(smooth_labels(z, smoothing, cd), x.astype(cd))
+    return weighted_reduction(losses, weights, reduction, "sigmoid_cross_entropy").astype(x.dtype)
 
 
 def binary_crossentropy(
@@ -150,8 +164,16 @@ def binary_crossentropy(
         ) from None
     if not -max(pred.ndim, 1) <= axis < max(pred.ndim, 1) or pred.ndim == 0:
         raise ValueError(f"{fn}: `axis` {axis} is out of range for y_pred of shape {pred.shape}.")
+    smoothing = smoothing_arg(label_smoothing, true.shape, _checks.compute_dtype(pred.dtype), fn)
+    return _keras_loss(true, pred, smoothing, bool(from_logits), axis)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _keras_loss(
+    true: Array, pred: Array, smoothing: Array | None, from_logits: bool, axis: int
+) -> Array:
     cd = _checks.compute_dtype(pred.dtype)
-    true = smooth_labels(true, label_smoothing, cd, fn)
+    true = smooth_labels(true, smoothing, cd)
     if from_logits:
         elementwise = sigmoid_cross_entropy_with_logits(true, pred.astype(cd))
     else:
@@ -221,7 +243,7 @@ class BinaryCrossentropy:
     name: str | None = "binary_crossentropy"
 
     def __post_init__(self) -> None:
-        Reduction.parse(self.reduction)  # Fail at construction on an unknown name.
+        Reduction.parse(self.reduction, "BinaryCrossentropy")  # Fail at construction.
 
     def __call__(
         self, y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None
@@ -230,10 +252,11 @@ class BinaryCrossentropy:
         per_sample = binary_crossentropy(
             y_true, y_pred, self.from_logits, self.label_smoothing, self.axis
         )
+        fn = "BinaryCrossentropy"
         weights = None
         if sample_weight is not None:
-            weights = keras_sample_weight(sample_weight, per_sample.shape, "BinaryCrossentropy")
-        return reduce_loss(per_sample, weights, self.reduction)
+            weights = keras_sample_weight(sample_weight, per_sample.shape, fn)
+        return compiled_reduction(per_sample, weights, Reduction.parse(self.reduction, fn), fn)
 
     def get_config(self) -> dict[str, Any]:
         """A plain dict of the constructor arguments (the reduction as given)."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,129 +24,20 @@ from jax.typing import ArrayLike
 
 from sigmoid_xent import _checks
 from sigmoid_xent._core import sigmoid_cross_entropy_with_logits
-from sigmoid_xent.reductions import Reduction, canonical_name, reduce_loss, safe_divide
+from sigmoid_xent._lists import (
+    REDUCTIONS,
+    check_segment_ids,
+    reduce_lists,
+    sort_into_lists,
+    where_mask,
+)
+from sigmoid_xent.reductions import Reduction, canonical_name
 
 Array = jax.Array
 
 __all__ = ["SigmoidCrossEntropyLoss", "pack", "pad", "sigmoid_cross_entropy"]
 
-#: Reductions accepted by the ranking losses (any case; ``auto`` = ``sum_over_batch_size``).
-REDUCTIONS = (
-    "none",
-    "sum",
-    "mean",
-    "sum_over_batch_size",
-    "sum_by_nonzero_weights",
-    "per_list",
-    "list_mean",
-)
-
 _FN = "ranking.sigmoid_cross_entropy"
-
-
-def _describe(x: Any) -> str:
-    return f"shape {tuple(np.shape(x))} and dtype {jnp.result_type(x)}"
-
-
-def _is_traced(x: Any) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
-def _static_int(value: Any, name: str, fn: str, hint: str) -> int:
-    """A non-negative Python int from ``value``; a clear error for None, tracers and floats."""
-    if value is None:
-        raise ValueError(f"{fn}: `{name}` is required{hint} (a static Python int), got None.")
-    if _is_traced(value):
-        raise ValueError(
-            f"{fn}: `{name}` must be a static Python int (it fixes an output shape), got a "
-            f"traced value of {_describe(value)}. Close over it or mark it static, e.g. "
-            f"`jax.jit(f, static_argnames='{name}')`."
-        )
-    if isinstance(value, bool):
-        raise TypeError(f"{fn}: `{name}` must be a Python int, got the bool {value}.")
-    try:
-        result = operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"{fn}: `{name}` must be a Python int, got {value!r} of type {type(value).__name__}."
-        ) from None
-    if result < 0:
-        raise ValueError(f"{fn}: `{name}` must be >= 0, got {result}.")
-    return result
-
-
-def _segment_ids(segment_ids: Any, shape: tuple[int, ...], num_segments: int, fn: str) -> Array:
-    """Checks dtype, shape and (when concrete) range of ``segment_ids``."""
-    _checks.not_none(segment_ids, "segment_ids", fn)
-    ids = jnp.asarray(segment_ids)
-    if not jnp.issubdtype(ids.dtype, jnp.integer):
-        raise ValueError(
-            f"{fn}: `segment_ids` must have an integer dtype (int32, int64, ...), got "
-            f"{_describe(ids)}."
-        )
-    if ids.shape != tuple(shape):
-        raise ValueError(
-            f"{fn}: `segment_ids` must have one id per item, shape {tuple(shape)}, got "
-            f"{_describe(ids)}."
-        )
-    if not _is_traced(ids):
-        host = np.asarray(ids)
-        bad = (host < 0) | (host >= num_segments)
-        if bad.any():
-            first = int(np.argmax(bad))
-            raise ValueError(
-                f"{fn}: `segment_ids` must lie in [0, num_segments) = [0, {num_segments}); "
-                f"found {int(bad.sum())} out of range, the first {host[first]} at index {first}. "
-                "(Inside jit/vmap such items are dropped as padding.)"
-            )
-    return ids
-
-
-def _where_mask(where: Any, shape: tuple[int, ...], fn: str) -> Array:
-    mask = jnp.asarray(where)
-    if mask.dtype != jnp.bool_:
-        raise TypeError(
-            f"{fn}: `where` must be a boolean mask (True = real item), got {_describe(mask)}."
-        )
-    if mask.shape != tuple(shape):
-        raise ValueError(
-            f"{fn}: `where` must have the labels' shape {tuple(shape)}, got {_describe(mask)}."
-        )
-    return mask
-
-
-def _item_weights(
-    weights: Any,
-    shape: tuple[int, ...],
-    segment_ids: Array | None,
-    num_segments: int,
-    dtype: Any,
-    fn: str,
-) -> Array:
-    """Weights broadcast to one per item: scalar, per item, or per list (never per position)."""
-    if weights is None:
-        return jnp.ones(shape, dtype)
-    w = _checks.as_float(weights, dtype, "weights", fn).astype(dtype)
-    if w.shape == ():
-        return jnp.broadcast_to(w, shape)
-    if w.shape == tuple(shape):
-        return w
-    if segment_ids is not None:
-        if w.shape == (num_segments,):
-            return w[segment_ids]
-        expected = f"(), per item {tuple(shape)} or per list ({num_segments},)"
-    else:
-        batch = shape[0]
-        if w.shape in ((batch,), (batch, 1)):
-            return jnp.broadcast_to(w.reshape(batch, 1), shape)
-        expected = f"(), per item {tuple(shape)} or per list ({batch},) or ({batch}, 1)"
-    raise ValueError(f"{fn}: `weights` must have shape {expected}, got {_describe(weights)}.")
-
-
-def _list_sum(values: Array, segment_ids: Array | None, num_segments: int) -> Array:
-    if segment_ids is None:
-        return jnp.sum(values, axis=-1)
-    return jax.ops.segment_sum(values, segment_ids, num_segments)
 
 
 def sigmoid_cross_entropy(
@@ -264,19 +154,50 @@ def sigmoid_cross_entropy(
     z = _checks.as_float(labels, x.dtype, "labels", fn)
     ns = None
     if segment_ids is not None:
-        ns = _static_int(num_segments, "num_segments", fn, " with `segment_ids`")
+        ns = _checks.static_count(num_segments, "num_segments", fn, " with `segment_ids`")
         # Range checks need concrete ids, so they run here, outside the jitted body.
-        segment_ids = _segment_ids(segment_ids, np.shape(segment_ids), ns, fn)
+        segment_ids = check_segment_ids(segment_ids, np.shape(segment_ids), ns, fn)
     elif num_segments is not None:
         raise ValueError(
             f"{fn}: `num_segments` ({num_segments!r}) is only used with `segment_ids` (packed "
-            "layout); the dense layout takes the number of lists from labels.shape[0]."
+            "layout); the dense layout takes the number of lists from the labels' leading "
+            "dimensions."
         )
     if weights is not None:
         weights = _checks.as_float(weights, _checks.compute_dtype(x.dtype), "weights", fn)
     if where is not None:
         where = jnp.asarray(where)
     return _sigmoid_cross_entropy(z, x, segment_ids, weights, where, num_segments=ns, reduction=red)
+
+
+def _as_list_batch(
+    z: Array, x: Array, weights: Array | None, where: Array | None, fn: str
+) -> tuple[Array, Array, Array | None, Array | None]:
+    """Dense ``[..., list_size]`` arrays as ``[lists, list_size]`` (weights per list or item)."""
+    if z.ndim == 0:
+        raise ValueError(
+            f"{fn}: dense `labels` must be [..., list_size] (a [list_size] vector is one list), "
+            f"got {_checks.describe(z)}; pass `segment_ids` and `num_segments` for packed items."
+        )
+    if z.ndim == 2:
+        return z, x, weights, where
+    lead, size = z.shape[:-1], z.shape[-1]
+    lists = int(np.prod(lead, dtype=np.int64))
+    if weights is not None and weights.ndim:
+        if weights.shape == lead:
+            weights = weights.reshape(lists)
+        elif weights.shape == lead + (1,):
+            weights = weights.reshape(lists, 1)
+        elif weights.shape == z.shape:
+            weights = weights.reshape(lists, size)
+        else:
+            raise ValueError(
+                f"{fn}: `weights` must have shape (), per item {z.shape} or per list {lead} or "
+                f"{lead + (1,)}, got {_checks.describe(weights)}."
+            )
+    if where is not None:
+        where = where_mask(where, z.shape, fn).reshape(lists, size)
+    return z.reshape(lists, size), x.reshape(lists, size), weights, where
 
 
 # One compiled program per signature: eager calls dispatch once instead of once per primitive.
@@ -292,63 +213,34 @@ def _sigmoid_cross_entropy(
     reduction: str,
 ) -> Array:
     fn = _FN
-    red = reduction
     _checks.same_shape(z, x, fn)
-    ids = None
-    in_range = None
+    shape = z.shape
     if segment_ids is not None:
         if z.ndim != 1:
             raise ValueError(
                 f"{fn}: with `segment_ids` (packed layout) `labels` must be 1-D [num_items], got "
-                f"{_describe(z)}; for [batch, n] rows of packed items use jax.vmap over rows."
+                f"{_checks.describe(z)}; for [batch, n] rows of packed items use jax.vmap over "
+                "rows."
             )
         assert num_segments is not None  # checked by the public function
         ns: int = num_segments
-        ids = _segment_ids(segment_ids, z.shape, ns, fn)
-        in_range = (ids >= 0) & (ids < ns)
-        ids = jnp.where(in_range, ids, jnp.zeros_like(ids))  # dropped items add 0 to list 0
+        segment_ids = check_segment_ids(segment_ids, z.shape, ns, fn)
     else:
-        if z.ndim != 2:
-            raise ValueError(
-                f"{fn}: without `segment_ids` (dense layout) `labels` must be 2-D "
-                f"[batch, list_size], got {_describe(z)}; pass `segment_ids` and `num_segments` "
-                "for flat packed items."
-            )
+        z, x, weights, where = _as_list_batch(z, x, weights, where, fn)
         ns = z.shape[0]
 
     cd = _checks.compute_dtype(x.dtype)
-    valid = ~(z < 0)  # NaN labels stay valid: NaN out, never silently dropped.
-    if where is not None:
-        valid = valid & _where_mask(where, z.shape, fn)
-    if in_range is not None:
-        valid = valid & in_range
+    lists = sort_into_lists(z, where, segment_ids, ns, weights, cd, fn)
+    # Padded items get label 0 and logit 0 before the loss, so nothing there reaches it.
     zeros = jnp.zeros(z.shape, cd)
-    zc = jnp.where(valid, z.astype(cd), zeros)
-    xc = jnp.where(valid, x.astype(cd), zeros)
-    w = jnp.where(valid, _item_weights(weights, z.shape, ids, ns, cd, fn), zeros)
-    losses = sigmoid_cross_entropy_with_logits(zc, xc)
-
-    if red in ("none", "sum", "mean", "sum_by_nonzero_weights"):
-        # w is 0 at padding, so these are exactly TF-Ranking's reductions over valid items.
-        return reduce_loss(losses, w, red).astype(x.dtype)
-    if red == "sum_over_batch_size":
-        # Summing each list first, then the lists, rounds better than one flat fused sum (the
-        # seed's 0.6444636 instead of 0.64446354) and is the same order in both layouts. The
-        # barrier stops XLA from merging the two sums back into one flat reduction.
-        total = jnp.sum(jax.lax.optimization_barrier(_list_sum(losses * w, ids, ns)))
-        if ids is None:
-            slots = jnp.asarray(z.size, cd)
-        else:
-            assert in_range is not None
-            lengths = jax.ops.segment_sum(in_range.astype(jnp.int32), ids, ns)
-            slots = ns * jnp.max(lengths, initial=0).astype(cd)
-        return safe_divide(total, slots).astype(x.dtype)
-    weight_sum = _list_sum(w, ids, ns)
-    per_list = safe_divide(_list_sum(losses * w, ids, ns), weight_sum)
-    if red == "per_list":
-        return per_list.astype(x.dtype)
-    # list_mean: every list with a non-zero weight sum counts once.
-    return reduce_loss(per_list, weight_sum != 0, "sum_by_nonzero_weights").astype(x.dtype)
+    zc = jnp.where(lists.valid, z.astype(cd), zeros)
+    xc = jnp.where(lists.valid, x.astype(cd), zeros)
+    out = reduce_lists(sigmoid_cross_entropy_with_logits(zc, xc), lists, reduction, fn)
+    if segment_ids is None and reduction == "none":
+        out = out.reshape(shape)
+    elif segment_ids is None and reduction == "per_list":
+        out = out.reshape(shape[:-1])
+    return out.astype(x.dtype)
 
 
 def pack(lists: Sequence[ArrayLike]) -> tuple[Array, Array]:
@@ -386,8 +278,10 @@ def pack(lists: Sequence[ArrayLike]) -> tuple[Array, Array]:
     fn = "ranking.pack"
     _checks.not_none(lists, "lists", fn)
     if np.isscalar(lists) or getattr(lists, "ndim", 1) == 0:
-        raise ValueError(f"{fn}: `lists` must be a sequence of lists, got {_describe(lists)}.")
-    traced = any(_is_traced(leaf) for leaf in jax.tree_util.tree_leaves(list(lists)))
+        raise ValueError(
+            f"{fn}: `lists` must be a sequence of lists, got {_checks.describe(lists)}."
+        )
+    traced = any(_checks.is_traced(leaf) for leaf in jax.tree_util.tree_leaves(list(lists)))
     # Concrete lists are joined in numpy: one transfer, no compilation per new shape.
     xp = jnp if traced else np
     rows = [xp.asarray(row) for row in lists]
@@ -395,7 +289,7 @@ def pack(lists: Sequence[ArrayLike]) -> tuple[Array, Array]:
         if row.ndim == 0:
             raise ValueError(
                 f"{fn}: every element of `lists` must be a list of items, got lists[{k}] of "
-                f"{_describe(row)}."
+                f"{_checks.describe(row)}."
             )
     filled = [row for row in rows if row.shape[0] > 0]
     trailing = {row.shape[1:] for row in filled}
@@ -464,11 +358,11 @@ def pad(
     _checks.not_none(values, "values", fn)
     v = jnp.asarray(values)
     if v.ndim == 0:
-        raise ValueError(f"{fn}: `values` must be [n] packed items, got {_describe(v)}.")
-    ns = _static_int(num_segments, "num_segments", fn, "")
-    ids = _segment_ids(segment_ids, v.shape[:1], ns, fn)
+        raise ValueError(f"{fn}: `values` must be [n] packed items, got {_checks.describe(v)}.")
+    ns = _checks.static_count(num_segments, "num_segments", fn, "")
+    ids = check_segment_ids(segment_ids, v.shape[:1], ns, fn)
     if list_size is None:
-        if _is_traced(ids):
+        if _checks.is_traced(ids):
             raise ValueError(
                 f"{fn}: `list_size` is required inside jit/vmap (the longest list is not known "
                 "at trace time); pass a static Python int."
@@ -476,7 +370,7 @@ def pad(
         host = np.asarray(ids)
         size = int(np.bincount(host, minlength=ns).max(initial=0)) if host.size else 0
     else:
-        size = _static_int(list_size, "list_size", fn, "")
+        size = _checks.static_count(list_size, "list_size", fn, "")
     return _pad(v, ids, jnp.asarray(fill_value, v.dtype), num_segments=ns, list_size=size)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -12,6 +13,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from sigmoid_xent import _checks
+from sigmoid_xent._core import absorbing_mul
 
 Array = jax.Array
 
@@ -44,9 +46,12 @@ class Reduction(str, enum.Enum):
     MEAN_WITH_SAMPLE_WEIGHT = "mean_with_sample_weight"
 
     @classmethod
-    def parse(cls, name: Any) -> Reduction:
-        """The member named ``name`` (any case, TF/Keras aliases); ValueError otherwise."""
-        return cls(canonical_name(name, [m.value for m in cls], "reduction"))
+    def parse(cls, name: Any, fn: str = "Reduction.parse") -> Reduction:
+        """The member named ``name`` (any case, TF/Keras aliases); ValueError otherwise.
+
+        ``fn`` names the public function or class in the error message.
+        """
+        return cls(canonical_name(name, [m.value for m in cls], fn))
 
 
 _ALIASES = {
@@ -56,7 +61,10 @@ _ALIASES = {
 
 
 def canonical_name(name: Any, valid: Iterable[str], fn: str) -> str:
-    """Lower-case canonical spelling of a reduction name among ``valid``; ValueError if unknown."""
+    """Lower-case canonical spelling of a reduction name among ``valid``; ValueError if unknown.
+
+    ``fn`` is the public function or class the user called; the error names it.
+    """
     valid = list(valid)
     if name is None:
         key = "none"
@@ -73,7 +81,8 @@ def canonical_name(name: Any, valid: Iterable[str], fn: str) -> str:
     return key
 
 
-def _acc_dtype(dtype: Any) -> Any:
+def accumulation_dtype(dtype: Any) -> Any:
+    """At least float32: sums of 16-bit losses accumulate in float32."""
     return jnp.promote_types(dtype, jnp.float32)
 
 
@@ -101,6 +110,59 @@ def safe_divide(num: Array, den: Array) -> Array:
     den = jax.lax.optimization_barrier(den)
     ok = den != 0
     return jnp.where(ok, _divide(num, jnp.where(ok, den, jnp.ones_like(den))), jnp.zeros_like(num))
+
+
+def _local_total(x: Array) -> Array:
+    return jnp.sum(x)
+
+
+def weighted_reduction(
+    losses: ArrayLike,
+    weights: ArrayLike | None,
+    reduction: Any,
+    fn: str,
+    *,
+    total: Callable[[Array], Array] = _local_total,
+    shards: int = 1,
+    given_total: Callable[[Array], Array] | None = None,
+) -> Array:
+    """The one copy of every :class:`Reduction` formula, for :func:`reduce_loss` and its
+    sharded twin.
+
+    ``total(x)`` sums a local array over everything the reduction spans: ``jnp.sum`` on one
+    device, ``psum`` of the local sum inside ``shard_map``. ``shards`` is how many local
+    arrays of ``losses``' shape make up the global one (for ``sum_over_batch_size``), and
+    ``given_total`` sums the weights as given (``mean_with_sample_weight``; default ``total``).
+    A zero weight makes its element absent: ``0 * inf`` is 0, in the value and the gradients.
+    """
+    red = Reduction.parse(reduction, fn)
+    losses = _checks.as_logits(losses, fn, name="losses")
+    shape = tuple(losses.shape)
+    acc = accumulation_dtype(losses.dtype)
+    if weights is None:
+        w_given = None
+        weighted = losses.astype(acc)
+        w = jnp.ones(shape, acc)
+    else:
+        w_given = _checks.as_float(weights, acc, "weights", fn)
+        _checks.broadcastable_to(w_given, shape, "weights", fn)
+        w = jnp.broadcast_to(w_given.astype(acc), shape)
+        weighted = absorbing_mul(w, losses.astype(acc))
+    if red is Reduction.NONE:
+        return weighted.astype(losses.dtype)
+    num = total(weighted)
+    if red is Reduction.SUM:
+        out = num
+    elif red is Reduction.MEAN:
+        out = safe_divide(num, total(w))
+    elif red is Reduction.SUM_OVER_BATCH_SIZE or w_given is None:  # mean_with_sample_weight too
+        size = int(np.prod(shape, dtype=np.int64)) * shards
+        out = safe_divide(num, jnp.asarray(size, acc))
+    elif red is Reduction.SUM_BY_NONZERO_WEIGHTS:
+        out = safe_divide(num, total((w != 0).astype(acc)))
+    else:  # MEAN_WITH_SAMPLE_WEIGHT: the weights as given, each element counted once.
+        out = safe_divide(num, (given_total or total)(w_given.astype(acc)))
+    return out.astype(losses.dtype)
 
 
 def reduce_loss(
@@ -149,31 +211,14 @@ def reduce_loss(
       Array(10., dtype=float32)
     """
     fn = "reduce_loss"
-    red = Reduction.parse(reduction)
+    red = Reduction.parse(reduction, fn)
     losses = _checks.as_logits(losses, fn, name="losses")
-    acc = _acc_dtype(losses.dtype)
-    if weights is None:
-        w_given = None
-        w = jnp.ones((), acc)
-    else:
-        w_given = _checks.as_float(weights, acc, "weights", fn)
-        _checks.broadcastable_to(w_given, losses.shape, "weights", fn)
-        w = w_given.astype(acc)
-    weighted = losses.astype(acc) * w
-    if red is Reduction.NONE:
-        return weighted.astype(losses.dtype)
-    total = jnp.sum(weighted)
-    if red is Reduction.SUM:
-        out = total
-    elif red is Reduction.MEAN:
-        out = safe_divide(total, jnp.sum(jnp.broadcast_to(w, losses.shape)))
-    elif red is Reduction.SUM_OVER_BATCH_SIZE or (
-        red is Reduction.MEAN_WITH_SAMPLE_WEIGHT and w_given is None
-    ):
-        out = safe_divide(total, jnp.asarray(np.prod(losses.shape, dtype=np.int64), acc))
-    elif red is Reduction.SUM_BY_NONZERO_WEIGHTS:
-        count = jnp.sum(jnp.broadcast_to(w != 0, losses.shape), dtype=acc)
-        out = safe_divide(total, count)
-    else:  # MEAN_WITH_SAMPLE_WEIGHT
-        out = safe_divide(total, jnp.sum(w))
-    return out.astype(losses.dtype)
+    if weights is not None:
+        weights = _checks.as_float(weights, accumulation_dtype(losses.dtype), "weights", fn)
+    return compiled_reduction(losses, weights, red, fn)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def compiled_reduction(losses: Array, weights: Array | None, red: Reduction, fn: str) -> Array:
+    """:func:`weighted_reduction` as one program per signature: one dispatch per eager call."""
+    return weighted_reduction(losses, weights, red, fn)

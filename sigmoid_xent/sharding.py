@@ -17,6 +17,8 @@ Both work with ``check_vma`` True (the default) and False.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +26,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from sigmoid_xent import _checks
+from sigmoid_xent._lists import REDUCTIONS, check_segment_ids, reduce_lists, sort_into_lists
 from sigmoid_xent._mesh_axes import (
     AxisName,
     axes_size,
@@ -33,11 +36,12 @@ from sigmoid_xent._mesh_axes import (
     psum_over,
     varying_axes,
 )
-from sigmoid_xent.ranking import (  # the one copy of TF-Ranking's weight rules and reductions
-    REDUCTIONS,
-    _item_weights,
+from sigmoid_xent.reductions import (
+    Reduction,
+    accumulation_dtype,
+    canonical_name,
+    weighted_reduction,
 )
-from sigmoid_xent.reductions import Reduction, canonical_name, reduce_loss, safe_divide
 
 Array = jax.Array
 
@@ -110,43 +114,37 @@ def reduce_loss_sharded(
       Array(4., dtype=float32)
     """
     fn = "reduce_loss_sharded"
-    red = Reduction.parse(reduction)
+    red = Reduction.parse(reduction, fn)
     names = axis_names(axis_name, fn)
     losses = _checks.as_logits(losses, fn, name="losses")
     if red is Reduction.NONE:
-        return reduce_loss(losses, weights, red)
+        return weighted_reduction(losses, weights, red, fn)
     check_sharded_over(losses, names, "losses", fn)
-    acc = jnp.promote_types(losses.dtype, jnp.float32)
-    if weights is None:
-        w_given = None
-        w = jnp.ones((), acc)
+    # mean_with_sample_weight sums the weights as given: over the axes they are sharded over.
+    if weights_axis_name is not None:
+        w_names = axis_names(weights_axis_name, fn)
+    elif varying_axes(losses):
+        w_names = tuple(n for n in names if n in varying_axes(weights))
     else:
-        w_given = _checks.as_float(weights, acc, "weights", fn)
-        _checks.broadcastable_to(w_given, losses.shape, "weights", fn)
-        w = w_given.astype(acc)
-    total = psum_over(jnp.sum(losses.astype(acc) * w), names)
-    if red is Reduction.SUM:
-        out = total
-    elif red is Reduction.MEAN:
-        out = safe_divide(total, psum_over(jnp.sum(jnp.broadcast_to(w, losses.shape)), names))
-    elif red is Reduction.SUM_OVER_BATCH_SIZE or (
-        red is Reduction.MEAN_WITH_SAMPLE_WEIGHT and w_given is None
-    ):
-        size = int(np.prod(losses.shape, dtype=np.int64)) * axes_size(names)
-        out = safe_divide(total, jnp.asarray(size, acc))
-    elif red is Reduction.SUM_BY_NONZERO_WEIGHTS:
-        count = jnp.sum(jnp.broadcast_to(w != 0, losses.shape), dtype=acc)
-        out = safe_divide(total, psum_over(count, names))
-    else:  # MEAN_WITH_SAMPLE_WEIGHT: the weights as given, each element counted once.
-        if weights_axis_name is not None:
-            w_names = axis_names(weights_axis_name, fn)
-        elif varying_axes(losses):
-            w_names = tuple(n for n in names if n in varying_axes(w_given))
-        else:
-            w_names = names if w_given is not None and w_given.ndim else ()
-        den = jnp.sum(w)
-        out = safe_divide(total, psum_over(den, w_names) if w_names else den)
-    return out.astype(losses.dtype)
+        w_names = names if weights is not None and np.ndim(weights) else ()
+    return weighted_reduction(
+        losses,
+        weights,
+        red,
+        fn,
+        total=_global_total(names),
+        shards=axes_size(names),
+        given_total=_global_total(w_names),
+    )
+
+
+def _global_total(names: tuple) -> Callable[[Array], Array]:
+    """The sum of a local array over every device of the ``names`` axes (local for none)."""
+
+    def total(x: Array) -> Array:
+        return psum_over(jnp.sum(x), names) if names else jnp.sum(x)
+
+    return total
 
 
 def reduce_ranking_loss_sharded(
@@ -227,73 +225,32 @@ def reduce_ranking_loss_sharded(
     labels = jnp.asarray(labels)
     _checks.same_shape(labels, losses, fn, names=("labels", "losses"))
     shape = tuple(losses.shape)
-    acc = jnp.promote_types(losses.dtype, jnp.float32)
-    seg = None
-    num_seg = 0  # static lists per device (packed layout)
     if segment_ids is not None:
-        seg = jnp.asarray(segment_ids)
-        if not jnp.issubdtype(seg.dtype, jnp.integer):
-            raise ValueError(f"{fn}: `segment_ids` must be integers, got dtype {seg.dtype}.")
-        _checks.same_shape(seg, losses, fn, names=("segment_ids", "losses"))
-        if num_segments is None or not isinstance(num_segments, (int, np.integer)):
-            raise ValueError(
-                f"{fn}: packed items need a static Python int `num_segments`, got {num_segments!r}."
-            )
-        num_seg = int(num_segments)
+        num_lists = _checks.static_count(num_segments, "num_segments", fn, " with `segment_ids`")
         if losses.ndim != 1:
             raise ValueError(
                 f"{fn}: packed `losses` must be 1-D (vmap over rows), got shape {shape}."
             )
+        segment_ids = check_segment_ids(segment_ids, shape, num_lists, fn)
     elif losses.ndim != 2:
         raise ValueError(f"{fn}: dense `losses` must be [batch, list_size], got shape {shape}.")
-
-    valid = ~(labels < 0)
-    if where is not None:
-        where = jnp.asarray(where)
-        _checks.same_shape(where, losses, fn, names=("where", "losses"))
-        valid = valid & where.astype(bool)
-    if seg is not None:
-        valid = valid & (seg >= 0) & (seg < num_seg)
-    w = jnp.where(valid, _item_weights(weights, shape, seg, num_seg, acc, fn), 0)
-    wl = jnp.where(valid, losses.astype(acc), 0) * w
-    if red == "none":
-        return wl.astype(losses.dtype)
-
-    if seg is not None:
-        safe_seg = jnp.where(valid, seg, num_seg)  # dropped items go to an extra bucket.
-
-        def per_segment(x: Array) -> Array:
-            return jax.ops.segment_sum(x, safe_seg, num_seg + 1)[:num_seg]
-
-        list_loss, list_weight = per_segment(wl), per_segment(w)
     else:
-        list_loss, list_weight = jnp.sum(wl, axis=1), jnp.sum(w, axis=1)
-    if red == "per_list":
-        return safe_divide(list_loss, list_weight).astype(losses.dtype)
+        num_lists = shape[0]
+    acc = accumulation_dtype(losses.dtype)
+    lists = sort_into_lists(labels, where, segment_ids, num_lists, weights, acc, fn)
+    if red not in ("none", "per_list"):
+        check_sharded_over(losses, names, "losses", fn)
 
-    check_sharded_over(losses, names, "losses", fn)
-    total = psum_over(jnp.sum(wl), names)
-    if red == "sum":
-        out = total
-    elif red == "mean":
-        out = safe_divide(total, psum_over(jnp.sum(w), names))
-    elif red == "sum_by_nonzero_weights":
-        out = safe_divide(total, psum_over(jnp.sum(valid & (w != 0), dtype=acc), names))
-    elif red == "list_mean":
-        has_weight = list_weight != 0
-        means = jnp.where(has_weight, safe_divide(list_loss, list_weight), 0)
-        out = safe_divide(
-            psum_over(jnp.sum(means), names), psum_over(jnp.sum(has_weight, dtype=acc), names)
-        )
-    else:  # sum_over_batch_size: TF-Ranking's slots, num_lists x list_size, over all shards.
-        if seg is not None:
-            in_range = (seg >= 0) & (seg < num_seg)
-            lengths = jax.ops.segment_sum(
-                in_range.astype(jnp.int32), jnp.where(in_range, seg, num_seg), num_seg + 1
-            )[:num_seg]
-            longest = lax.pmax(pcast_varying(jnp.max(lengths, initial=0), frozenset(names)), names)
-            slots = longest.astype(acc) * (num_seg * axes_size(names))
-        else:
-            slots = jnp.asarray(shape[0] * shape[1] * axes_size(names), acc)
-        out = safe_divide(total, slots)
+    def longest(x: Array) -> Array:
+        return lax.pmax(pcast_varying(jnp.max(x, initial=0), frozenset(names)), names)
+
+    out = reduce_lists(
+        losses,
+        lists,
+        red,
+        fn,
+        total=_global_total(names),
+        longest=longest,
+        shards=axes_size(names),
+    )
     return out.astype(losses.dtype)

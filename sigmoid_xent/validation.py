@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import operator
-
-import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 from jax.typing import ArrayLike
@@ -69,22 +66,7 @@ def validate_inputs(
         if not jnp.issubdtype(ids.dtype, jnp.integer):
             raise ValueError(f"{fn}: `segment_ids` must be integers, got dtype {ids.dtype}.")
         _checks.same_shape(z, ids, fn, names=("labels", "segment_ids"))
-        if num_segments is None or isinstance(num_segments, jax.core.Tracer):
-            raise ValueError(
-                f"{fn}: `num_segments` must be a static Python int with `segment_ids`, got "
-                f"{num_segments!r}."
-            )
-        if isinstance(num_segments, bool):
-            raise TypeError(f"{fn}: `num_segments` must be a Python int, got {num_segments!r}.")
-        try:
-            n_segments = operator.index(num_segments)
-        except TypeError:
-            raise TypeError(
-                f"{fn}: `num_segments` must be a Python int, got {num_segments!r} of type "
-                f"{type(num_segments).__name__}."
-            ) from None
-        if n_segments < 0:
-            raise ValueError(f"{fn}: `num_segments` must be >= 0, got {n_segments}.")
+        n_segments = _checks.static_count(num_segments, "num_segments", fn, " with `segment_ids`")
     # Integer and bool labels (cast to float above) are checked too: the losses use them as is.
     padding = allow_padding or segment_ids is not None
     low_ok = (z >= 0) | (z < 0) & padding

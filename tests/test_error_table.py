@@ -122,9 +122,9 @@ TABLE = [
         "binary_cross_entropy: `epsilon` must be an array, got None.",),
     # ----------------------------------------------------------------- reduce_loss
     Row("unknown reduction", lambda: sx.reduce_loss(Z3, None, "average"), ValueError,
-        f"reduction: unknown reduction 'average'; {VALID}"),
+        f"reduce_loss: unknown reduction 'average'; {VALID}"),
     Row("a reduction that is not a string", lambda: sx.reduce_loss(Z3, None, 3), ValueError,
-        f"reduction: unknown reduction 3; {VALID}"),
+        f"reduce_loss: unknown reduction 3; {VALID}"),
     Row("weights not broadcastable to the losses",
         lambda: sx.reduce_loss(Z2, np.ones((3, 1))), ValueError,
         "reduce_loss: `weights` of shape (3, 1) cannot be broadcast to the losses shape (2, 3)."),
@@ -193,7 +193,7 @@ TABLE = [
         f"BinaryCrossentropy: `sample_weight` of shape (3,) {KERAS_SW}"),
     Row("Keras: unknown reduction (at construction)",
         lambda: sx.BinaryCrossentropy(reduction="batchwise"), ValueError,
-        f"reduction: unknown reduction 'batchwise'; {VALID}"),
+        f"BinaryCrossentropy: unknown reduction 'batchwise'; {VALID}"),
     # ----------------------------------------------------------------- validate_inputs
     Row("validate_inputs: None labels", lambda: sx.validate_inputs(None), ValueError,
         "validate_inputs: `labels` must be an array, got None."),
@@ -211,12 +211,13 @@ TABLE = [
         "and segment_ids shape (2,) and dtype int32."),
     Row("validate_inputs: segment ids without num_segments",
         lambda: sx.validate_inputs(Z3, segment_ids=np.zeros(3, np.int32)), ValueError,
-        "validate_inputs: `num_segments` must be a static Python int with `segment_ids`, got "
-        "None."),
+        "validate_inputs: `num_segments` is required with `segment_ids` (a static Python int), "
+        "got None."),
     Row("validate_inputs: a traced num_segments under jit", _jit_validate_num_segments,
         ValueError,
-        "validate_inputs: `num_segments` must be a static Python int with `segment_ids`, got "
-        "JitTracer(~int32[])."),
+        "validate_inputs: `num_segments` must be a static Python int (it fixes an output shape), "
+        "got a traced value of shape () and dtype int32. Close over it or mark it static, e.g. "
+        "`jax.jit(f, static_argnames='num_segments')`."),
     Row("validate_inputs: a float num_segments",
         lambda: sx.validate_inputs(Z3, segment_ids=np.zeros(3, np.int32), num_segments=2.5),
         TypeError, "validate_inputs: `num_segments` must be a Python int, got 2.5 of type float."),
@@ -254,12 +255,30 @@ TABLE = [
     Row("ranking: num_segments without segment ids",
         lambda: ranking.sigmoid_cross_entropy(Z2, Z2, num_segments=2), ValueError,
         "ranking.sigmoid_cross_entropy: `num_segments` (2) is only used with `segment_ids` "
-        "(packed layout); the dense layout takes the number of lists from labels.shape[0]."),
-    Row("ranking: 1-D labels without segment ids",
-        lambda: ranking.sigmoid_cross_entropy(Z3, Z3), ValueError,
-        "ranking.sigmoid_cross_entropy: without `segment_ids` (dense layout) `labels` must be 2-D "
-        "[batch, list_size], got shape (3,) and dtype float32; pass `segment_ids` and "
-        "`num_segments` for flat packed items."),
+        "(packed layout); the dense layout takes the number of lists from the labels' leading "
+        "dimensions."),
+    Row("ranking: scalar labels without segment ids",
+        lambda: ranking.sigmoid_cross_entropy(1.0, 0.5), ValueError,
+        "ranking.sigmoid_cross_entropy: dense `labels` must be [..., list_size] (a [list_size] "
+        "vector is one list), got shape () and dtype float32; pass `segment_ids` and "
+        "`num_segments` for packed items."),
+    Row("ranking: per-list weights of the wrong leading shape",
+        lambda: ranking.sigmoid_cross_entropy(np.zeros((2, 3, 4)), np.zeros((2, 3, 4)),
+                                              weights=np.ones(3)), ValueError,
+        "ranking.sigmoid_cross_entropy: `weights` must have shape (), per item (2, 3, 4) or per "
+        "list (2, 3) or (2, 3, 1), got shape (3,) and dtype float32."),
+    Row("sharded ranking: a bool num_segments",
+        lambda: sx.sharding.reduce_ranking_loss_sharded(
+            Z3, Z3, axis_name="d", segment_ids=np.zeros(3, np.int32), num_segments=True),
+        TypeError,
+        "reduce_ranking_loss_sharded: `num_segments` must be a Python int, got the bool True."),
+    Row("sharded ranking: a negative num_segments",
+        lambda: sx.sharding.reduce_ranking_loss_sharded(
+            Z3, Z3, axis_name="d", segment_ids=np.zeros(3, np.int32), num_segments=-1),
+        ValueError, "reduce_ranking_loss_sharded: `num_segments` must be >= 0, got -1."),
+    Row("sigmoid_cross_entropy: unknown reduction",
+        lambda: sx.sigmoid_cross_entropy(Z2, Z2, reduction="bogus"), ValueError,
+        f"sigmoid_cross_entropy: unknown reduction 'bogus'; {VALID}"),
     Row("ranking: a non-bool where mask",
         lambda: ranking.sigmoid_cross_entropy(Z2, Z2, where=np.ones((2, 3))), TypeError,
         "ranking.sigmoid_cross_entropy: `where` must be a boolean mask (True = real item), got "

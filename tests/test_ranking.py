@@ -769,8 +769,10 @@ def test_errors_name_the_argument():
         sce(z, x[:4], segment_ids=ids, num_segments=2)
     with pytest.raises(ValueError, match="1-D.*vmap"):
         sce(z[None], x[None], segment_ids=ids[None], num_segments=2)
-    with pytest.raises(ValueError, match="2-D.*segment_ids"):
-        sce(z, x)
+    with pytest.raises(ValueError, match=r"\[\.\.\., list_size\].*segment_ids"):
+        sce(z[0], x[0])
+    with pytest.raises(ValueError, match=r"weights.*per list \(2, 3\) or \(2, 3, 1\)"):
+        sce(jnp.zeros((2, 3, 4)), jnp.zeros((2, 3, 4)), weights=jnp.ones((3,)))
     with pytest.raises(ValueError, match=r"weights.*\(5,\).*\(2,\).*\(3,\)"):
         sce(z, x, segment_ids=ids, num_segments=2, weights=jnp.ones(3))
     with pytest.raises(ValueError, match=r"weights.*\(2,\) or \(2, 1\).*\(1, 3\)"):
