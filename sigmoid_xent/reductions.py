@@ -97,7 +97,8 @@ def _divide_jvp(primals: tuple[Array, Array], tangents: tuple[Array, Array]):
     # for a sum of tiny weights (1e-24 each), which made d mean / d weights NaN.
     (num, den), (t_num, t_den) = primals, tangents
     q = _divide(num, den)
-    return q, _divide(t_num - q * t_den, den)
+    # An infinite quotient times a zero tangent of the denominator is 0, not NaN.
+    return q, _divide(t_num - absorbing_mul(t_den, q), den)
 
 
 def safe_divide(num: Array, den: Array) -> Array:

@@ -1,0 +1,335 @@
+"""Behaviours every public loss shares, each one test parameterised over every loss (as rax).
+
+A new loss gets the whole battery by being added to ``LOSSES``: jit equals eager, vmap equals a
+loop, gradients finite for finite input (extremes included), dtype kept, a shape mismatch is a
+clear error, a zero weight gives a zero gradient, repeated calls never retrace, and the strict
+JAX modes (rank promotion "raise", dtype promotion "strict", x64, debug_nans) change nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+
+import sigmoid_xent as sx
+from sigmoid_xent import ranking
+
+INF = float("inf")
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+    """``fn(labels, logits, weights)`` of one public loss; ``weights`` None when unsupported."""
+
+    name: str
+    fn: Callable[..., jax.Array]
+    weighted: bool = True  # whether ``weights`` (labels' shape) reaches the loss
+    reduces: bool = False  # whether the result is a scalar
+
+
+def _elementwise(f: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+    # An elementwise loss "weighted" the way users weight it: reduce_loss with weights.
+    def loss(z, x, w=None):
+        out = f(z, x)
+        return out if w is None else sx.reduce_loss(out, w, "sum")
+
+    return loss
+
+
+def _keras_object(z, x, w=None):
+    # Per-sample weights [batch, 1]: the first column of w.
+    bce = sx.BinaryCrossentropy(from_logits=True, reduction="sum")
+    return bce(z, x) if w is None else bce(z, x, sample_weight=w[:, :1])
+
+
+def _ranking_object(z, x, w=None):
+    return ranking.SigmoidCrossEntropyLoss(reduction="sum")(z, x, sample_weight=w)
+
+
+LOSSES = [
+    Loss("sigmoid_cross_entropy_with_logits", _elementwise(sx.sigmoid_cross_entropy_with_logits)),
+    Loss(
+        "weighted_sigmoid_cross_entropy_with_logits",
+        _elementwise(lambda z, x: sx.weighted_sigmoid_cross_entropy_with_logits(z, x, 1.5)),
+    ),
+    Loss(
+        "sigmoid_focal_loss",
+        _elementwise(lambda z, x: sx.sigmoid_focal_loss(z, x, alpha=0.25, gamma=2.0)),
+    ),
+    Loss(
+        "sigmoid_cross_entropy",
+        lambda z, x, w=None: sx.sigmoid_cross_entropy(
+            z, x, weights=1.0 if w is None else w, reduction="sum"
+        ),
+        reduces=True,
+    ),
+    Loss(
+        "binary_crossentropy",
+        lambda z, x, w=None: sx.binary_crossentropy(z, x, from_logits=True),
+        weighted=False,
+    ),
+    Loss("BinaryCrossentropy", _keras_object, reduces=True),
+    Loss(
+        "ranking.sigmoid_cross_entropy",
+        lambda z, x, w=None: ranking.sigmoid_cross_entropy(z, x, weights=w, reduction="sum"),
+        reduces=True,
+    ),
+    Loss("ranking.SigmoidCrossEntropyLoss", _ranking_object, reduces=True),
+    Loss(
+        "reduce_loss",
+        lambda z, x, w=None: sx.reduce_loss(sx.sigmoid_cross_entropy_with_logits(z, x), w),
+        reduces=True,
+    ),
+]
+IDS = [loss.name for loss in LOSSES]
+
+
+def _data(shape=(4, 5), dtype=jnp.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    z = (rng.uniform(size=shape) < 0.5).astype(np.float32)
+    x = rng.normal(size=shape).astype(np.float32) * 4
+    return jnp.asarray(z, dtype), jnp.asarray(x, dtype)
+
+
+def _total(loss: Loss, w=None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    def f(z, x):
+        return jnp.sum(loss.fn(z, x) if w is None else loss.fn(z, x, w))
+
+    return f
+
+
+class JitEqualsEager(chex.TestCase):
+    """Values and gradients of every loss, with and without jit (chex variants)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(*[(loss.name, loss) for loss in LOSSES])
+    def test_jit_equals_eager(self, loss):
+        z, x = _data()
+        reference = jax.jit(loss.fn)(z, x)
+        reference_grads = jax.jit(jax.grad(_total(loss), argnums=(0, 1)))(z, x)
+        got = self.variant(loss.fn)(z, x)
+        grads = self.variant(jax.grad(_total(loss), argnums=(0, 1)))(z, x)
+        chex.assert_trees_all_close(got, reference, rtol=1e-6, atol=1e-7)
+        chex.assert_trees_all_close(grads, reference_grads, rtol=1e-6, atol=1e-7)
+        chex.assert_tree_all_finite(grads)
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+def test_vmap_equals_loop(loss):
+    zs, xs = _data((3, 4, 5))
+    batched = jax.vmap(loss.fn)(zs, xs)
+    looped = jnp.stack([loss.fn(zs[i], xs[i]) for i in range(3)])
+    chex.assert_trees_all_close(batched, looped, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+@pytest.mark.parametrize("scale", [1.0, 1e3, 1e30, 3e38])
+def test_gradients_finite_for_finite_input(loss, scale):
+    z, x = _data()
+    x = jnp.clip(x * scale, -3e38, 3e38)
+    value = loss.fn(z, x)
+    grads = jax.grad(lambda x: jnp.sum(loss.fn(z, x) * 1e-38))(x)
+    assert not np.any(np.isnan(np.asarray(value))), loss.name
+    chex.assert_tree_all_finite(grads)
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
+def test_dtype_kept(loss, dtype):
+    z, x = _data(dtype=dtype)
+    out = loss.fn(z, x)
+    chex.assert_type(out, dtype)
+    chex.assert_type(jax.grad(_total(loss), argnums=1)(z, x), dtype)
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+def test_float64_kept_with_x64(loss):
+    with jax.enable_x64(True):
+        z, x = _data(dtype=jnp.float64)
+        chex.assert_type(loss.fn(z, x), jnp.float64)
+        chex.assert_type(jax.grad(_total(loss), argnums=1)(z, x), jnp.float64)
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+def test_shape_mismatch_is_a_clear_error(loss):
+    z, x = _data()
+    with pytest.raises(ValueError, match=r"\(4, 4\).*\(4, 5\)|\(4, 5\).*\(4, 4\)"):
+        loss.fn(z[:, :4], x)
+
+
+@pytest.mark.parametrize("loss", [loss for loss in LOSSES if loss.weighted], ids=lambda c: c.name)
+def test_zero_weight_gives_zero_gradient(loss):
+    # Infinite logits that disagree with their labels (the loss is inf there) and that agree
+    # (d/dz = -x is infinite): with weight 0 every gradient is 0, never NaN.
+    z = jnp.array([[1.0, 0.0, 1.0, 0.0], [0.5, 1.0, 0.0, 0.25]])
+    x = jnp.array([[-INF, INF, INF, -INF], [INF, -3.0, 2.0, -INF]])
+    w = jnp.array([[0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.0]])
+    grads = jax.grad(_total(loss, w), argnums=(0, 1))(z, x)
+    chex.assert_tree_all_finite(grads)
+    for g in grads:
+        np.testing.assert_array_equal(np.asarray(g)[w == 0], 0.0)
+    value = _total(loss, w)(z, x)
+    assert np.isfinite(value), (loss.name, value)
+    # The weighted elements alone decide the value.
+    keep = _total(loss, w[1:2])(z[1:2], x[1:2])
+    np.testing.assert_allclose(value, keep, rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+def test_compiled_once_for_repeated_calls(loss):
+    z, x = _data()
+    chex.clear_trace_counter()
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(z, x):
+        return jax.value_and_grad(_total(loss), argnums=1)(z, x)
+
+    for seed in range(3):
+        z, x = _data(seed=seed)
+        step(z, x)
+
+
+def test_loss_objects_as_static_arguments_compile_once():
+    chex.clear_trace_counter()
+    z, x = _data()
+
+    @chex.assert_max_traces(n=2)
+    def step(loss_object, z, x):
+        return loss_object(z, x)
+
+    compiled = jax.jit(step, static_argnums=0)
+    for _ in range(3):
+        compiled(sx.BinaryCrossentropy(from_logits=True), z, x)  # equal objects: one trace
+        compiled(ranking.SigmoidCrossEntropyLoss(reduction="sum"), z, x)
+
+
+def test_public_functions_compile_once_eagerly():
+    # Eager calls go through one cached program: the second call with equal shapes and
+    # options compiles nothing.
+    z, x = _data()
+    for loss in LOSSES:
+        loss.fn(z, x)
+    with jax.log_compiles(True), _count_compiles() as count:
+        for loss in LOSSES:
+            loss.fn(z, x)
+    assert count() == 0
+
+
+@contextlib.contextmanager
+def _count_compiles():
+    import logging
+
+    records: list[str] = []
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "Compiling" in record.getMessage():
+                records.append(record.getMessage())
+
+    handler = Handler()
+    logger = logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        yield lambda: len(records)
+    finally:
+        logger.removeHandler(handler)
+
+
+STRICT_MODES: dict[str, Callable[[], Any]] = {
+    "rank_promotion_raise": lambda: jax.numpy_rank_promotion("raise"),
+    "dtype_promotion_strict": lambda: jax.numpy_dtype_promotion("strict"),
+    "x64": lambda: jax.enable_x64(True),
+    "debug_nans": lambda: jax.debug_nans(True),
+}
+
+
+def _surface() -> list[tuple[str, Callable[..., Any], tuple[Any, ...]]]:
+    """Every public function with its documented shapes, ±inf and finite extremes included.
+
+    Each entry is ``(name, fn, args)``; gradients are taken w.r.t. every float argument.
+    """
+    z = jnp.array([[1.0, 0.0, 1.0, 0.0, 0.5], [0.0, 1.0, 1.0, 0.0, 0.25]])
+    x = jnp.array([[INF, -INF, 3e38, -3e38, 0.5], [1.0, 30.0, -30.0, INF, -INF]])
+    per_class = jnp.array([0.5, 1.0, 2.0, 1.5, 1.0])
+    h = jnp.linspace(-1.0, 1.0, 20).reshape(5, 4)
+    w = jnp.linspace(-0.5, 0.5, 12).reshape(3, 4)
+    labels = (jnp.arange(15).reshape(5, 3) % 2).astype(jnp.float32)
+    img = jnp.linspace(-1.0, 1.0, 24).reshape(6, 4)
+    txt = jnp.linspace(1.0, -1.0, 24).reshape(6, 4)
+    ranked = jnp.array([[1.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    ids = jnp.array([0, 0, 1, 1, 1])
+    probs = jax.nn.sigmoid(jnp.clip(x, -80.0, 80.0))
+    return [
+        ("core", sx.sigmoid_cross_entropy_with_logits, (z, x)),
+        ("weighted", sx.weighted_sigmoid_cross_entropy_with_logits, (z, x, per_class)),
+        ("focal", lambda z, x: sx.sigmoid_focal_loss(z, x, alpha=0.25, gamma=2.0), (z, x)),
+        (
+            "focal_no_alpha",
+            lambda z, x: sx.sigmoid_focal_loss(z, x, alpha=None, gamma=0.5),
+            (z, x),
+        ),
+        ("probs", sx.binary_cross_entropy, (z, probs)),
+        ("tf_v1", lambda z, x, w: sx.sigmoid_cross_entropy(z, x, weights=w), (z, x, z[:, :1])),
+        (
+            "tf_v1_smoothing",
+            lambda z, x, s: sx.sigmoid_cross_entropy(z, x, label_smoothing=s),
+            (z, x, per_class),
+        ),
+        ("keras_fn", lambda z, x: sx.binary_crossentropy(z, x, from_logits=True), (z, x)),
+        (
+            "keras_obj",
+            lambda z, x, w: sx.BinaryCrossentropy(from_logits=True)(z, x, w),
+            (z, x, jnp.array([1.0, 0.0])),
+        ),
+        ("reduce_row_weights", lambda l, w: sx.reduce_loss(l, w, "mean"), (z, per_class)),
+        ("ranking", ranking.sigmoid_cross_entropy, (ranked, x[:, :3])),
+        ("ranking_3d", ranking.sigmoid_cross_entropy, (ranked[None], x[None, :, :3])),
+        (
+            "ranking_packed",
+            lambda z, x: ranking.sigmoid_cross_entropy(z, x, segment_ids=ids, num_segments=2),
+            (z[0], x[0]),
+        ),
+        ("linear", sx.linear_sigmoid_cross_entropy, (h, w, labels, jnp.ones(3))),
+        ("siglip", sx.siglip_loss, (img, txt, jnp.asarray(0.5), jnp.asarray(-1.0))),
+    ]
+
+
+SURFACE = _surface()
+
+
+def _finite_total(fn: Callable[..., Any]) -> Callable[..., Any]:
+    # Infinite losses (a disagreeing infinite logit) are left out through a select, so their
+    # elements receive a zero cotangent: that must give zero gradients, not NaN.
+    def total(*args):
+        out = fn(*args)
+        return jnp.sum(jnp.where(jnp.isfinite(out), out, jnp.zeros_like(out)))
+
+    return total
+
+
+@pytest.mark.parametrize("mode", list(STRICT_MODES), ids=list(STRICT_MODES))
+@pytest.mark.parametrize("name,fn,args", SURFACE, ids=[entry[0] for entry in SURFACE])
+def test_strict_modes(mode, name, fn, args):
+    with STRICT_MODES[mode]():
+        if mode == "x64":
+            args = tuple(jnp.asarray(a, jnp.float64) for a in args)
+        eager = fn(*args)
+        jitted = jax.jit(fn)(*args)
+        assert not np.any(np.isnan(np.asarray(eager, np.float64))), name
+        np.testing.assert_allclose(np.asarray(eager), np.asarray(jitted), rtol=1e-6)
+        argnums = tuple(range(len(args)))
+        grads = jax.grad(_finite_total(fn), argnums=argnums)(*args)
+        jitted_grads = jax.jit(jax.grad(_finite_total(fn), argnums=argnums))(*args)
+        for g, jg in zip(grads, jitted_grads, strict=True):
+            assert not np.any(np.isnan(np.asarray(g, np.float64))), name
+            np.testing.assert_allclose(np.asarray(g), np.asarray(jg), rtol=1e-5, atol=1e-30)
