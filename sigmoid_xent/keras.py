@@ -63,7 +63,7 @@ if keras.backend.backend() != "jax":
     raise ImportError(
         f"sigmoid_xent.keras runs on Keras's JAX backend, but Keras is using the "
         f"{keras.backend.backend()!r} backend. Set the environment variable KERAS_BACKEND=jax "
-        "before anything imports keras (or \"backend\": \"jax\" in ~/.keras/keras.json)."
+        'before anything imports keras (or "backend": "jax" in ~/.keras/keras.json).'
     )
 
 Array = jax.Array
