@@ -96,7 +96,7 @@ def bench_fit(repeats: int) -> list[tuple[str, str, float, float, float, float]]
                 model.compile(optimizer=keras.optimizers.SGD(0.01), loss=make())
                 model.fit(x, y, sample_weight=sw, batch_size=batch, epochs=1, verbose=0)
 
-                def fit(model=model):
+                def fit(model=model, x=x, y=y, sw=sw, batch=batch):
                     model.fit(x, y, sample_weight=sw, batch_size=batch, epochs=1, verbose=0)
 
                 fits[key] = fit

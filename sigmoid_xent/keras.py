@@ -303,12 +303,18 @@ class _PerSampleLoss(keras.losses.Loss):
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def _per_sample_shape(self, t: tuple[int, ...], p: tuple[int, ...]) -> tuple[int, ...]:
-        z, x = jax.eval_shape(
-            _match_rank, jax.ShapeDtypeStruct(t, jnp.float32), jax.ShapeDtypeStruct(p, jnp.float32)
-        )
-        _check_pair(z, x, self._CLS)
-        axis = self._checked_axis(x.ndim, x.shape)
-        return tuple(d for i, d in enumerate(x.shape) if i != axis)
+        """The shape ``call`` will return, from the input shapes alone (no tracing)."""
+        if len(t) == len(p) + 1 and t[-1] == 1:
+            p, t = (p + (1,), t) if len(p) == 1 else (p, t[:-1])
+        elif len(p) == len(t) + 1 and p[-1] == 1:
+            p, t = (p, t + (1,)) if len(t) == 1 else (p[:-1], t)
+        if t != p:
+            raise ValueError(
+                f"{self._CLS}: `y_true` and `y_pred` must have the same shape (after Keras's rule "
+                f"for a trailing dimension of 1), got y_true of shape {t} and y_pred of shape {p}."
+            )
+        axis = self._checked_axis(len(p), p)
+        return tuple(d for i, d in enumerate(p) if i != axis)
 
     def _checked_axis(self, ndim: int, shape: tuple[int, ...]) -> int:
         if not -ndim <= self.axis < ndim:

@@ -254,12 +254,10 @@ def test_focal_probability_gradient_finite_at_the_edges():
 
 
 @pytest.mark.parametrize("ours_cls, keras_cls", PAIRS)
-@pytest.mark.parametrize(
-    "dtype", [None, "float32", "bfloat16", "float16", "mixed_bfloat16", "policy_float16"]
-)
+@pytest.mark.parametrize("dtype", [None, "bfloat16", "mixed_float16", "policy_bfloat16"])
 def test_dtype_argument_as_keras(ours_cls, keras_cls, dtype):
-    if dtype == "policy_float16":
-        dtype = keras.DTypePolicy("mixed_float16")
+    if dtype == "policy_bfloat16":
+        dtype = keras.DTypePolicy("mixed_bfloat16")
     y_true, y_pred = _data((6, 3), True, seed=5, scale=2.0)
     sw = np.linspace(0.5, 1.5, 6)
     ours = ours_cls(from_logits=True, dtype=dtype)(y_true, y_pred, sw)
@@ -431,10 +429,8 @@ def test_ranking_seed_values():
     [
         ("sum_over_batch_size", "sum_over_batch_size"),
         ("auto", "sum_over_batch_size"),
-        ("AUTO", "sum_over_batch_size"),
         ("mean", "sum_over_batch_size"),
-        ("sum", "sum"),
-        ("none", "none"),
+        ("SUM", "sum"),
         (None, "none"),
         ("mean_with_sample_weight", "mean"),
         ("sum_by_nonzero_weights", "sum_by_nonzero_weights"),
@@ -442,7 +438,7 @@ def test_ranking_seed_values():
         ("list_mean", "list_mean"),
     ],
 )
-@pytest.mark.parametrize("weights", ["none", "batch", "batch_1", "item", "scalar"])
+@pytest.mark.parametrize("weights", ["none", "batch", "item"])
 def test_ranking_reductions_and_weights(reduction, core, weights):
     rng = np.random.default_rng(7)
     labels = (rng.random((4, 5)) < 0.4).astype(np.float32)
