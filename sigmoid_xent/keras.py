@@ -16,8 +16,10 @@ The values are Keras 3's (on probabilities: Keras 3's clipping of ``y_pred`` to
 ``[epsilon, 1 - epsilon]`` and ``log(p)``, not tf.keras 2's ``log(p + epsilon)``); on logits
 they come from :func:`sigmoid_xent.sigmoid_cross_entropy_with_logits` and
 :func:`sigmoid_xent.sigmoid_focal_loss`, so the gradients are the custom VJP's (``-9.357623e-14``
-at logit 30, label 1) and values and gradients stay finite at ``±inf`` logits, where Keras's own
-give NaN. 16-bit ``dtype`` arguments are computed in float32 and rounded once.
+at logit 30, label 1) and values and gradients stay finite at ``±inf`` logits (Keras's
+``BinaryCrossentropy`` gives NaN there). With a 16-bit ``dtype`` the elementwise losses and their
+per-sample means are computed in float32 and rounded once; Keras then weights and reduces in that
+dtype, as for its own losses.
 
 Each class is registered for Keras serialization (package ``sigmoid_xent``): a model saved with
 ``model.save("m.keras")`` loads with ``keras.models.load_model("m.keras")`` in any process that
