@@ -12,7 +12,7 @@ SHARDED_FLAGS := XLA_FLAGS=--xla_force_host_platform_device_count=8
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,flax,equinox,notebooks]'
+	$(PY) -m pip install -q -e '.[test,flax,equinox,keras,notebooks]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from sigmoid_xent import _checks
+from sigmoid_xent import _checks, ranking
 from sigmoid_xent._core import binary_cross_entropy, sigmoid_cross_entropy_with_logits
 from sigmoid_xent.reductions import Reduction, compiled_reduction, weighted_reduction
 
@@ -202,9 +202,56 @@ def keras_sample_weight(sample_weight: Any, loss_shape: tuple[int, ...], fn: str
     return w
 
 
+def _is_ragged(value: Any) -> bool:
+    """A Python list/tuple of 1-D rows whose lengths are not all equal."""
+    if not isinstance(value, (list, tuple)) or not value:
+        return False
+    if not all(np.ndim(row) == 1 for row in value):
+        return False
+    return len({int(np.shape(row)[0]) for row in value}) > 1
+
+
+def _ragged_per_sample(
+    y_true: Any, y_pred: Any, from_logits: bool, label_smoothing: ArrayLike, axis: int, fn: str
+) -> Array:
+    """tf.keras 2 on ragged tensors: the loss of each row is the mean over its own length."""
+    for value, name in ((y_true, "y_true"), (y_pred, "y_pred")):
+        if not (isinstance(value, (list, tuple)) and all(np.ndim(row) == 1 for row in value)):
+            raise ValueError(
+                f"{fn}: ragged input needs both `y_true` and `y_pred` as lists of 1-D rows, "
+                f"got `{name}` of type {type(value).__name__} whose rows are not all 1-D."
+            )
+    lengths = [int(np.shape(row)[0]) for row in y_true]
+    pred_lengths = [int(np.shape(row)[0]) for row in y_pred]
+    if lengths != pred_lengths:
+        raise ValueError(
+            f"{fn}: ragged `y_true` and `y_pred` must have rows of equal lengths, got y_true "
+            f"lengths {lengths} and y_pred lengths {pred_lengths}."
+        )
+    if min(lengths) == 0:
+        raise ValueError(
+            f"{fn}: every ragged row must hold at least one value (its loss is the mean over "
+            f"the row), got row lengths {lengths}."
+        )
+    if axis not in (-1, 1):
+        raise ValueError(
+            f"{fn}: ragged rows are averaged over their own length, the last axis: `axis` must "
+            f"be -1 (or 1), got {axis}."
+        )
+    pred, segment_ids = ranking.pack(list(y_pred))
+    true, _ = ranking.pack(list(y_true))
+    # Each value is a row of one: binary_crossentropy's mean over it is the elementwise loss.
+    elementwise = binary_crossentropy(
+        true[:, None], pred[:, None], from_logits, label_smoothing, axis=-1
+    )
+    cd = _checks.compute_dtype(elementwise.dtype)
+    sums = jax.ops.segment_sum(elementwise.astype(cd), segment_ids, len(lengths))
+    return (sums / jnp.asarray(lengths, cd)).astype(elementwise.dtype)
+
+
 @dataclasses.dataclass(frozen=True)
 class BinaryCrossentropy:
-    """Keras' ``BinaryCrossentropy`` loss object, immutable and hashable.
+    """Keras' ``BinaryCrossentropy`` loss object for plain JAX code, immutable and hashable.
 
     ``__call__(y_true, y_pred, sample_weight=None)`` computes :func:`binary_crossentropy` per
     sample, multiplies by ``sample_weight`` (a scalar, ``[batch]``, or broadcastable to the
@@ -212,13 +259,25 @@ class BinaryCrossentropy:
     as Keras 2) and applies ``reduction`` (``auto`` = ``sum_over_batch_size``). Unlike Keras 2,
     ``y_true`` and ``y_pred`` must have equal shapes.
 
+    Ragged input, as tf.keras 2's class takes ``tf.RaggedTensor``: ``y_true`` and ``y_pred`` may
+    be Python lists of 1-D rows of unequal lengths (the same lengths in both). Each row's loss is
+    the mean over its own length; ``sample_weight`` (a scalar or ``[rows]``) and the reduction
+    then apply to the ``[rows]`` per-row losses.
+
     Being a frozen dataclass, an instance can be closed over or passed as a static argument to
     ``jax.jit``. ``get_config()`` / ``from_config()`` round-trip it.
+
+    **Keras users**: pass :class:`sigmoid_xent.keras.BinaryCrossentropy` to ``model.compile``,
+    not this class. Keras treats any loss that is not a ``keras.losses.Loss`` as a plain function
+    and multiplies its result by ``sample_weight`` itself; this object has already reduced to a
+    scalar, so weighted ``fit``/``evaluate`` values come out wrong, masks are ignored and a
+    saved model does not load. The Keras class returns per-sample losses and lets Keras weight,
+    mask and reduce them, and it is registered for saving.
 
     Args:
       from_logits: Whether ``y_pred`` holds logits (recommended: exact) or probabilities.
       label_smoothing: Smoothing towards 1/2.
-      axis: The axis averaged over per sample.
+      axis: The axis averaged over per sample (-1 for ragged rows).
       reduction: A :class:`Reduction` or its name; kept as given in the config.
       name: A name, for the config.
 
@@ -234,6 +293,14 @@ class BinaryCrossentropy:
       Array(0.45814526, dtype=float32)
       >>> sx.BinaryCrossentropy(reduction="sum")(y_true, y_pred)
       Array(1.6298485, dtype=float32)
+
+      Ragged rows (each row's mean over its own length, then the mean over rows):
+
+      >>> ragged = sx.BinaryCrossentropy(reduction="none")
+      >>> ragged([[0., 1.], [0., 0., 1.]], [[0.6, 0.4], [0.4, 0.6, 0.5]])
+      Array([0.9162905 , 0.70675427], dtype=float32)
+      >>> bce([[0., 1.], [0., 0., 1.]], [[0.6, 0.4], [0.4, 0.6, 0.5]])
+      Array(0.81152236, dtype=float32)
     """
 
     from_logits: bool = False
@@ -249,10 +316,15 @@ class BinaryCrossentropy:
         self, y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None
     ) -> Array:
         """The reduced loss (per-sample losses of shape ``[batch, d0, .., dN-1]`` for none)."""
-        per_sample = binary_crossentropy(
-            y_true, y_pred, self.from_logits, self.label_smoothing, self.axis
-        )
         fn = "BinaryCrossentropy"
+        if _is_ragged(y_true) or _is_ragged(y_pred):
+            per_sample = _ragged_per_sample(
+                y_true, y_pred, self.from_logits, self.label_smoothing, self.axis, fn
+            )
+        else:
+            per_sample = binary_crossentropy(
+                y_true, y_pred, self.from_logits, self.label_smoothing, self.axis
+            )
         weights = None
         if sample_weight is not None:
             weights = keras_sample_weight(sample_weight, per_sample.shape, fn)

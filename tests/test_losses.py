@@ -236,3 +236,74 @@ def test_object_vmap_and_grad():
 def test_unknown_reduction_fails_at_construction():
     with pytest.raises(ValueError, match="unknown reduction"):
         sx.BinaryCrossentropy(reduction="batchwise")
+
+
+# --------------------------------------------------------------------------- ragged rows
+
+
+def _ragged_reference(rows_true, rows_pred, from_logits, smoothing):
+    """float64: each row's mean over its own length (tf.keras 2 on ragged tensors)."""
+    out = []
+    for z, p in zip(rows_true, rows_pred, strict=True):
+        z = np.asarray(z, np.float64) * (1 - smoothing) + 0.5 * smoothing
+        p = np.asarray(p, np.float64)
+        if from_logits:
+            losses = ref_loss(z, p)
+        else:
+            q = np.clip(p, 1e-7, 1 - 1e-7)
+            losses = -(z * np.log(q + 1e-7) + (1 - z) * np.log(1 - q + 1e-7))
+        out.append(losses.mean())
+    return np.array(out)
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+@pytest.mark.parametrize("reduction", ["auto", "sum", "none", "mean"])
+@pytest.mark.parametrize("weights", [None, 2.0, [1.0, 0.0, 3.0], [[1.0], [0.5], [2.0]]])
+def test_keras_object_ragged_rows(from_logits, reduction, weights):
+    rows_true = [[0.0, 1.0], [1.0, 0.0, 0.0, 1.0], [0.5]]
+    rows_pred = [[0.6, 0.4], [0.9, 0.2, 0.3, 0.7], [0.1]]
+    if from_logits:
+        rows_pred = [[2.0, -1.0], [3.0, -0.5, 0.2, 4.0], [-2.0]]
+    bce = sx.BinaryCrossentropy(from_logits=from_logits, label_smoothing=0.1, reduction=reduction)
+    got = bce(rows_true, rows_pred, sample_weight=None if weights is None else jnp.array(weights))
+    per_row = _ragged_reference(rows_true, rows_pred, from_logits, 0.1)
+    w = np.ones(3) if weights is None else np.broadcast_to(np.reshape(weights, -1), (3,))
+    want = {
+        "auto": (per_row * w).sum() / 3,
+        "sum": (per_row * w).sum(),
+        "none": per_row * w,
+        "mean": (per_row * w).sum() / w.sum(),
+    }[reduction]
+    np.testing.assert_allclose(got, want, rtol=2e-6)
+
+
+def test_keras_object_ragged_rows_jit_and_grad():
+    bce = sx.BinaryCrossentropy(from_logits=True)
+    rows_true = [jnp.array([0.0, 1.0]), jnp.array([1.0, 0.0, 1.0])]
+
+    def f(a, b):
+        return bce(rows_true, [a, b])
+
+    a, b = jnp.array([0.5, -1.0]), jnp.array([2.0, 0.1, -3.0])
+    np.testing.assert_allclose(jax.jit(f)(a, b), f(a, b), rtol=1e-6)
+    ga, gb = jax.grad(f, argnums=(0, 1))(a, b)
+    # d/dx of (mean of row k) / rows = (sigmoid(x) - z) / (rows * len_k)
+    np.testing.assert_allclose(ga, (jax.nn.sigmoid(a) - rows_true[0]) / 4, rtol=1e-5)
+    np.testing.assert_allclose(gb, (jax.nn.sigmoid(b) - rows_true[1]) / 6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "y_true, y_pred, kwargs, pattern",
+    [
+        ([[0.0, 1.0], [1.0]], [[0.2, 0.4], [0.3, 0.1]], {},
+         r"BinaryCrossentropy: ragged `y_true` and `y_pred` must have rows of equal lengths, got "
+         r"y_true lengths \[2, 1\] and y_pred lengths \[2, 2\]"),
+        ([[0.0, 1.0], []], [[0.2, 0.4], []], {},
+         r"at least one value .* got row lengths \[2, 0\]"),
+        ([[0.0, 1.0], [1.0]], [[0.2, 0.4], [0.3]], {"axis": 0},
+         r"`axis` must be -1 \(or 1\), got 0"),
+    ],
+)
+def test_keras_object_ragged_errors(y_true, y_pred, kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        sx.BinaryCrossentropy(**kwargs)(y_true, y_pred)

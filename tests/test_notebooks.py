@@ -140,6 +140,10 @@ def test_04_migrating_from_tensorflow():
     assert abs(s["ranking_ragged"] - 0.6444636) < 1e-6
     assert abs(s["keras_bce"] - 0.815) < 5e-4
     assert s["v1_matches_formula"]
+    # The Keras 3 section: our loss class equals Keras's own under sample weights, the plain-JAX
+    # object does not, training works, and the saved .keras model loads back.
+    assert s["keras_matches_keras_own"] and s["keras_plain_object_off"]
+    assert s["keras_trained"] and s["keras_reloaded_equal"]
 
 
 def test_sources_and_notebooks_agree():

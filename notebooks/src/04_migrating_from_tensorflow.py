@@ -356,13 +356,90 @@ print(
 )
 
 # %% [markdown]
-# ## A Keras `model.compile(loss=...)` becomes a train step
+# ## Keras 3: `model.compile(loss=sigmoid_xent.keras.BinaryCrossentropy(...))`
+#
+# If you keep Keras (3, on the JAX backend), change only the loss:
+#
+# ```python
+# model.compile(optimizer="adam", loss=sigmoid_xent.keras.BinaryCrossentropy(from_logits=True))
+# ```
+#
+# `sigmoid_xent.keras` holds real `keras.losses.Loss` subclasses (`BinaryCrossentropy`,
+# `BinaryFocalCrossentropy`, `SigmoidCrossEntropyLoss`). Their `call` returns per-sample losses
+# from the stable core, and Keras applies `sample_weight`, masks and the reduction, as for its
+# own losses. The plain-JAX `sx.BinaryCrossentropy` is **not** for `model.compile`: Keras
+# treats anything that is not a `keras.losses.Loss` as a function, and multiplies the scalar it
+# already returned by the sample weights once more. Below, the same small model evaluated with
+# non-uniform sample weights under the three losses, then trained with ours, saved to a
+# `.keras` file and loaded back without `custom_objects`.
+
+# %%
+import os
+import tempfile
+
+os.environ.setdefault("KERAS_BACKEND", "jax")  # before anything imports keras
+import keras
+
+import sigmoid_xent.keras
+
+rng = np.random.default_rng(0)
+features = rng.standard_normal((256, 8)).astype(np.float32)
+true_w = rng.standard_normal((8, 3)).astype(np.float32)
+targets = (features @ true_w + rng.standard_normal((256, 3)) > 0).astype(np.float32)
+# Up-weight the examples whose first label is positive (as a class weight would).
+sample_weight = np.where(targets[:, 0] > 0, 3.0, 0.5).astype(np.float32)
+
+
+def small_model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)]
+    )
+
+
+LOSSES = {
+    "keras.losses.BinaryCrossentropy": keras.losses.BinaryCrossentropy(from_logits=True),
+    "sigmoid_xent.keras.BinaryCrossentropy": sigmoid_xent.keras.BinaryCrossentropy(
+        from_logits=True
+    ),
+    "sx.BinaryCrossentropy (plain JAX: wrong here)": sx.BinaryCrossentropy(from_logits=True),
+}
+evaluated = {}
+for label, loss in LOSSES.items():
+    model = small_model()
+    model.compile(optimizer="sgd", loss=loss)
+    evaluated[label] = model.evaluate(
+        features, targets, sample_weight=sample_weight, batch_size=64, verbose=0
+    )
+for label, value in evaluated.items():
+    print(f"{label:48s} evaluate with sample_weight: {value:.6f}")
+
+# %%
+model = small_model()
+model.compile(
+    optimizer=keras.optimizers.Adam(0.02),
+    loss=sigmoid_xent.keras.BinaryCrossentropy(from_logits=True, label_smoothing=0.05),
+)
+history = model.fit(
+    features, targets, sample_weight=sample_weight, batch_size=32, epochs=20, verbose=0
+)
+trained = model.evaluate(features, targets, sample_weight=sample_weight, verbose=0)
+path = os.path.join(tempfile.mkdtemp(), "model.keras")
+model.save(path)
+reloaded = keras.models.load_model(path)  # no custom_objects: the classes are registered
+again = reloaded.evaluate(features, targets, sample_weight=sample_weight, verbose=0)
+print(f"loss over 20 epochs: {history.history['loss'][0]:.4f} -> {history.history['loss'][-1]:.4f}")
+print("reloaded loss object:", type(reloaded.loss).__module__, reloaded.loss.get_config())
+print(f"evaluate before saving {trained:.6f}, after loading {again:.6f}")
+
+# %% [markdown]
+# ## Or drop Keras: a `model.compile(loss=...)` becomes a train step
 #
 # ```python
 # model.compile(optimizer="adam", loss=tf.keras.losses.BinaryCrossentropy(from_logits=True))
 # ```
 #
-# becomes, with optax:
+# becomes, with optax and the hashable plain-JAX loss object:
 #
 # ```python
 # loss_obj = sx.BinaryCrossentropy(from_logits=True)
@@ -388,5 +465,21 @@ summary = {
     "keras_bce": float(sx.BinaryCrossentropy()(y_true, y_pred)),
     "v1_matches_formula": bool(np.isclose(ours_v1, by_formula, rtol=1e-6)),
     "weighted_last": float(ours_w[-1]),
+    "keras_matches_keras_own": bool(
+        np.isclose(
+            evaluated["sigmoid_xent.keras.BinaryCrossentropy"],
+            evaluated["keras.losses.BinaryCrossentropy"],
+            rtol=1e-6,
+        )
+    ),
+    "keras_plain_object_off": bool(
+        abs(
+            evaluated["sx.BinaryCrossentropy (plain JAX: wrong here)"]
+            - evaluated["keras.losses.BinaryCrossentropy"]
+        )
+        > 1e-3
+    ),
+    "keras_trained": bool(history.history["loss"][-1] < 0.7 * history.history["loss"][0]),
+    "keras_reloaded_equal": bool(np.isclose(again, trained, rtol=1e-6)),
 }
 print(json.dumps(summary, indent=1))
