@@ -17,6 +17,26 @@ from sigmoid_xent import _checks
 Array = jax.Array
 
 
+def as_logits(value: Any, fn: str, name: str) -> Array:
+    """A float array (the library's rules); float jax arrays pass without a conversion."""
+    if isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jnp.floating):
+        return value
+    return _checks.as_logits(value, fn, name=name)
+
+
+def as_float(value: Any, dtype: Any, name: str, fn: str) -> Any:
+    """Integer/bool values cast to ``dtype``, floats kept (the library's rules).
+
+    Float jax arrays and Python floats and ints pass unchanged (the compiled body converts
+    them): an eager call then costs one dispatch, as ``jax.nn``'s functions do.
+    """
+    if isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jnp.floating):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return _checks.as_float(value, dtype, name, fn)
+
+
 def describe(x: Any) -> str:
     return f"shape {tuple(np.shape(x))} and dtype {jnp.result_type(x)}"
 
@@ -24,6 +44,9 @@ def describe(x: Any) -> str:
 def broadcast_shape(fn: str, peer: str, **named: Any) -> tuple[int, ...]:
     """The broadcast shape of the named arrays (None entries skipped); a ValueError naming all."""
     shapes = {name: tuple(np.shape(v)) for name, v in named.items() if v is not None}
+    distinct = set(shapes.values())
+    if len(distinct) == 1:
+        return distinct.pop()
     try:
         return tuple(np.broadcast_shapes(*shapes.values()))
     except ValueError:

@@ -29,8 +29,8 @@ _PEER = "optax"
 
 
 def _logits_labels(logits: ArrayLike, labels: ArrayLike, fn: str) -> tuple[Array, Array]:
-    x = _checks.as_logits(logits, fn)
-    z = _checks.as_float(labels, x.dtype, "labels", fn)
+    x = _common.as_logits(logits, fn, "logits")
+    z = _common.as_float(labels, x.dtype, "labels", fn)
     return x, z
 
 
@@ -130,8 +130,8 @@ def sigmoid_focal_loss(
     x, z = _logits_labels(logits, labels, fn)
     cd = _checks.compute_dtype(x.dtype)
     _common.check_gamma(gamma, fn)
-    g = _checks.as_float(gamma, cd, "gamma", fn)
-    a = None if alpha is None else _checks.as_float(alpha, cd, "alpha", fn)
+    g = _common.as_float(gamma, cd, "gamma", fn)
+    a = None if alpha is None else _common.as_float(alpha, cd, "alpha", fn)
     _common.broadcast_shape(fn, _PEER, logits=x, labels=z, alpha=a, gamma=g)
     if a is None:
         balance = "none"

@@ -106,10 +106,10 @@ def pointwise_sigmoid_loss(
              [0.       , 0.       , 0.8132617]], dtype=float32)
     """
     fn = _FN
-    s = _checks.as_logits(scores, fn, name="scores")
-    y = _checks.as_float(labels, s.dtype, "labels", fn)
+    s = _common.as_logits(scores, fn, "scores")
+    y = _common.as_float(labels, s.dtype, "labels", fn)
     cd = _checks.compute_dtype(s.dtype)
-    w = None if weights is None else _checks.as_float(weights, cd, "weights", fn)
+    w = None if weights is None else _common.as_float(weights, cd, "weights", fn)
     shape = _common.broadcast_shape(fn, "rax", scores=s, labels=y, weights=w)
     if reduce_fn is None:
         reduction = "none"
@@ -131,7 +131,7 @@ def pointwise_sigmoid_loss(
         return reduce_fn(losses, where=where)  # type: ignore[misc]
     mask = None
     if where is not None:
-        mask = jnp.asarray(where)
+        mask = where if isinstance(where, jax.Array) else jnp.asarray(where)
         if not (mask.dtype == jnp.bool_ or jnp.issubdtype(mask.dtype, jnp.number)):
             raise TypeError(f"{fn}: `where` must be a boolean mask, got {_common.describe(where)}.")
         _common.check_broadcastable(mask, shape, "where", fn, target="loss")

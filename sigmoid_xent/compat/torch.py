@@ -29,8 +29,8 @@ _LIBRARY_REDUCTION = {"none": "none", "mean": "sum_over_batch_size", "sum": "sum
 
 
 def _input_target(input: ArrayLike, target: ArrayLike, fn: str, names: tuple[str, str]):
-    x = _checks.as_logits(input, fn, name=names[0])
-    z = _checks.as_float(target, x.dtype, names[1], fn)
+    x = _common.as_logits(input, fn, names[0])
+    z = _common.as_float(target, x.dtype, names[1], fn)
     if np.shape(z) != np.shape(x):
         raise ValueError(
             f"{fn}: `{names[1]}` must have the same shape as `{names[0]}` (PyTorch does not "
@@ -97,10 +97,10 @@ def binary_cross_entropy_with_logits(
     red = _common.reduction_name(reduction, _REDUCTIONS, fn)
     w = pw = None
     if weight is not None:
-        w = _checks.as_float(weight, cd, "weight", fn)
+        w = _common.as_float(weight, cd, "weight", fn)
         _common.check_broadcastable(w, x.shape, "weight", fn, target="input")
     if pos_weight is not None:
-        pw = _checks.as_float(pos_weight, cd, "pos_weight", fn)
+        pw = _common.as_float(pos_weight, cd, "pos_weight", fn)
         _common.check_broadcastable(pw, x.shape, "pos_weight", fn, target="input")
     return _bce(x, z, w, pw, reduction=red)
 
@@ -175,11 +175,11 @@ def sigmoid_focal_loss(
     cd = _checks.compute_dtype(x.dtype)
     red = _common.reduction_name(reduction, _REDUCTIONS, fn)
     _common.check_gamma(gamma, fn)
-    g = _checks.as_float(gamma, cd, "gamma", fn)
+    g = _common.as_float(gamma, cd, "gamma", fn)
     _common.check_broadcastable(g, x.shape, "gamma", fn, target="inputs")
     a = None
     if alpha is not None:
-        a = _checks.as_float(alpha, cd, "alpha", fn)
+        a = _common.as_float(alpha, cd, "alpha", fn)
         _common.check_broadcastable(a, x.shape, "alpha", fn, target="inputs")
     return _focal(x, z, a, g, reduction=red)
 
