@@ -27,13 +27,14 @@ def as_logits(value: Any, fn: str, name: str) -> Array:
 def as_float(value: Any, dtype: Any, name: str, fn: str) -> Any:
     """Integer/bool values cast to ``dtype``, floats kept (the library's rules).
 
-    Float jax arrays and Python floats and ints pass unchanged (the compiled body converts
-    them): an eager call then costs one dispatch, as ``jax.nn``'s functions do.
+    Float jax arrays and Python numbers pass unconverted (the compiled body converts them):
+    an eager call then costs one dispatch, as ``jax.nn``'s functions do. Python ints become
+    floats, so ``gamma=2`` and ``gamma=2.0`` share one compiled program.
     """
     if isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jnp.floating):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value
+        return float(value)
     return _checks.as_float(value, dtype, name, fn)
 
 
