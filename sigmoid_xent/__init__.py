@@ -1,6 +1,6 @@
 """sigmoid_xent: every sigmoid cross-entropy loss for JAX, exact to TF, Keras and TF-Ranking."""
 
-from sigmoid_xent import ranking, sharding
+from sigmoid_xent import compat, ranking, sharding
 from sigmoid_xent._core import (
     binary_cross_entropy,
     sigmoid_cross_entropy_with_logits,
@@ -21,6 +21,7 @@ __all__ = [
     "Reduction",
     "binary_cross_entropy",
     "binary_crossentropy",
+    "compat",
     "linear_sigmoid_cross_entropy",
     "ranking",
     "reduce_loss",

@@ -1,0 +1,161 @@
+"""optax's sigmoid losses with optax's signatures, computed by sigmoid_xent's stable core.
+
+Replace ``optax.sigmoid_binary_cross_entropy`` / ``optax.sigmoid_focal_loss`` (also reachable
+as ``optax.losses.*``) with these: same argument order ``(logits, labels)`` (the reverse of
+:func:`sigmoid_xent.sigmoid_cross_entropy_with_logits`, which takes TF's ``(labels, logits)``),
+same keyword-only ``alpha``/``gamma``, same broadcasting, same values wherever optax's are
+finite and accurate; finite values and gradients at ``±inf`` logits (optax gives NaN there) and
+the gradients of the library's custom VJP. Pure JAX: optax is not imported.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+import sigmoid_xent
+from sigmoid_xent import _checks
+from sigmoid_xent.compat import _common
+
+Array = jax.Array
+
+__all__ = ["sigmoid_binary_cross_entropy", "sigmoid_focal_loss"]
+
+_PEER = "optax"
+
+
+def _logits_labels(logits: ArrayLike, labels: ArrayLike, fn: str) -> tuple[Array, Array]:
+    x = _common.as_logits(logits, fn, "logits")
+    z = _common.as_float(labels, x.dtype, "labels", fn)
+    return x, z
+
+
+def sigmoid_binary_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> Array:
+    r"""optax's ``sigmoid_binary_cross_entropy(logits, labels)``, elementwise and stable.
+
+    .. math::
+
+        \ell(x, z) = -z \log\sigma(x) - (1 - z) \log(1 - \sigma(x))
+        = \max(x, 0) - x z + \log(1 + e^{-|x|})
+
+    As optax: ``logits`` first, ``labels`` and ``logits`` broadcast against each other both
+    ways (logits ``[C]`` with labels ``[N, C]`` give ``[N, C]``; done explicitly, so it also
+    works under ``jax_numpy_rank_promotion="raise"``), integer and bool labels cast to the
+    logits' dtype. Unlike optax: ``logits = ±inf`` give 0 where a hard label agrees (optax:
+    NaN), 16-bit logits are computed in float32, and gradients come from the core's custom VJP
+    (``d/dx = sigmoid(x) - z`` without cancellation, ``d/dz = -x``).
+
+    Note the argument order: :func:`sigmoid_xent.sigmoid_cross_entropy_with_logits` takes
+    TensorFlow's ``(labels, logits)``; this function takes optax's ``(logits, labels)``.
+
+    Args:
+      logits: Float logits.
+      labels: Targets broadcastable with ``logits`` (soft labels allowed).
+
+    Returns:
+      The elementwise loss, with the broadcast shape and ``logits``' dtype.
+
+    Raises:
+      TypeError: integer or bool ``logits``.
+      ValueError: shapes that do not broadcast, or a None argument.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from sigmoid_xent.compat import optax
+      >>> optax.sigmoid_binary_cross_entropy(jnp.array([1., -1., jnp.inf]), jnp.array([1, 1, 1]))
+      Array([0.3132617, 1.3132617, 0.       ], dtype=float32)
+    """
+    fn = "compat.optax.sigmoid_binary_cross_entropy"
+    x, z = _logits_labels(logits, labels, fn)
+    _common.broadcast_shape(fn, _PEER, logits=x, labels=z)
+    return _bce(x, z)
+
+
+@jax.jit
+def _bce(x: Array, z: Array) -> Array:
+    x, z = jnp.broadcast_arrays(x, z)
+    return sigmoid_xent.sigmoid_cross_entropy_with_logits(z, x)
+
+
+def sigmoid_focal_loss(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    alpha: ArrayLike | None = None,
+    gamma: ArrayLike = 2.0,
+) -> Array:
+    r"""optax's ``sigmoid_focal_loss(logits, labels, *, alpha=None, gamma=2.0)``, elementwise.
+
+    .. math::
+
+        \ell = \alpha_t (1 - p_t)^\gamma \, \mathrm{bce}(x, z), \quad
+        p_t = z\sigma(x) + (1 - z)(1 - \sigma(x)), \quad
+        \alpha_t = \alpha z + (1 - \alpha)(1 - z)
+
+    with :math:`\alpha_t = 1` when ``alpha`` is None (optax's default: no class balance). As
+    optax: ``logits`` first, ``alpha`` and ``gamma`` keyword-only, ``logits``, ``labels``,
+    ``alpha`` and ``gamma`` broadcast against each other, soft labels as above, and a negative
+    ``alpha`` is used as given (torchvision's ``-1`` would switch the balance off; optax's does
+    not). Computed by :func:`sigmoid_xent.sigmoid_focal_loss`: within an ulp for every
+    ``gamma`` in float32, finite at ``±inf`` logits (optax: NaN), finite gradients for
+    ``gamma = 0`` and ``0 < gamma < 1``. A concrete non-negative ``alpha`` is applied inside the
+    core (one rounding); a traced ``alpha`` (or one with negative entries) multiplies the
+    unbalanced loss afterwards.
+
+    Args:
+      logits: Float logits.
+      labels: Hard or soft targets broadcastable with ``logits``.
+      alpha: None, or the weight of the positive class (a scalar or an array broadcastable
+        with the loss).
+      gamma: Focusing exponent ``>= 0`` (a scalar or a broadcastable array).
+
+    Returns:
+      The elementwise loss, with the broadcast shape and ``logits``' dtype.
+
+    Raises:
+      TypeError: integer or bool ``logits``; ``alpha``/``gamma`` passed positionally.
+      ValueError: shapes that do not broadcast, a concrete negative ``gamma``, a None label.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from sigmoid_xent.compat import optax
+      >>> optax.sigmoid_focal_loss(jnp.array([2., 2.]), jnp.array([1., 0.]), alpha=0.25)
+      Array([4.5089072e-04, 1.2375586e+00], dtype=float32)
+    """
+    fn = "compat.optax.sigmoid_focal_loss"
+    x, z = _logits_labels(logits, labels, fn)
+    cd = _checks.compute_dtype(x.dtype)
+    _common.check_gamma(gamma, fn)
+    g = _common.as_float(gamma, cd, "gamma", fn)
+    a = None if alpha is None else _common.as_float(alpha, cd, "alpha", fn)
+    _common.broadcast_shape(fn, _PEER, logits=x, labels=z, alpha=a, gamma=g)
+    if a is None:
+        balance = "none"
+    elif _common.is_concrete(a) and not np.any(np.asarray(a) < 0):
+        balance = "inside"
+    else:
+        balance = "outside"
+    return _focal(x, z, a, g, balance=balance)
+
+
+@functools.partial(jax.jit, static_argnames="balance")
+def _focal(x: Array, z: Array, a: Array | None, g: Array, *, balance: str) -> Array:
+    shape = jnp.broadcast_shapes(x.shape, z.shape, g.shape, () if a is None else a.shape)
+    x, z = jnp.broadcast_to(x, shape), jnp.broadcast_to(z, shape)
+    if balance == "inside":
+        return sigmoid_xent.sigmoid_focal_loss(z, x, alpha=a, gamma=g)
+    loss = sigmoid_xent.sigmoid_focal_loss(z, x, alpha=None, gamma=g)
+    if balance == "none":
+        return loss
+    # optax's alpha_t for any alpha, negative ones included: the core would treat those as "no
+    # balance" (torchvision's convention), so it is applied here.
+    assert a is not None
+    cd = _checks.compute_dtype(x.dtype)
+    ac = jnp.broadcast_to(a.astype(cd), shape)
+    zc = z.astype(cd)
+    alpha_t = ac * zc + (1 - ac) * (1 - zc)
+    return _common.times(loss.astype(cd), alpha_t).astype(x.dtype)
