@@ -40,7 +40,8 @@ import numpy as np
 from jax import lax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run as bench  # noqa: E402
+from measure import interleaved, make_inputs  # noqa: E402
+from workloads import floor, naive_loss, ours  # noqa: E402
 
 from sigmoid_xent._core import LOG1P_UNIT, logits_grad, loss_value  # noqa: E402
 
@@ -126,13 +127,13 @@ def _value_no_shared_exp(x: jax.Array, z: jax.Array) -> jax.Array:
 def implementations() -> dict[str, Any]:
     vg = lambda f: jax.jit(jax.value_and_grad(f))  # noqa: E731
     return {
-        "ours": vg(bench.ours),
+        "ours": vg(ours),
         "grad in forward": vg(_grad_in_forward(None)),
         "chunked (lax.map)": vg(_grad_in_forward(256)),
         "YNN forward": vg(lambda x, z: _custom(_ynn_value)(x, z).mean()),
         "gradient in place": vg(lambda x, z: _custom(_value_no_shared_exp, True)(x, z).mean()),
-        "naive": vg(bench.naive_loss),
-        "floor": jax.jit(bench.floor),
+        "naive": vg(naive_loss),
+        "floor": jax.jit(floor),
     }
 
 
@@ -141,7 +142,7 @@ def _faults() -> int:
 
 
 def run(repeats: int = 15, n: int = 2**24) -> list[dict[str, Any]]:
-    x, z = bench.make_inputs(n, jnp.float32)
+    x, z = make_inputs(n, jnp.float32)
     impls = implementations()
     ref = impls["ours"](x, z)
     for k, f in impls.items():
@@ -150,7 +151,7 @@ def run(repeats: int = 15, n: int = 2**24) -> list[dict[str, Any]]:
         v, g = f(x, z)
         np.testing.assert_allclose(v, ref[0], rtol=1e-6, err_msg=k)
         np.testing.assert_allclose(g, ref[1], rtol=1e-6, atol=1e-12, err_msg=k)
-    res = bench.interleaved(
+    res = interleaved(
         {k: functools.partial(f, x, z) for k, f in impls.items()}, repeats, jax.block_until_ready
     )
     array_pages = x.size * 4 / resource.getpagesize()

@@ -25,10 +25,8 @@ Run: ``python benchmarks/bench_ranking.py [repeats]``; ``run(repeats)`` returns 
 from __future__ import annotations
 
 import functools
-import statistics
+import os
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -36,6 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from sigmoid_xent import ranking, sigmoid_cross_entropy_with_logits
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measure import interleaved, temp_mib  # noqa: E402
 
 ROW = 512  # slots per row of the rax-style layout (raised to the longest list if shorter)
 
@@ -100,25 +101,6 @@ def rax_style_loss(
     per_list = segment_sum(losses) / jnp.where(count > 0, count, 1.0)
     share = jnp.where(valid, 1.0 / jnp.where(count > 0, count, 1.0), 0.0)
     return jnp.sum(per_list * share) / jnp.sum(share)
-
-
-def _time(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Median milliseconds of each thunk, interleaved, after two warm-up calls each."""
-    for fn in fns.values():
-        for _ in range(2):
-            jax.block_until_ready(fn())
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn())
-            samples[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(ts) for name, ts in samples.items()}
-
-
-def _temp_mib(fn: Any, *args: Any) -> float:
-    stats = fn.lower(*args).compile().memory_analysis()
-    return stats.temp_size_in_bytes / 2**20 if stats is not None else float("nan")
 
 
 def _case(
@@ -192,7 +174,8 @@ def _case(
         for k, v in values.items():
             if not np.isclose(v, ref, rtol=1e-4):
                 raise AssertionError(f"{name}/{reduction}: {k} gives {v}, packed gives {ref}")
-        medians = _time({k: functools.partial(f, *a) for k, (f, a) in impls.items()}, repeats)
+        timed = interleaved({k: functools.partial(f, *a) for k, (f, a) in impls.items()}, repeats)
+        medians = {k: v["median_ms"] for k, v in timed.items()}
         base = medians["packed (segment_sum)"]
         for k, (f, a) in impls.items():
             out.append(
@@ -206,7 +189,7 @@ def _case(
                     "longest": longest,
                     "median_ms": medians[k],
                     "ratio": medians[k] / base,
-                    "temp_mib": _temp_mib(f, *a),
+                    "temp_mib": temp_mib(f, *a),
                     "repeats": repeats,
                 }
             )

@@ -43,10 +43,7 @@ import json
 import os
 import platform
 import re
-import resource
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -56,9 +53,11 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measure import COLS, interleaved, make_inputs, temp_mib  # noqa: E402
+from workloads import floor, naive_loss, optax_loss, ours  # noqa: E402
+
 import sigmoid_xent as sx  # noqa: E402
 
-COLS = 1024
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # torch's OpenMP workers spin after each parallel region by default; interleaved with JAX they
@@ -72,22 +71,6 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 
 # --------------------------------------------------------------------------- implementations
-
-
-def ours(x: jax.Array, z: jax.Array) -> jax.Array:
-    return sx.sigmoid_cross_entropy_with_logits(z, x).mean()
-
-
-def optax_loss(x: jax.Array, z: jax.Array) -> jax.Array:
-    return optax.sigmoid_binary_cross_entropy(x, z).mean()
-
-
-def naive_loss(x: jax.Array, z: jax.Array) -> jax.Array:
-    return (jnp.maximum(x, 0) - x * z + jnp.log1p(jnp.exp(-jnp.abs(x)))).mean()
-
-
-def floor(x: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return (x * z).sum(), x + z
 
 
 def core_impls(dtype: Any) -> dict[str, Callable[..., Any]]:
@@ -119,57 +102,6 @@ def torch_impls(dtype: Any) -> dict[str, Callable[..., Any]]:
     except Exception as err:  # pragma: no cover - depends on the environment
         print(f"torch.compile unavailable: {err}", file=sys.stderr)
     return impls
-
-
-def make_inputs(n: int, dtype: Any, seed: int = 0) -> tuple[jax.Array, jax.Array]:
-    kx, kz = jax.random.split(jax.random.PRNGKey(seed))
-    x = (4 * jax.random.normal(kx, (n // COLS, COLS), jnp.float32)).astype(dtype)
-    z = jax.random.bernoulli(kz, 0.5, (n // COLS, COLS)).astype(dtype)
-    return x, z
-
-
-# --------------------------------------------------------------------------- measurement
-
-
-def _cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def interleaved(
-    thunks: dict[str, Callable[[], Any]], repeats: int, sync: Callable[[Any], Any]
-) -> dict[str, dict[str, float]]:
-    """Median/min wall ms and median CPU ms of each thunk, interleaved, after 2 warm-ups."""
-    for fn in thunks.values():
-        for _ in range(2):
-            sync(fn())
-    wall: dict[str, list[float]] = {k: [] for k in thunks}
-    cpu: dict[str, list[float]] = {k: [] for k in thunks}
-    names = list(thunks)
-    for r in range(repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            c0, t0 = _cpu_seconds(), time.perf_counter()
-            out = thunks[name]()
-            sync(out)
-            wall[name].append((time.perf_counter() - t0) * 1e3)
-            cpu[name].append((_cpu_seconds() - c0) * 1e3)
-            del out
-    return {
-        k: {
-            "median_ms": statistics.median(wall[k]),
-            "min_ms": min(wall[k]),
-            "cpu_ms": statistics.median(cpu[k]),
-        }
-        for k in thunks
-    }
-
-
-def temp_mib(fn: Any, *args: Any) -> float:
-    try:
-        stats = fn.lower(*args).compile().memory_analysis()
-    except Exception:  # pragma: no cover - backend without memory analysis
-        return float("nan")
-    return stats.temp_size_in_bytes / 2**20 if stats is not None else float("nan")
 
 
 def _torch_call(fn: Callable[..., Any], *args: Any) -> None:

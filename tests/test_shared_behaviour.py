@@ -21,7 +21,7 @@ import pytest
 from absl.testing import parameterized
 
 import sigmoid_xent as sx
-from sigmoid_xent import ranking
+from sigmoid_xent import compat, ranking
 
 INF = float("inf")
 
@@ -291,7 +291,7 @@ def _surface() -> list[tuple[str, Callable[..., Any], tuple[Any, ...]]]:
             lambda z, x, w: sx.BinaryCrossentropy(from_logits=True)(z, x, w),
             (z, x, jnp.array([1.0, 0.0])),
         ),
-        ("reduce_row_weights", lambda l, w: sx.reduce_loss(l, w, "mean"), (z, per_class)),
+        ("reduce_row_weights", lambda v, w: sx.reduce_loss(v, w, "mean"), (z, per_class)),
         ("ranking", ranking.sigmoid_cross_entropy, (ranked, x[:, :3])),
         ("ranking_3d", ranking.sigmoid_cross_entropy, (ranked[None], x[None, :, :3])),
         (
@@ -301,6 +301,19 @@ def _surface() -> list[tuple[str, Callable[..., Any], tuple[Any, ...]]]:
         ),
         ("linear", sx.linear_sigmoid_cross_entropy, (h, w, labels, jnp.ones(3))),
         ("siglip", sx.siglip_loss, (img, txt, jnp.asarray(0.5), jnp.asarray(-1.0))),
+        ("compat_optax", lambda x, z: compat.optax.sigmoid_binary_cross_entropy(x, z), (x, z)),
+        (
+            "compat_optax_focal",
+            lambda x, z: compat.optax.sigmoid_focal_loss(x, z, alpha=0.25),
+            (x, z),
+        ),
+        ("compat_rax", lambda s, y: compat.rax.pointwise_sigmoid_loss(s, y), (x, z)),
+        (
+            "compat_torch",
+            lambda x, z, q: compat.torch.binary_cross_entropy_with_logits(x, z, pos_weight=q),
+            (x, z, per_class),
+        ),
+        ("compat_torchvision", compat.torch.sigmoid_focal_loss, (x, z)),
     ]
 
 
