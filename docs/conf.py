@@ -66,8 +66,13 @@ for notebook in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
 nb_execution_mode = "off"  # the committed outputs are the tutorials; never re-run them here
 nb_merge_streams = True
+# Markdown outputs (the notebooks' result tables) are parsed as MyST, which has tables; the
+# default, CommonMark, would print their pipes as text.
+nb_render_markdown_format = "myst"
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
+# Unlabelled fences (the benchmark tables) are plain text, not guessed as Python.
+highlight_language = "text"
 
 # -- autodoc ------------------------------------------------------------------------------------
 autodoc_member_order = "bysource"
@@ -110,5 +115,7 @@ html_theme_options = {
     "path_to_docs": "docs",
     "show_toc_level": 2,
     "navigation_with_keys": False,
+    # The search field is in the sidebar; no second one in a header bar above the page.
+    "navbar_persistent": [],
 }
 html_last_updated_fmt = None
