@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 LINT_STAMP := $(VENV)/.lint-stamp
 DOCS_STAMP := $(VENV)/.docs-stamp
+DIST_STAMP := $(VENV)/.dist-stamp
 # 8 virtual CPU devices for the sharding tests (a separate process: the flag must precede JAX).
 SHARDED_FLAGS := XLA_FLAGS=--xla_force_host_platform_device_count=8
 
@@ -80,6 +81,21 @@ $(MATHJAX_DIR)/tex-chtml.js: $(MATHJAX_TGZ)
 docs: $(DOCS_STAMP) $(MATHJAX_DIR)/tex-chtml.js
 	$(PY) -m sphinx -E -W --keep-going -q -b html -d build/docs/doctrees docs build/docs/html
 	@echo "Open build/docs/html/index.html"
+
+# sdist and wheel into dist/ (an isolated build, setuptools from PyPI), checked by twine.
+$(DIST_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dist]'
+	touch $(DIST_STAMP)
+
+dist: $(DIST_STAMP)
+	rm -rf dist
+	$(PY) -m build -q --outdir dist .
+	$(PY) -m twine check --strict dist/*
+
+# The wheel as a user gets it: its contents, the sdist's tests, then installed into a fresh venv
+# in a temporary directory (with pytest only) and its doctests run there (.ci/check_wheel.py).
+check-wheel: dist
+	$(PY) .ci/check_wheel.py --python $(PYTHON) dist
 
 clean:
 	rm -rf $(VENV) .hypothesis build dist *.egg-info docs/tutorials/*.ipynb

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import sys
 
@@ -119,3 +120,19 @@ html_theme_options = {
     "navbar_persistent": [],
 }
 html_last_updated_fmt = None
+
+
+# Sphinx 9 prints an aliased type inside a union (`ArrayLike | None`) by its repr,
+# "TypeAliasForwardRef('ArrayLike')"; show the alias's name, as it does outside unions.
+_FORWARD_REF = re.compile(r"TypeAliasForwardRef\('([^']*)'\)")
+
+
+def _alias_names(app, what, name, obj, options, signature, return_annotation):
+    def clean(text):
+        return None if text is None else _FORWARD_REF.sub(r"\1", text)
+
+    return clean(signature), clean(return_annotation)
+
+
+def setup(app):
+    app.connect("autodoc-process-signature", _alias_names)
