@@ -104,6 +104,12 @@ if not (MATHJAX_STATIC / "mathjax" / "tex-chtml.js").exists():
         "it from the npm registry (the pages must not load it from a CDN)."
     )
 mathjax_path = "mathjax/tex-chtml.js"  # relative to _static/
+# textmacros: `\_` and friends inside `\text{...}` (docstrings write `\text{from\_logits}`).
+# MathJax loads it, like every extension, from the local copy.
+mathjax3_config = {
+    "loader": {"load": ["[tex]/textmacros"]},
+    "tex": {"packages": {"[+]": ["textmacros"]}},
+}
 
 # -- HTML ---------------------------------------------------------------------------------------
 html_theme = "sphinx_book_theme"
