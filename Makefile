@@ -79,7 +79,8 @@ $(MATHJAX_DIR)/tex-chtml.js: $(MATHJAX_TGZ)
 	rm -rf build/npm/package
 
 docs: $(DOCS_STAMP) $(MATHJAX_DIR)/tex-chtml.js
-	$(PY) -m sphinx -E -W --keep-going -q -b html -d build/docs/doctrees docs build/docs/html
+	rm -rf build/docs  # a full build every time: -W must see every page's warnings
+	$(PY) -m sphinx -W --keep-going -q -b html -d build/docs/doctrees docs build/docs/html
 	@echo "Open build/docs/html/index.html"
 
 # sdist and wheel into dist/ (an isolated build, setuptools from PyPI), checked by twine.
