@@ -4,10 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 LINT_STAMP := $(VENV)/.lint-stamp
+DOCS_STAMP := $(VENV)/.docs-stamp
+DIST_STAMP := $(VENV)/.dist-stamp
 # 8 virtual CPU devices for the sharding tests (a separate process: the flag must precede JAX).
 SHARDED_FLAGS := XLA_FLAGS=--xla_force_host_platform_device_count=8
 
-.PHONY: install demo test test-newest test-fast bench fuzz lint notebooks clean
+.PHONY: install demo test test-newest test-fast bench fuzz lint notebooks docs dist check-wheel clean
 
 # `make test` runs on the oldest supported jax (.ci/oldest-jax.txt); `make test-newest` on the
 # newest jax release with the newest Python on the machine.
@@ -77,5 +79,50 @@ lint: $(LINT_STAMP)
 	$(PY) -m ruff format --check sigmoid_xent
 	$(PY) -m mypy sigmoid_xent
 
+# The documentation site (Sphinx, sphinx-book-theme, myst-nb) into build/docs/html, warnings as
+# errors. Math is rendered by MathJax 3 unpacked from the npm registry (checked against its
+# SHA-256) into build/docs-static/mathjax, so the pages work offline; no CDN.
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+MATHJAX_VERSION := 3.2.2
+MATHJAX_SHA256 := 1b9c0a1c44df864e915690558e72adb9cc5203360daefd385084ced3b6c64c09
+MATHJAX_TGZ := build/npm/mathjax-$(MATHJAX_VERSION).tgz
+MATHJAX_DIR := build/docs-static/mathjax
+
+$(MATHJAX_TGZ):
+	@command -v npm >/dev/null || { echo "make docs: npm (Node.js) is needed to fetch MathJax"; exit 1; }
+	mkdir -p $(dir $@)
+	cd $(dir $@) && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null
+	echo "$(MATHJAX_SHA256)  $@" | sha256sum --check --quiet
+
+# The TeX-to-HTML bundle, its fonts and the extensions and menu it loads on demand (4 MB of 24).
+$(MATHJAX_DIR)/tex-chtml.js: $(MATHJAX_TGZ)
+	rm -rf $(MATHJAX_DIR) build/npm/package && mkdir -p $(MATHJAX_DIR)
+	tar -xzf $< -C build/npm package/es5 package/LICENSE
+	cd build/npm/package/es5 && cp -r tex-chtml.js input output ui a11y ../LICENSE $(CURDIR)/$(MATHJAX_DIR)/
+	rm -rf build/npm/package
+
+docs: $(DOCS_STAMP) $(MATHJAX_DIR)/tex-chtml.js
+	rm -rf build/docs  # a full build every time: -W must see every page's warnings
+	$(PY) -m sphinx -W --keep-going -q -b html -d build/docs/doctrees docs build/docs/html
+	@echo "Open build/docs/html/index.html"
+
+# sdist and wheel into dist/ (an isolated build, setuptools from PyPI), checked by twine.
+$(DIST_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dist]'
+	touch $(DIST_STAMP)
+
+dist: $(DIST_STAMP)
+	rm -rf dist
+	$(PY) -m build -q --outdir dist .
+	$(PY) -m twine check --strict dist/*
+
+# The wheel as a user gets it: its contents, the sdist's tests, then installed into a fresh venv
+# in a temporary directory (with pytest only) and its doctests run there (.ci/check_wheel.py).
+check-wheel: dist
+	$(PY) .ci/check_wheel.py --python $(PYTHON) dist
+
 clean:
-	rm -rf $(VENV) $(NEWEST_VENV) .hypothesis build *.egg-info
+	rm -rf $(VENV) $(NEWEST_VENV) .hypothesis build dist *.egg-info docs/tutorials/*.ipynb
