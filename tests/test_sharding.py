@@ -462,3 +462,35 @@ def test_fused_loss_under_shard_map(check_vma):
     np.testing.assert_allclose(value, want_value, rtol=2e-6)
     for g, want in zip(grads, want_grads, strict=True):
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-8)
+
+
+def test_sharded_ranking_is_the_same_formula_as_ranking():
+    # One engine: on a one-device mesh the sharded reduction is the local one to the ulp (XLA
+    # may order a fused sum differently in the two programs), and the seed's rounding
+    # (0.6444636, lists summed first) is exact.
+    mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
+    labels = jnp.array([[1.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    logits = jnp.array([[0.6, 0.8, 0.0], [0.5, 0.8, 0.4]])
+    weights = jnp.array([[2.0], [0.5]])
+    losses = sx.sigmoid_cross_entropy_with_logits(jnp.maximum(labels, 0.0), logits)
+    for reduction in ("auto", "sum", "mean", "sum_by_nonzero_weights", "list_mean", "per_list"):
+        for w in (None, weights):
+
+            def local(losses, labels, w=w, reduction=reduction):
+                return reduce_ranking_loss_sharded(
+                    losses, labels, axis_name="batch", weights=w, reduction=reduction
+                )
+
+            spec = P() if reduction != "per_list" else P("batch")
+            got = jax.shard_map(local, mesh=mesh, in_specs=P("batch"), out_specs=spec)(
+                losses, labels
+            )
+            want = sx.ranking.sigmoid_cross_entropy(labels, logits, weights=w, reduction=reduction)
+            np.testing.assert_allclose(got, want, rtol=2.5e-7, err_msg=f"{reduction}, {w}")
+    auto = jax.shard_map(
+        lambda a, b: reduce_ranking_loss_sharded(a, b, axis_name="batch"),
+        mesh=mesh,
+        in_specs=P("batch"),
+        out_specs=P(),
+    )(losses, labels)
+    assert float(auto) == np.float32(0.6444636)
