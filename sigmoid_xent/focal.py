@@ -160,10 +160,8 @@ def _pairs(x: Array, z: Array) -> _PairPieces:
     other = twofloat.select(pos, (z, zero), one_minus_z)
     mix = twofloat.add(slope, twofloat.mul(other, e))
     agree = slope[0] == 0  # mix = e exactly: log(mix) = -a
-    # -a capped where e is long 0 (no value changes), so gamma log u cannot overflow.
-    a_capped = jnp.minimum(a, _limit(jnp.float32))
     log_mix = twofloat.select(
-        agree, (-a_capped, zero), twofloat.log(twofloat.select(agree, (zero + 1, zero), mix))
+        agree, (-a, zero), twofloat.log(twofloat.select(agree, (zero + 1, zero), mix))
     )
     return _PairPieces(
         a=a,
@@ -178,7 +176,7 @@ def _pairs(x: Array, z: Array) -> _PairPieces:
 
 def _log_bce(p: _PairPieces) -> tuple[twofloat.Pair, Array]:
     """``log(bce) = log B + kb log 2`` as ``(log B, kb)``, ``B = bce / 2**kb`` in [1, 2)."""
-    a, e, bce = jnp.minimum(p.a, _limit(jnp.float32)), p.e, p.bce
+    a, e, bce = p.a, p.e, p.bce
     kb = twofloat.exponent(jnp.where(bce[0] > 0, bce[0], 1.0))
     log_b = twofloat.log((twofloat.scale(bce[0], -kb), twofloat.scale(bce[1], -kb)))
     # An agreeing hard label with a small e: bce = log1p(e) underflows with e, but
