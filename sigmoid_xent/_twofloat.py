@@ -83,14 +83,10 @@ def two_prod(a: Array, b: Array) -> Pair:
 
 
 def add(x: Pair, y: Pair) -> Pair:
-    """Pair + pair, accurate to about 2**-44 relative of the larger operand.
-
-    An infinite sum (overflow, or an infinite operand) comes back as ``(inf, 0)``, not NaN.
-    """
+    """Pair + pair, accurate to about 2**-44 relative of the larger operand; finite operands and
+    sum only (no guard: a select shared by both parts would split XLA:CPU's loop)."""
     s, e = two_sum(x[0], y[0])
-    hi, lo = fast_two_sum(s, e + (x[1] + y[1]))
-    finite = jnp.isfinite(s)
-    return jnp.where(finite, hi, s), jnp.where(finite, lo, jnp.zeros_like(lo))
+    return fast_two_sum(s, e + (x[1] + y[1]))
 
 
 def mul(x: Pair, y: Pair) -> Pair:
@@ -168,28 +164,37 @@ def exp(y: Pair) -> Pair:
 def log(x: Pair) -> Pair:
     """``log(x)`` for a positive pair with a normal ``hi``; ``-inf`` at 0, ``inf`` at ``inf``.
 
-    ``x = 2**k * m`` with ``m`` in [0.707, 1.414) (exponent bits); ``l0 = log(m)`` in float32,
-    then one Newton step on ``exp``: ``log(m) = l0 + log1p(d)`` with ``1 + d = m exp(-l0)``
-    (a pair product; ``|d|`` about 2**-23, so ``log1p(d) = d - d**2/2`` to far below 2**-40).
-    No division: XLA:CPU will not fuse a divide into several consumers, and a pair division
-    split this function into seven loops over memory.
+    ``x = 2**k * m`` with ``m`` in [0.707, 1.414) (exponent bits), then
+    ``log(m) = 2 atanh(s) = 2 s + 2 s**3 Q(s**2)`` with ``s = (m - 1) / (m + 1)`` as a pair
+    (``|s| <= 0.172``; one division and its exact residual) and ``Q`` in float32
+    (its terms are below 2**-8 of the result). No exponential: a Newton step on ``exp`` cost
+    twice as much.
     """
     xh, xl = x
     ok = (xh > 0) & jnp.isfinite(xh)
-    xh_ok = jnp.where(ok, xh, jnp.ones_like(xh))
-    bits = jax.lax.bitcast_convert_type(xh_ok, jnp.int32)
+    bits = jax.lax.bitcast_convert_type(jnp.where(ok, xh, jnp.ones_like(xh)), jnp.int32)
     k = ((bits >> 23) & 0xFF).astype(F32) - 127.0
     m = jax.lax.bitcast_convert_type((bits & 0x007FFFFF) | 0x3F800000, F32)  # [1, 2)
     big = m > _SQRT2
     m = jnp.where(big, m * 0.5, m)
     k = jnp.where(big, k + 1.0, k)
     ml = scale(jnp.where(ok, xl, jnp.zeros_like(xl)), -k)
-    l0 = jnp.log(m)
-    eh, el, ke = exp_scaled((-l0, jnp.zeros_like(l0)))  # ke is 0 or +-1: |l0| <= 0.35
-    ph, pl = mul((m, ml), (scale(eh, ke), scale(el, ke)))
-    d = (ph - 1.0) + pl  # ph - 1 is exact (ph is within 2**-22 of 1)
-    a, b = two_sum(k * LN2_HI, l0)
-    hi, lo = fast_two_sum(a, b + (d - 0.5 * d * d + k * LN2_LO))
+    num = m - 1.0  # exact (m in [0.5, 2])
+    den, den_l = two_sum(m, opaque(1.0))
+    den_l = den_l + ml
+    inv = 1.0 / den
+    # s = sh + sl with sh the top 12 bits of the quotient, so that sh * den is two exact
+    # products: the residual is exact whether or not XLA contracts it into an FMA.
+    sh = _split(num * inv)[0]
+    dh, dl = _split(den)
+    sl = (((num - sh * dh) - sh * dl) + (ml - sh * den_l)) * inv
+    s = sh + sl
+    s2 = s * s
+    q = jnp.full_like(sh, 2 / 11)
+    for c in (2 / 9, 2 / 7, 2 / 5, 2 / 3):
+        q = q * s2 + np.float32(c)
+    hi, lo = fast_two_sum(k * LN2_HI, 2.0 * sh)  # |2 sh| <= 0.35 < ln 2, or k = 0
+    hi, lo = fast_two_sum(hi, lo + (k * LN2_LO + 2.0 * sl + s * s2 * q))
     special = jnp.where(xh == 0, -jnp.inf, jnp.where(xh > 0, xh, jnp.nan)).astype(F32)
     return jnp.where(ok, hi, special), jnp.where(ok, lo, jnp.zeros_like(lo))
 

@@ -25,7 +25,7 @@ where ``e**2`` or ``c**2`` underflow:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +73,8 @@ class _Pieces:
     """The plain (one-precision, differentiable) quantities shared by the value and the JVP.
 
     ``x`` must be finite (infinite logits are replaced by a finite one beyond which ``e`` is 0).
+    ``slope`` is the module docstring's ``c`` (bce's slope in ``|x|``), ``one_minus_slope`` its
+    ``q``.
     """
 
     def __init__(self, x: Array, z: Array):
@@ -82,11 +84,11 @@ class _Pieces:
         self.a = -minus_abs
         self.pos = x >= 0
         self.sign = jnp.where(self.pos, 1.0, -1.0).astype(x.dtype)
-        self.S = log1p_unit(e)
-        self.c = c = jnp.where(self.pos, 1 - z, z)
-        self.q = q = jnp.where(self.pos, z, 1 - z)
+        self.log1p_e = log1p_unit(e)
+        self.slope = slope = jnp.where(self.pos, 1 - z, z)
+        self.one_minus_slope = q = jnp.where(self.pos, z, 1 - z)
         # Branch "below": c < e (or c = 0): quantities divided by e. Else divided by c (c >= e).
-        self.below = below = (c < e) | (c == 0)
+        self.below = below = (slope < e) | (slope == 0)
         # log(c) (used where c >= e > 0) without rounding 1 - z first: log u is -z, not 0, for
         # a tiny z at x >> 0. Safe arguments elsewhere (no NaN for reverse mode to pick up).
         log_c = jnp.where(
@@ -96,27 +98,31 @@ class _Pieces:
         )
         # c / e <= 1 as c exp(|x|) (the derivative of c / e divides by e**2, which underflows);
         # no select on c, so that d/dz stays right at c = 0. The cap only binds where c = 0.
-        ce = c * jnp.exp(jnp.minimum(self.a, float(np.log(np.finfo(x.dtype).max)) - 1))
-        c_s = jnp.where(below, 1, c)
-        ec = e / c_s  # e / c <= 1
-        self.ce, self.c_s, self.ec = ce, c_s, ec
-        # log(mix), mix = c + q e >= max(c, e) * min(1, ...): both forms take logs of [1, 2].
-        self.log_mix = jnp.where(below, minus_abs + jnp.log(q + ce), log_c + jnp.log1p(q * ec))
-        self.log_u = self.log_mix - self.S
-        # log(bce), bce = c a + S: e (c a / e + S / e) or c (a + S / c); both logs of >= ln 2.
-        self.log_bce = jnp.where(
-            below,
-            minus_abs + jnp.log(ce * self.a + _log1p_over(e)),
-            log_c + jnp.log(self.a + self.S / c_s),
+        slope_over_e = slope * jnp.exp(
+            jnp.minimum(self.a, float(np.log(np.finfo(x.dtype).max)) - 1)
         )
-
-        # e / mix <= 1 and (sigmoid(x) - z) / bce, bounded in both branches.
-        self.e_over_mix = jnp.where(below, 1 / (q + ce), ec / (1 + q * ec))
-        s_over = jnp.where(below, ce - 1 / (1 + e), 1 - ec / (1 + e))
-        self.grad_over_bce = (
-            self.sign
-            * s_over
-            / jnp.where(below, ce * self.a + _log1p_over(e), self.a + self.S / c_s)
+        slope_safe = jnp.where(below, 1, slope)  # c where it divides, else 1
+        e_over_slope = e / slope_safe  # <= 1
+        # log(mix), mix = c + q e >= max(c, e) * min(1, ...): both forms take logs of [1, 2].
+        self.log_mix = jnp.where(
+            below, minus_abs + jnp.log(q + slope_over_e), log_c + jnp.log1p(q * e_over_slope)
+        )
+        self.log_u = self.log_mix - self.log1p_e
+        # bce = c a + S = scale * bce_scaled, scale = e (below) or c: bce_scaled >= ln 2.
+        self.bce_scaled = jnp.where(
+            below,
+            slope_over_e * self.a + _log1p_over(e),
+            self.a + self.log1p_e / slope_safe,
+        )
+        self.log_bce = jnp.where(below, minus_abs, log_c) + jnp.log(self.bce_scaled)
+        # e / mix <= 1, and (sigmoid(x) - z) / bce = grad_scaled / bce_scaled, both bounded: the
+        # caller multiplies by the loss before dividing (the ratio itself underflows for
+        # |x| near the float32 maximum, where the product does not).
+        self.e_over_mix = jnp.where(
+            below, 1 / (q + slope_over_e), e_over_slope / (1 + q * e_over_slope)
+        )
+        self.grad_scaled = self.sign * jnp.where(
+            below, slope_over_e - 1 / (1 + e), 1 - e_over_slope / (1 + e)
         )
 
 
@@ -129,45 +135,65 @@ def _finite(x: Array) -> Array:
     return jnp.where(jnp.isinf(x), jnp.sign(x) * _limit(x.dtype), x)
 
 
-def _pairs(x: Array, z: Array) -> dict[str, Any]:
-    """The pieces of the loss as float32 pairs: log u, log mix, bce = 2**kb B, log B."""
+class _PairPieces(NamedTuple):
+    """The pieces of the loss as float32 pairs (:func:`_pairs`)."""
+
+    a: Array  # |x|, with infinite x replaced by a finite one beyond which e = 0
+    e: twofloat.Pair  # exp(-a)
+    slope: twofloat.Pair  # c: 1 - z for x >= 0, z below
+    agree: Array  # c = 0: a hard label that agrees with the logit
+    bce: twofloat.Pair  # c a + log1p(e)
+    log_mix: twofloat.Pair  # log(c + (1 - c) e)
+    log_u: twofloat.Pair  # log(1 - p_t) = log(mix) - log1p(e)
+
+
+def _pairs(x: Array, z: Array) -> _PairPieces:
+    """The pieces of the loss as float32 pairs: log u, log mix, bce."""
     a = jnp.abs(_finite(x))
     zero = jnp.zeros_like(a)
     one = twofloat.opaque(1.0)
     e = twofloat.exp((-a, zero))
-    S = twofloat.log1p(e)
+    log1p_e = twofloat.log1p(e)
     pos = x >= 0
     one_minus_z = twofloat.two_sum(one, -z)
-    c = twofloat.select(pos, one_minus_z, (z, zero))
-    q = twofloat.select(pos, (z, zero), one_minus_z)
-    mix = twofloat.add(c, twofloat.mul(q, e))
-    agree = c[0] == 0  # mix = e exactly: log(mix) = -a
+    slope = twofloat.select(pos, one_minus_z, (z, zero))
+    other = twofloat.select(pos, (z, zero), one_minus_z)
+    mix = twofloat.add(slope, twofloat.mul(other, e))
+    agree = slope[0] == 0  # mix = e exactly: log(mix) = -a
     log_mix = twofloat.select(
         agree, (-a, zero), twofloat.log(twofloat.select(agree, (zero + 1, zero), mix))
     )
-    bce = twofloat.add(twofloat.mul1(c, a), S)
-    return {
-        "a": a,
-        "e": e,
-        "c": c,
-        "agree": agree,
-        "bce": bce,
-        "log_mix": log_mix,
-        "log_u": twofloat.add(log_mix, (-S[0], -S[1])),
-    }
+    return _PairPieces(
+        a=a,
+        e=e,
+        slope=slope,
+        agree=agree,
+        bce=twofloat.add(twofloat.mul1(slope, a), log1p_e),
+        log_mix=log_mix,
+        log_u=twofloat.add(log_mix, (-log1p_e[0], -log1p_e[1])),
+    )
 
 
-def _log_bce(p: dict[str, Any]) -> tuple[twofloat.Pair, Array]:
+def _log_bce(p: _PairPieces) -> tuple[twofloat.Pair, Array]:
     """``log(bce) = log B + kb log 2`` as ``(log B, kb)``, ``B = bce / 2**kb`` in [1, 2)."""
-    a, e, bce = p["a"], p["e"], p["bce"]
+    a, e, bce = p.a, p.e, p.bce
     kb = twofloat.exponent(jnp.where(bce[0] > 0, bce[0], 1.0))
     log_b = twofloat.log((twofloat.scale(bce[0], -kb), twofloat.scale(bce[1], -kb)))
     # An agreeing hard label with a small e: bce = log1p(e) underflows with e, but
     # log(bce) = -a + log(log1p(e) / e) = -a - e/2 (to 2**-30 relative) does not.
-    tail = p["agree"] & (e[0] < 2.0**-15)
+    tail = p.agree & (e[0] < 2.0**-15)
     kb = jnp.where(tail, 0.0, kb)
     log_b = twofloat.select(tail, twofloat.fast_two_sum(-a, -0.5 * e[0]), log_b)
     return log_b, kb
+
+
+def _gamma_log_u(p: _PairPieces, g: Array) -> twofloat.Pair:
+    """``gamma log u`` as a pair, ``(-1000, 0)`` where it is below -600 (its exponential is 0
+    there even times ``bce / mix <= exp(265)``), so the pair product never overflows."""
+    zero = jnp.zeros_like(p.a)
+    low = g * p.log_u[0] < -600.0  # plain product: -inf at worst, never NaN (g, log u finite)
+    y = twofloat.mul1(twofloat.select(low, (zero, zero), p.log_u), g)
+    return jnp.where(low, -1000.0, y[0]), jnp.where(low, zero, y[1])
 
 
 def _alpha_t(a: Array, z: Array) -> twofloat.Pair:
@@ -187,17 +213,17 @@ def _value_f32(x: Array, z: Array, g: Array, a: Array) -> Array:
     is lost.
     """
     p = _pairs(x, z)
-    y = twofloat.mul1(p["log_u"], g)  # <= 0
+    y = _gamma_log_u(p, g)  # <= 0
     # Below -200, u**gamma < 2**-288: the product is below every float32 (special is 0).
     h, lo, k, special, use_special = twofloat.exp_parts(y, -200.0, 200.0)
     at = _alpha_t(a, z)
     # (h + lo) / 2 <= 0.71 times bce cannot overflow; the 2 goes back into the exponent.
-    prod = twofloat.mul(twofloat.mul((0.5 * h, 0.5 * lo), p["bce"]), at)
+    prod = twofloat.mul(twofloat.mul((0.5 * h, 0.5 * lo), p.bce), at)
     out = twofloat.scale(prod[0] + prod[1], jnp.clip(k + 1.0, -252.0, 254.0))
     out = jnp.where(use_special, special, out)
     # x infinite: 0 for an agreeing hard label, inf for c > 0 (bce is infinite); a zero alpha_t
     # switches the term off even there.
-    out = jnp.where(jnp.isinf(x) & (p["c"][0] > 0), jnp.inf * at[0], out)
+    out = jnp.where(jnp.isinf(x) & (p.slope[0] > 0), jnp.inf * at[0], out)
     return jnp.where(at[0] == 0, 0.0 * at[0], out)
 
 
@@ -208,10 +234,10 @@ def _label_terms_f32(x: Array, z: Array, g: Array) -> tuple[Array, Array]:
     weight ``c``: ``bce ~ c |x|``), so they are not derived from ``core``.
     """
     p = _pairs(x, z)
-    gl = twofloat.mul1(p["log_u"], g)
+    gl = _gamma_log_u(p, g)
     log_b, kb = _log_bce(p)
     over_mix = twofloat.exp_pow2(
-        twofloat.add(gl, twofloat.add(log_b, (-p["log_mix"][0], -p["log_mix"][1]))), kb
+        twofloat.add(gl, twofloat.add(log_b, (-p.log_mix[0], -p.log_mix[1]))), kb
     )
     return over_mix, twofloat.exp_pow2(gl, jnp.zeros_like(x))
 
@@ -221,8 +247,20 @@ def _value_plain(x: Array, z: Array, g: Array, a: Array) -> Array:
     bce; 0 where ``alpha_t = 0`` even if the rest is infinite."""
     p = _Pieces(_finite(x), z)
     core = jnp.exp(g * p.log_u) * loss_value(x, z)
-    core = jnp.where(jnp.isinf(x) & (p.c > 0), jnp.inf, core)
+    core = jnp.where(jnp.isinf(x) & (p.slope > 0), jnp.inf, core)
     return absorbing_mul(_plain_alpha_t(a, z), core)
+
+
+def _at_most_bce(out: Array, x: Array, z: Array, g: Array, a: Array) -> Array:
+    """Without class balance (``a < 0``), the loss is at most the core's bce as computed, and
+    equal to it at ``gamma = 0`` (exactly, not within the two roundings of a separate program).
+
+    ``(1 - p_t)**gamma <= 1``, so this changes only where ``u**gamma`` is within an ulp or two
+    of 1; there the accurate product can round above the core's own (1-2 ulp) value, which
+    breaks ``focal <= bce`` (torchvision's test).
+    """
+    bce = loss_value(x, z)
+    return jnp.where(a < 0, jnp.where(g == 0, bce, jnp.minimum(out, bce)), out)
 
 
 def _plain_alpha_t(a: Array, z: Array) -> Array:
@@ -238,9 +276,8 @@ def _focal_core(x: Array, z: Array, g: Array, a: Array) -> Array:
     with ``alpha_t`` applied after it, XLA:CPU copied the whole two-float program into the
     value's loop and into the gradient's.
     """
-    if x.dtype == jnp.float32:
-        return _value_f32(x, z, g, a)
-    return _value_plain(x, z, g, a)
+    value = _value_f32 if x.dtype == jnp.float32 else _value_plain
+    return _at_most_bce(value(x, z, g, a), x, z, g, a)
 
 
 def _focal_core_jvp(primals, tangents):
@@ -255,11 +292,15 @@ def _focal_core_jvp(primals, tangents):
     tangent = zero
     if not isinstance(tx, SymbolicZero):
         # At an infinite logit only u**gamma (sigmoid(x) - z) = sign c**gamma * c is left.
-        c_pow = jnp.where(p.c > 0, jnp.exp(g * jnp.log(jnp.where(p.c > 0, p.c, 1))), 0)
+        slope = p.slope
+        c_pow = jnp.where(slope > 0, jnp.exp(g * jnp.log(jnp.where(slope > 0, slope, 1))), 0)
+        # out (sigmoid(x) - z) / bce multiplied before it is divided: the ratio alone is
+        # subnormal for |x| near the float32 maximum (0 after flushing).
         dx = jnp.where(
             inf,
-            alpha_t * p.sign * c_pow * p.c,
-            finite_out * (g * (1 - 2 * z) * p.e_over_mix / (1 + p.e) + p.grad_over_bce),
+            alpha_t * p.sign * c_pow * slope,
+            finite_out * (g * (1 - 2 * z) * p.e_over_mix / (1 + p.e))
+            + finite_out * p.grad_scaled / p.bce_scaled,
         )
         tangent = tangent + dx * tx
     if not (isinstance(tz, SymbolicZero) and isinstance(ta, SymbolicZero)):
@@ -270,9 +311,9 @@ def _focal_core_jvp(primals, tangents):
         d_at = jnp.where((alpha_t == 0) & jnp.isinf(core), 0.0, core)
         balanced = ~(a < 0)
         if not isinstance(ta, SymbolicZero):
-            tangent = tangent + jnp.where(balanced, d_at * (2 * z - 1), 0) * ta
+            tangent = tangent + absorbing_mul(ta, jnp.where(balanced, d_at * (2 * z - 1), 0))
         if not isinstance(tz, SymbolicZero):
-            tangent = tangent + jnp.where(balanced, d_at * (2 * a - 1), 0) * tz
+            tangent = tangent + absorbing_mul(tz, jnp.where(balanced, d_at * (2 * a - 1), 0))
     if not isinstance(tz, SymbolicZero):
         # gamma D / u * core with D / u = +-expm1(-a) / mix, in logs (core / mix can underflow
         # before the division where the quotient does not), and -x u**gamma.
@@ -292,13 +333,13 @@ def _focal_core_jvp(primals, tangents):
                 dz + jax.lax.stop_gradient(jnp.where(fine, accurate - dz, 0)),
                 jax.lax.stop_gradient(accurate),
             )
-        dz = jnp.where(inf, jnp.where(p.c > 0, -x, 0), dz)
+        dz = jnp.where(inf, jnp.where(p.slope > 0, -x, 0), dz)
         tangent = tangent + absorbing_mul(tz, absorbing_mul(alpha_t, dz))
     if not isinstance(tg, SymbolicZero):
         # out log u; 0 where log u = 0 even if out is infinite (a disagreeing hard label at
         # an infinite logit: the exact limit of u**gamma log(u) bce is 0).
         dg = jnp.where(p.log_u == 0, 0, jnp.where(p.log_u == 0, 1, out) * p.log_u)
-        tangent = tangent + dg * tg
+        tangent = tangent + absorbing_mul(tg, dg)
     return out, tangent
 
 
