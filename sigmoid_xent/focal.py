@@ -401,15 +401,25 @@ def sigmoid_focal_loss(
     g_static = _checks.static_scalar(gamma)
     if g_static is not None and g_static < 0:
         raise ValueError(f"{fn}: `gamma` must be >= 0, got {gamma}.")
-    xc, zc = x.astype(cd), z.astype(cd)
-    g = _checks.as_float(gamma, cd, "gamma", fn).astype(cd)
+    g = _checks.as_float(gamma, cd, "gamma", fn)
     _checks.broadcastable_to(g, x.shape, "gamma", fn, target="logits")
+    a = None
+    if alpha is not None:
+        a = _checks.as_float(alpha, cd, "alpha", fn)
+        _checks.broadcastable_to(a, x.shape, "alpha", fn, target="logits")
+    return _focal(x, z, g, a)
+
+
+# The checks above run in Python; the loss is one compiled program per signature, so an eager
+# call dispatches once (and inside a caller's jit it is inlined).
+@jax.jit
+def _focal(x: Array, z: Array, gamma: Array, alpha: Array | None) -> Array:
+    cd = _checks.compute_dtype(x.dtype)
+    xc, zc = x.astype(cd), z.astype(cd)
+    g = jnp.broadcast_to(gamma.astype(cd), xc.shape)
     if alpha is None:
         a = jnp.full_like(xc, -1.0)
     else:
-        a = _checks.as_float(alpha, cd, "alpha", fn).astype(cd)
-        _checks.broadcastable_to(a, x.shape, "alpha", fn, target="logits")
         # `a < 0` (not `a >= 0`) disables the balance, so that a NaN alpha propagates.
-        a = jnp.broadcast_to(a, xc.shape)
-    loss = _focal_core(xc, zc, jnp.broadcast_to(g, xc.shape), a)
-    return loss.astype(x.dtype)
+        a = jnp.broadcast_to(alpha.astype(cd), xc.shape)
+    return _focal_core(xc, zc, g, a).astype(x.dtype)

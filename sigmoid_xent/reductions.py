@@ -20,7 +20,7 @@ Array = jax.Array
 __all__ = ["Reduction", "reduce_loss"]
 
 
-class Reduction(str, enum.Enum):
+class Reduction(enum.StrEnum):
     """How a loss tensor becomes the value returned to the caller.
 
     A ``str`` enum: members compare equal to their lower-case names. TF's and Keras' spellings are
