@@ -7,6 +7,7 @@ from it (the focal loss, in :mod:`sigmoid_xent.focal`, from its pieces).
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -137,6 +138,8 @@ def _sce_bwd(res: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
     gx = g * logits_grad(xc, zc)
     # A zero cotangent (a zero weight) gives a zero label gradient also at infinite logits.
     gz = absorbing_mul(g, -xc)
+    # Trace-time invariants of the rule itself (user input is checked before, with our messages).
+    chex.assert_equal_shape([gx, gz, x])
     return gx.astype(x.dtype), gz.astype(z.dtype)
 
 
@@ -308,6 +311,7 @@ def _weighted_bwd(res: tuple[Array, Array, Array], g: Array) -> tuple[Array, Arr
     gz = absorbing_mul(g, absorbing_mul(pw, softplus_neg) - loss_value(x, jnp.zeros_like(x)))
     gpw = absorbing_mul(g, absorbing_mul(z, softplus_neg))
     summed = tuple(i for i, (n, m) in enumerate(zip(pw.shape, x.shape, strict=True)) if n != m)
+    chex.assert_equal_shape([gx, gz, x])
     return gx, gz, jnp.sum(gpw, axis=summed, keepdims=True).astype(pw.dtype)
 
 
