@@ -228,6 +228,101 @@ def run(
     return rows
 
 
+# --------------------------------------------------------------------------------------------
+# The matrix-product floor (SPEC §5): value_and_grad within 1.10x of its three products timed
+# alone, the forward within 1.10x of its one product.
+
+
+def linear_products(h: jax.Array, w: jax.Array, g: jax.Array) -> tuple[jax.Array, ...]:
+    """The three products of the linear loss's value_and_grad, for a given logits gradient."""
+    return h @ w.T, g @ w, g.T @ h
+
+
+def siglip_products(img: jax.Array, txt: jax.Array, g: jax.Array) -> tuple[jax.Array, ...]:
+    """The three products of SigLIP's value_and_grad, for a given logits gradient."""
+    return img @ txt.T, g @ txt, g.T @ img
+
+
+def _interleaved_medians(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    for call in calls.values():  # warm-up
+        jax.block_until_ready(call())
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(call())
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def floor_rows(
+    repeats: int = 21,
+    linear_shape: tuple[int, int, int] = (2048, 16384, 512),
+    siglip_shape: tuple[int, int] = (4096, 256),
+) -> list[dict[str, Any]]:
+    """Issue 18's table: each scale loss against its matrix products alone, interleaved.
+
+    For each loss: the forward pass vs its one product (``h @ w.T``), and ``value_and_grad``
+    vs the three products (``h @ w.T``, ``g @ w``, ``g.T @ h`` for a given ``g``), all timed in
+    one interleaved loop (medians of ``repeats`` runs after a warm-up).
+    """
+    n, c, hidden = linear_shape
+    h, w, z, bias = linear_args(n, c, hidden)
+    batch, dim = siglip_shape
+    img, txt, t, b = siglip_args(batch, dim)
+    g_lin = jnp.asarray(np.random.default_rng(2).standard_normal((n, c), np.float32))
+    g_sig = jnp.asarray(np.random.default_rng(3).standard_normal((batch, batch), np.float32))
+    prod1 = jax.jit(lambda a, bb: a @ bb.T)
+    prod3_lin, prod3_sig = jax.jit(linear_products), jax.jit(siglip_products)
+    lin_fwd = jax.jit(sx.linear_sigmoid_cross_entropy)
+    lin_vg = jax.jit(jax.value_and_grad(sx.linear_sigmoid_cross_entropy, (0, 1, 3)))
+    sig_fwd = jax.jit(sx.siglip_loss)
+    sig_vg = jax.jit(jax.value_and_grad(sx.siglip_loss, (0, 1, 2, 3)))
+    calls = {
+        "linear product": lambda: prod1(h, w),
+        "linear fwd": lambda: lin_fwd(h, w, z, bias),
+        "linear 3 products": lambda: prod3_lin(h, w, g_lin),
+        "linear vg": lambda: lin_vg(h, w, z, bias),
+        "siglip product": lambda: prod1(img, txt),
+        "siglip fwd": lambda: sig_fwd(img, txt, t, b),
+        "siglip 3 products": lambda: prod3_sig(img, txt, g_sig),
+        "siglip vg": lambda: sig_vg(img, txt, t, b),
+    }
+    med = _interleaved_medians(calls, repeats)
+    rows = []
+    for case, shape in (
+        ("linear", f"{n}x{c}x{hidden}"),
+        ("siglip", f"B={batch} D={dim}"),
+    ):
+        for mode, floor in (("fwd", "product"), ("vg", "3 products")):
+            rows.append(
+                {
+                    "benchmark": "scale_floor",
+                    "case": case,
+                    "shape": shape,
+                    "mode": mode,
+                    "floor_s": med[f"{case} {floor}"],
+                    "loss_s": med[f"{case} {mode}"],
+                    "floor_ratio": med[f"{case} {mode}"] / med[f"{case} {floor}"],
+                    "runs": repeats,
+                }
+            )
+    return rows
+
+
+def format_floor(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'case':<7} {'shape':<18} {'mode':<4} {'products s':>11} {'loss s':>9} "
+        f"{'loss / products':>16} {'runs':>5}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['case']:<7} {r['shape']:<18} {r['mode']:<4} {r['floor_s']:>11.4f} "
+            f"{r['loss_s']:>9.4f} {r['floor_ratio']:>16.3f} {r['runs']:>5d}"
+        )
+    return "\n".join(lines)
+
+
 HEADER = (
     f"{'case':<7} {'shape':<18} {'mode':<4} {'naive MiB':>10} {'chunked MiB':>12} "
     f"{'mem ratio':>10} {'naive s':>9} {'chunked s':>10} {'time ratio':>11} {'runs':>5} "
@@ -246,6 +341,12 @@ def format_row(r: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     argv = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if "--floor" in sys.argv:
+        import os
+
+        print(f"jax {jax.__version__}; load average {os.getloadavg()[0]:.1f}", flush=True)
+        print(format_floor(floor_rows(int(argv[0]) if argv else 21)), flush=True)
+        sys.exit(0)
     reps = int(argv[0]) if argv else 5
     kwargs: dict[str, Any] = {}
     if "--quick" in sys.argv:
