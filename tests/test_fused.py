@@ -243,6 +243,75 @@ def test_errors_name_the_argument(args, kwargs, error, match):
         sx.linear_sigmoid_cross_entropy(*args, **kwargs)
 
 
+def _count_dots(jaxpr):
+    """dot_general equations in a jaxpr and its sub-jaxprs (each scan body counted once)."""
+    count = 0
+
+    def visit(jp):
+        nonlocal count
+        jp = getattr(jp, "jaxpr", jp)
+        for eqn in jp.eqns:
+            count += eqn.primitive.name == "dot_general"
+            for param in eqn.params.values():
+                for p in param if isinstance(param, (tuple, list)) else (param,):
+                    if isinstance(p, (jax.extend.core.Jaxpr, jax.extend.core.ClosedJaxpr)):
+                        visit(p)
+
+    visit(jaxpr)
+    return count
+
+
+def test_value_and_grad_forms_each_tile_once():
+    # The forward does one product per tile; value_and_grad three (logits, d_h, d_w), all in
+    # the forward rule's scan: the backward pass only scales the gradients.
+    h, w, labels, bias = make((24,), 40, 4)
+    f = lambda *a: sx.linear_sigmoid_cross_entropy(*a, chunk_size=(8, 16))  # noqa: E731
+    assert _count_dots(jax.make_jaxpr(f)(h, w, labels, bias)) == 1
+    assert _count_dots(jax.make_jaxpr(jax.value_and_grad(f, (0, 1, 3)))(h, w, labels, bias)) == 3
+    # Only the gradients asked for: d_w alone needs the logits and one more product.
+    assert _count_dots(jax.make_jaxpr(jax.grad(f, 1))(h, w, labels, bias)) == 2
+
+
+def naive_definition(h, w, labels, bias):
+    """SPEC §5's definition, unchunked, through the core (plain autodiff for second order)."""
+    return jnp.mean(sx.sigmoid_cross_entropy_with_logits(labels, h @ w.T + bias[None, :]))
+
+
+@pytest.mark.parametrize("chunk", [(4, 3), None])
+def test_second_derivatives_match_naive_autodiff(chunk):
+    with x64():
+        h, w, labels, bias = make((5,), 7, 3, jnp.float64, seed=11)
+        args = (h, w, labels, bias)
+        f = lambda *a: sx.linear_sigmoid_cross_entropy(*a, chunk_size=chunk)  # noqa: E731
+        hess = jax.jit(jax.hessian(f, ARGNUMS))(*args)
+        want = jax.jit(jax.hessian(naive_definition, ARGNUMS))(*args)
+        for got_row, want_row in zip(hess, want, strict=True):
+            for got, expected in zip(got_row, want_row, strict=True):
+                np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-15)
+        assert np.max(np.abs(want[0][0])) > 1e-3 and np.max(np.abs(want[0][2])) > 1e-3
+
+        def grad_norm(fn):  # grad of grad (a gradient penalty), and jacrev of jacrev.
+            return lambda h: jnp.sum(jax.grad(fn, 1)(h, w, labels, bias) ** 2)
+
+        np.testing.assert_allclose(
+            jax.grad(grad_norm(f))(h), jax.grad(grad_norm(naive_definition))(h), rtol=1e-10
+        )
+        jac2 = jax.jacrev(jax.jacrev(f, 3), 3)(*args)
+        np.testing.assert_allclose(jac2, want[3][3], rtol=1e-10, atol=1e-15)
+
+
+def test_strict_modes_no_nan_and_no_rank_promotion():
+    h, w, labels, bias = make((13,), 37, 8, seed=1)
+    with jax.debug_nans(True), jax.numpy_rank_promotion("raise"):
+        for scale in (1.0, 1e30):
+            value, grads = jax.value_and_grad(sx.linear_sigmoid_cross_entropy, ARGNUMS)(
+                h * scale, w, labels, bias, chunk_size=(4, 5)
+            )
+            assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in grads)
+        hess = jax.hessian(sx.linear_sigmoid_cross_entropy, 3)(h, w, labels, bias, 5)
+        assert np.all(np.isfinite(hess))
+
+
 # --------------------------------------------------------------------------------------------
 # Model parallel: the elements split over a mesh inside shard_map (8 virtual devices; `make
 # test` runs these in their own process).
