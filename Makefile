@@ -7,7 +7,7 @@ LINT_STAMP := $(VENV)/.lint-stamp
 # 8 virtual CPU devices for the sharding tests (a separate process: the flag must precede JAX).
 SHARDED_FLAGS := XLA_FLAGS=--xla_force_host_platform_device_count=8
 
-.PHONY: install demo test test-fast bench fuzz lint notebooks clean
+.PHONY: install demo demo-multihost test test-fast bench fuzz lint notebooks clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m sigmoid_xent.demo
+
+# A model-parallel multi-label head trained across two local JAX processes (4 CPU devices each).
+demo-multihost: $(STAMP)
+	$(PY) -m sigmoid_xent.demo_multihost
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not sharded"
