@@ -278,3 +278,18 @@ def test_ring_on_a_one_device_mesh_equals_siglip_loss():
 def test_errors_name_the_argument(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         sx.siglip_loss(*args, **kwargs)
+
+
+def test_ring_axis_name_must_be_bound():
+    img, txt = make(8, 4)
+    with pytest.raises(ValueError, match=r"siglip_loss_ring.*`axis_name`.*outside jax.shard_map"):
+        sx.siglip_loss_ring(img, txt, 0.0, 0.0, axis_name="batch")
+    mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
+    ring = jax.shard_map(
+        lambda i, x: sx.siglip_loss_ring(i, x, 0.0, 0.0, axis_name="devices"),
+        mesh=mesh,
+        in_specs=(P("batch"), P("batch")),
+        out_specs=P(),
+    )
+    with pytest.raises(NameError, match=r"'devices'.*binds \('batch',\)"):  # also a NameError
+        ring(img, txt)

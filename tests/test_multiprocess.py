@@ -245,7 +245,8 @@ def test_launcher_fails_with_output_and_leaves_no_process(tmp_path):
     script.write_text(FAKE_WORKER)
     # Worker 1 dies; worker 0 would wait forever and is killed (5 s after), not waited for.
     with pytest.raises(
-        demo_multihost.WorkerError, match=r"(?s)worker 0: hung.*worker 1: exit status 3\n.*gives up"
+        demo_multihost.WorkerError,
+        match=r"(?s)worker 0: hung.*worker 1: exit status 3 ---\nworker 1 gives up",
     ):
         demo_multihost.launch_local([str(script), str(tmp_path), "die"], timeout=120)
     with pytest.raises(demo_multihost.WorkerError, match="hung"):
