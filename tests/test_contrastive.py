@@ -205,7 +205,7 @@ def test_value_and_grad_forms_each_chunk_once():
     assert _count_dots(jax.make_jaxpr(jax.value_and_grad(f, ARGNUMS))(img, txt, 0.0, 0.0)) == 3
 
 
-@pytest.mark.parametrize("chunk", [3, None])
+@pytest.mark.parametrize("chunk", [3])  # 7 rows: two whole chunks and an overlapping one
 def test_second_derivatives_match_naive_autodiff(chunk):
     with x64():
         img, txt = make(7, 3, jnp.float64, seed=4)

@@ -277,7 +277,7 @@ def naive_definition(h, w, labels, bias):
     return jnp.mean(sx.sigmoid_cross_entropy_with_logits(labels, h @ w.T + bias[None, :]))
 
 
-@pytest.mark.parametrize("chunk", [(4, 3), None])
+@pytest.mark.parametrize("chunk", [(4, 3)])  # ragged tiles both ways
 def test_second_derivatives_match_naive_autodiff(chunk):
     with x64():
         h, w, labels, bias = make((5,), 7, 3, jnp.float64, seed=11)
