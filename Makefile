@@ -9,7 +9,7 @@ DIST_STAMP := $(VENV)/.dist-stamp
 # 8 virtual CPU devices for the sharding tests (a separate process: the flag must precede JAX).
 SHARDED_FLAGS := XLA_FLAGS=--xla_force_host_platform_device_count=8
 
-.PHONY: install demo test test-newest test-fast bench fuzz lint notebooks docs dist check-wheel clean
+.PHONY: install demo demo-multihost test test-newest test-fast bench fuzz lint notebooks docs dist check-wheel clean
 
 # `make test` runs on the oldest supported jax (.ci/oldest-jax.txt); `make test-newest` on the
 # newest jax release with the newest Python on the machine.
@@ -25,6 +25,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m sigmoid_xent.demo
+
+# A model-parallel multi-label head trained across two local JAX processes (4 CPU devices each).
+demo-multihost: $(STAMP)
+	$(PY) -m sigmoid_xent.demo_multihost
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not sharded"

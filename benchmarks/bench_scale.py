@@ -228,6 +228,202 @@ def run(
     return rows
 
 
+# --------------------------------------------------------------------------------------------
+# The matrix-product floor (SPEC §5): value_and_grad within 1.10x of its three products timed
+# alone, the forward within 1.10x of its one product.
+
+
+def linear_products(h: jax.Array, w: jax.Array, g: jax.Array) -> tuple[jax.Array, ...]:
+    """The three products of the linear loss's value_and_grad, for a given logits gradient."""
+    return h @ w.T, g @ w, g.T @ h
+
+
+def siglip_products(img: jax.Array, txt: jax.Array, g: jax.Array) -> tuple[jax.Array, ...]:
+    """The three products of SigLIP's value_and_grad, for a given logits gradient."""
+    return img @ txt.T, g @ txt, g.T @ img
+
+
+def _interleaved_medians(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Medians of ``repeats`` rounds; each round runs every call once, in a shuffled order (a
+    call's time depends on what ran before it: fresh pages, caches)."""
+    for call in calls.values():  # warm-up
+        jax.block_until_ready(call())
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    order = list(calls)
+    rng = np.random.default_rng(0)
+    for _ in range(repeats):
+        for i in rng.permutation(len(order)):
+            name, call = order[i], calls[order[i]]
+            t0 = time.perf_counter()
+            jax.block_until_ready(call())
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def floor_rows(
+    repeats: int = 21,
+    linear_shape: tuple[int, int, int] = (2048, 16384, 512),
+    siglip_shape: tuple[int, int] = (4096, 256),
+    impls: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Issue 18's table: each scale loss against its matrix products alone, interleaved.
+
+    For each loss: the forward pass vs its one product (``h @ w.T``), and ``value_and_grad``
+    vs the three products (``h @ w.T``, ``g @ w``, ``g.T @ h`` for a given ``g``), all timed in
+    one interleaved loop (medians of ``repeats`` runs after a warm-up). ``impls`` maps a label
+    to a module with ``linear_sigmoid_cross_entropy`` and ``siglip_loss`` (default: this
+    checkout's ``sigmoid_xent``), e.g. to time an older version in the same loop.
+    """
+    impls = impls or {"sigmoid_xent": sx}
+    n, c, hidden = linear_shape
+    h, w, z, bias = linear_args(n, c, hidden)
+    batch, dim = siglip_shape
+    img, txt, t, b = siglip_args(batch, dim)
+    g_lin = jnp.asarray(np.random.default_rng(2).standard_normal((n, c), np.float32))
+    g_sig = jnp.asarray(np.random.default_rng(3).standard_normal((batch, batch), np.float32))
+    prod1 = jax.jit(lambda a, bb: a @ bb.T)
+    prod3_lin, prod3_sig = jax.jit(linear_products), jax.jit(siglip_products)
+    calls: dict[str, Callable[[], Any]] = {
+        "linear product": lambda: prod1(h, w),
+        "linear 3 products": lambda: prod3_lin(h, w, g_lin),
+        "siglip product": lambda: prod1(img, txt),
+        "siglip 3 products": lambda: prod3_sig(img, txt, g_sig),
+    }
+    for label, mod in impls.items():
+        lin_fwd = jax.jit(mod.linear_sigmoid_cross_entropy)
+        lin_vg = jax.jit(jax.value_and_grad(mod.linear_sigmoid_cross_entropy, (0, 1, 3)))
+        sig_fwd = jax.jit(mod.siglip_loss)
+        sig_vg = jax.jit(jax.value_and_grad(mod.siglip_loss, (0, 1, 2, 3)))
+        calls[f"linear fwd {label}"] = lambda f=lin_fwd: f(h, w, z, bias)
+        calls[f"linear vg {label}"] = lambda f=lin_vg: f(h, w, z, bias)
+        calls[f"siglip fwd {label}"] = lambda f=sig_fwd: f(img, txt, t, b)
+        calls[f"siglip vg {label}"] = lambda f=sig_vg: f(img, txt, t, b)
+    med = _interleaved_medians(calls, repeats)
+    rows = []
+    for label in impls:
+        for case, shape in (
+            ("linear", f"{n}x{c}x{hidden}"),
+            ("siglip", f"B={batch} D={dim}"),
+        ):
+            for mode, floor in (("fwd", "product"), ("vg", "3 products")):
+                loss_s = med[f"{case} {mode} {label}"]
+                rows.append(
+                    {
+                        "benchmark": "scale_floor",
+                        "impl": label,
+                        "case": case,
+                        "shape": shape,
+                        "mode": mode,
+                        "floor_s": med[f"{case} {floor}"],
+                        "loss_s": loss_s,
+                        "floor_ratio": loss_s / med[f"{case} {floor}"],
+                        "runs": repeats,
+                    }
+                )
+    return rows
+
+
+def format_floor(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'impl':<14} {'case':<7} {'shape':<18} {'mode':<4} {'products s':>11} {'loss s':>9} "
+        f"{'loss / products':>16} {'runs':>5}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['impl']:<14} {r['case']:<7} {r['shape']:<18} {r['mode']:<4} {r['floor_s']:>11.4f} "
+            f"{r['loss_s']:>9.4f} {r['floor_ratio']:>16.3f} {r['runs']:>5d}"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Model-parallel memory (issue 19): per-device temp memory of a class-sharded value_and_grad.
+
+
+def class_sharded_memory_rows(
+    n: int = 256, c: int = 65536, hidden: int = 64, devices: int = 8
+) -> list[dict[str, Any]]:
+    """Compile-only: the class-sharded ``value_and_grad`` (w.r.t. ``h``, ``w``, ``bias``) per
+    device against the unsharded call on all ``C`` classes and on ``C / devices`` of them, with
+    one tile covering all classes and with the default tiles. Needs ``devices`` devices (run
+    with ``--sharded-memory``, which sets ``XLA_FLAGS`` in a child process)."""
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = Mesh(np.array(jax.devices()[:devices]), ("model",))
+    specs = (P(), P("model"), P(None, "model"), P("model"))
+    f32 = jnp.float32
+
+    def structs(classes: int, sharded: bool) -> list[Any]:
+        shapes = [(n, hidden), (classes, hidden), (n, classes), (classes,)]
+        return [
+            jax.ShapeDtypeStruct(s, f32, sharding=NamedSharding(mesh, p) if sharded else None)
+            for s, p in zip(shapes, specs, strict=True)
+        ]
+
+    def temp(f: Callable, args: list[Any]) -> int:
+        compiled = jax.jit(jax.value_and_grad(f, (0, 1, 3))).lower(*args).compile()
+        return int(compiled.memory_analysis().temp_size_in_bytes)
+
+    rows = []
+    for tiles, chunk in (("one tile", c), ("default", None)):
+        sharded = jax.shard_map(
+            lambda h, w, z, b, chunk=chunk: sx.linear_sigmoid_cross_entropy(
+                h, w, z, b, chunk_size=chunk, axis_name="model"
+            ),
+            mesh=mesh,
+            in_specs=specs,
+            out_specs=P(),
+        )
+
+        def local(h, w, z, b, chunk=chunk):
+            return sx.linear_sigmoid_cross_entropy(h, w, z, b, chunk_size=chunk)
+
+        row = {
+            "benchmark": "class_sharded_memory",
+            "shape": f"{n}x{c}x{hidden} over {devices}",
+            "tiles": tiles,
+            "sharded_MiB": temp(sharded, structs(c, True)) / MiB,
+            "unsharded_MiB": temp(local, structs(c, False)) / MiB,
+            "unsharded_share_MiB": temp(local, structs(c // devices, False)) / MiB,
+        }
+        row["ratio"] = row["sharded_MiB"] / row["unsharded_MiB"]
+        rows.append(row)
+    return rows
+
+
+def format_sharded_memory(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'shape':<22} {'tiles':<9} {'per device MiB':>15} {'unsharded MiB':>14} "
+        f"{'unsharded C/8 MiB':>18} {'ratio':>6}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['shape']:<22} {r['tiles']:<9} {r['sharded_MiB']:>15.4f} "
+            f"{r['unsharded_MiB']:>14.4f} {r['unsharded_share_MiB']:>18.4f} {r['ratio']:>6.3f}"
+        )
+    return "\n".join(lines)
+
+
+def sharded_memory_table() -> str:
+    """:func:`class_sharded_memory_rows` in a child process with 8 virtual CPU devices."""
+    import os
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout's package
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONPATH=path)
+    done = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--sharded-memory-child"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
 HEADER = (
     f"{'case':<7} {'shape':<18} {'mode':<4} {'naive MiB':>10} {'chunked MiB':>12} "
     f"{'mem ratio':>10} {'naive s':>9} {'chunked s':>10} {'time ratio':>11} {'runs':>5} "
@@ -246,6 +442,25 @@ def format_row(r: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     argv = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if "--sharded-memory-child" in sys.argv:
+        print(format_sharded_memory(class_sharded_memory_rows()))
+        sys.exit(0)
+    if "--sharded-memory" in sys.argv:
+        print(sharded_memory_table())
+        sys.exit(0)
+    if "--floor" in sys.argv:
+        import os
+
+        print(f"jax {jax.__version__}; load average {os.getloadavg()[0]:.1f}", flush=True)
+        impls: dict[str, Any] = {"sigmoid_xent": sx}
+        for arg in sys.argv[1:]:  # --baseline=NAME: also time an importable copy, e.g. of main.
+            if arg.startswith("--baseline="):
+                import importlib
+
+                name = arg.split("=", 1)[1]
+                impls = {name: importlib.import_module(name), **impls}
+        print(format_floor(floor_rows(int(argv[0]) if argv else 21, impls=impls)), flush=True)
+        sys.exit(0)
     reps = int(argv[0]) if argv else 5
     kwargs: dict[str, Any] = {}
     if "--quick" in sys.argv:

@@ -29,6 +29,8 @@ Workloads (all jitted, inputs ``[N / 1024, 1024]``, logits ~ 4 N(0, 1), hard lab
   ``binary_crossentropy(...).mean()`` (must cost the same: ratio within 1.05).
 - ranking layouts: ``benchmarks/bench_ranking.py`` (packed segment_sum / padded / rax-style).
 - single-pass experiments (``benchmarks/bench_core.py``, not with ``--quick``).
+- scale losses against their three-product floor (``benchmarks/bench_scale.py``, not with
+  ``--quick``).
 - HLO facts of ``ours`` at 2^24: fusions, transcendentals and bytes per element.
 
 ``--plot PATH`` draws time per element vs N (matplotlib, skipped if absent); ``--json PATH``
@@ -512,6 +514,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             "(benchmarks/bench_core.py)\n"
         )
         print(single_pass.format_table(single), flush=True)
+
+    if not args.quick:
+        import bench_scale
+
+        scale = bench_scale.floor_rows(repeats=repeats)
+        rows += scale
+        print(
+            "\n## scale losses against their matrix products alone (issue 18; "
+            "benchmarks/bench_scale.py)\n"
+        )
+        print(bench_scale.format_floor(scale), flush=True)
 
     facts = hlo_facts(2**20 if args.quick else 2**24)
     rows.append({"benchmark": "hlo_facts", **facts})

@@ -55,6 +55,31 @@ def axis_names(axis_name: AxisName, fn: str) -> tuple:
     return names
 
 
+class UnboundAxisError(ValueError, NameError):
+    """An ``axis_name`` that no enclosing ``jax.shard_map`` binds (a ValueError, and a NameError
+    as ``lax.axis_size`` raises for it)."""
+
+
+def bound_axes_size(names: tuple, fn: str) -> int:
+    """``axes_size(names)``, or an :class:`UnboundAxisError` naming the axes that are bound."""
+    try:
+        return axes_size(names)
+    except NameError:
+        bound = tuple(jax.sharding.get_abstract_mesh().axis_names)
+        unbound = [n for n in names if n not in bound]
+        where = (
+            f"the enclosing shard_map binds {bound}"
+            if bound
+            else "it is called outside jax.shard_map"
+        )
+        raise UnboundAxisError(
+            f"{fn}: `axis_name` {names!r} names mesh axes {unbound or list(names)} that no "
+            f"enclosing jax.shard_map binds ({where}). Call it inside "
+            "jax.shard_map(..., mesh=...) over a mesh with these axes, or pass axis_name=None "
+            "for this device's local loss."
+        ) from None
+
+
 def axes_size(names: tuple) -> int:
     size = 1
     for name in names:

@@ -4,12 +4,14 @@ Each image/text pair is a binary problem: the logit ``exp(t) <img_i, txt_j> + b`
 the diagonal (matching pairs) and 0 elsewhere, i.e. SigLIP's ``+1 / -1`` labels. The elementwise
 loss and its gradient are the core's (``loss_value``, ``logits_grad``), applied to one block of
 image rows at a time: ``-log_sigmoid(y * l)`` is the core loss with label ``(1 + y) / 2`` at logit
-``l``. A custom VJP recomputes each block in the backward pass, so neither the forward pass nor
-``value_and_grad`` ever holds more than ``chunk_size x B`` logits.
+``l``. The loss is a scalar, so a custom VJP's forward rule adds each chunk's share of the
+gradients as it goes (three matrix products per chunk, not four) and the backward pass only scales
+them; neither the forward pass nor ``value_and_grad`` ever holds more than ``chunk_size x B``
+logits.
 
 :func:`siglip_loss_ring` is the multi-device form of the SigLIP paper: inside ``jax.shard_map``
 each device keeps its images and passes its texts around the device ring with ``lax.ppermute``;
-the backward pass sends them around again, with the text gradients travelling alongside.
+when differentiated, each text shard's gradient travels alongside it and takes one more hop home.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from jax.typing import ArrayLike
 from sigmoid_xent import _checks
 from sigmoid_xent._chunks import check_chunk_size, scan_chunks
 from sigmoid_xent._core import logits_grad, loss_value
-from sigmoid_xent._mesh_axes import AxisName, pcast_varying, union_varying_axes
+from sigmoid_xent._mesh_axes import AxisName, bound_axes_size, pcast_varying, union_varying_axes
 
 Array = jax.Array
 
@@ -57,8 +59,8 @@ def _block_logits(rows: Array, txt: Array, bias: Array) -> Array:
     return lax.dot_general(rows, txt, (((1,), (1,)), ((), ()))) + bias
 
 
-def _block_loss_sum(
-    total: Array,
+def _block_sweep(
+    acc: dict[str, Array],
     img: Array,
     txt: Array,
     scale: Array,
@@ -66,85 +68,83 @@ def _block_loss_sum(
     diag: bool,
     chunk: int,
     axes: frozenset,
-) -> Array:
-    """``total`` plus the summed loss of the block, ``chunk`` image rows at a time."""
+    inv: Array,
+) -> dict[str, Array]:
+    """Adds the block's loss to ``acc["total"]``, ``chunk`` image rows at a time, and, when
+    ``acc`` holds them, its gradients of ``inv * loss`` to ``acc["img"]``, ``acc["txt"]`` and
+    ``acc["b"]``: each chunk's logits serve its loss and its three products at once."""
     cols = txt.shape[0]
 
-    def body(acc: Array, start: Any, size: int, fresh: Array | None) -> Array:
+    def body(acc: dict[str, Array], start: Any, size: int, fresh: Array | None):
         rows = lax.dynamic_slice_in_dim(img, start, size) * scale
         logits = _block_logits(rows, txt, bias)
         z = _block_labels(start, size, cols, diag, logits.dtype)
         loss = loss_value(logits, z)
         if fresh is not None:  # rows already counted by the previous chunk.
             loss = jnp.where(fresh[:, None], loss, 0)
-        return acc + jnp.sum(loss)
+        out = dict(acc, total=acc["total"] + jnp.sum(loss))
+        if "txt" in acc:
+            dlogits = inv * logits_grad(logits, z)
+            if fresh is not None:
+                dlogits = jnp.where(fresh[:, None], dlogits, 0)
+            d_rows = (dlogits @ txt) * scale
+            old = lax.dynamic_slice_in_dim(acc["img"], start, size)
+            out["img"] = lax.dynamic_update_slice_in_dim(acc["img"], old + d_rows, start, 0)
+            out["txt"] = acc["txt"] + lax.dot_general(dlogits, rows, (((0,), (0,)), ((), ())))
+            out["b"] = acc["b"] + jnp.sum(dlogits)
+        return out
 
-    return scan_chunks(body, total, img.shape[0], chunk, axes)
-
-
-def _block_grads(
-    grads: tuple[Array, Array, Array],
-    img: Array,
-    txt: Array,
-    scale: Array,
-    bias: Array,
-    g: Array,
-    diag: bool,
-    chunk: int,
-    axes: frozenset,
-) -> tuple[Array, Array, Array]:
-    """Adds the block's ``(d_img, d_txt, d_bias)`` for cotangent ``g`` of the summed loss."""
-    cols = txt.shape[0]
-
-    def body(carry: tuple[Array, Array, Array], start: Any, size: int, fresh: Array | None):
-        d_img, d_txt, d_bias = carry
-        rows = lax.dynamic_slice_in_dim(img, start, size) * scale
-        logits = _block_logits(rows, txt, bias)
-        z = _block_labels(start, size, cols, diag, logits.dtype)
-        dlogits = g * logits_grad(logits, z)
-        if fresh is not None:
-            dlogits = jnp.where(fresh[:, None], dlogits, 0)
-        d_rows = (dlogits @ txt) * scale
-        d_img = lax.dynamic_update_slice_in_dim(
-            d_img, lax.dynamic_slice_in_dim(d_img, start, size) + d_rows, start, 0
-        )
-        d_txt = d_txt + lax.dot_general(dlogits, rows, (((0,), (0,)), ((), ())))
-        return d_img, d_txt, d_bias + jnp.sum(dlogits)
-
-    return scan_chunks(body, grads, img.shape[0], chunk, axes)
+    return scan_chunks(body, acc, img.shape[0], chunk, axes)
 
 
-def _scalar_grads(img: Array, d_img: Array, d_bias: Array) -> tuple[Array, Array]:
+def _start(img: Array, txt: Array, grads: bool) -> dict[str, Array]:
+    acc = {"total": jnp.zeros((), img.dtype)}
+    if grads:
+        acc.update(img=jnp.zeros_like(img), txt=jnp.zeros_like(txt), b=jnp.zeros((), img.dtype))
+    return acc
+
+
+def _finish(acc: dict[str, Array], img: Array, count: int) -> tuple[Array, tuple | None]:
+    value = acc["total"] / jnp.asarray(count, img.dtype)
+    if "txt" not in acc:
+        return value, None
     # d/dt of exp(t) <img_i, txt_j> is the logit's own term, so dt = sum_i <img_i, d_img_i>.
-    return jnp.sum(img * d_img), d_bias
+    return value, (acc["img"], acc["txt"], jnp.sum(img * acc["img"]), acc["b"])
+
+
+def _scaled(grads: tuple, g: Any) -> tuple:
+    g = jnp.asarray(g)  # a Python scalar under jax.checkpoint.
+    return tuple(g.astype(d.dtype) * d for d in grads)
 
 
 # --------------------------------------------------------------------------------------------
-# Single-device (or per-shard) loss: the summed loss over the whole [B, B] block.
+# Single-device (or per-shard) loss over the whole [B, B] block. The loss is a scalar, so the
+# forward rule forms the gradients for a unit cotangent as it goes (three products per chunk
+# instead of recomputing every chunk: four) and the backward pass only scales them. Both are
+# plain jnp, so the forward rule can be differentiated again (jax.hessian).
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _siglip_sum(img: Array, txt: Array, t: Array, b: Array, chunk: int) -> Array:
+def _siglip_sweep(img, txt, t, b, chunk, count, grads):
     axes = union_varying_axes(img, txt, t, b)
-    total = jnp.zeros((), img.dtype)
-    return _block_loss_sum(total, img, txt, jnp.exp(t), b, True, chunk, axes)
+    inv = jnp.asarray(1 / count, img.dtype)
+    acc = _block_sweep(_start(img, txt, grads), img, txt, jnp.exp(t), b, True, chunk, axes, inv)
+    return _finish(acc, img, count)
 
 
-def _siglip_sum_fwd(img, txt, t, b, chunk):
-    return _siglip_sum(img, txt, t, b, chunk), (img, txt, t, b)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _siglip_part(img: Array, txt: Array, t: Array, b: Array, chunk: int, count: int) -> Array:
+    return _siglip_sweep(img, txt, t, b, chunk, count, False)[0]
 
 
-def _siglip_sum_bwd(chunk, res, g):
-    img, txt, t, b = res
-    axes = union_varying_axes(img, txt, t, b)
-    g = jnp.asarray(g).astype(img.dtype)
-    grads = (jnp.zeros_like(img), jnp.zeros_like(txt), jnp.zeros((), img.dtype))
-    d_img, d_txt, d_b = _block_grads(grads, img, txt, jnp.exp(t), b, g, True, chunk, axes)
-    d_t, d_b = _scalar_grads(img, d_img, d_b)
-    return d_img, d_txt, d_t, d_b
+def _siglip_part_fwd(img, txt, t, b, chunk, count):
+    return _siglip_sweep(img, txt, t, b, chunk, count, True)
 
 
-_siglip_sum.defvjp(_siglip_sum_fwd, _siglip_sum_bwd)
+def _siglip_part_bwd(chunk, count, grads, g):
+    return _scaled(grads, g)
+
+
+_siglip_part.defvjp(_siglip_part_fwd, _siglip_part_bwd)
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,75 +155,66 @@ def _ring_perm(n: int) -> list[tuple[int, int]]:
     return [(j, (j + 1) % n) for j in range(n)]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _ring_sum(img: Array, txt: Array, t: Array, b: Array, axis_name: Any, chunk: int) -> Array:
-    """This device's images against every text shard: the local part of the global sum."""
+def _ring_sweep(img, txt, t, b, axis_name, chunk, count, grads):
+    """This device's images against every text shard: its part of the global mean, and with
+    ``grads`` the gradients of that part. The gradient of a text shard travels with it around
+    the ring and, after visiting every device, takes one more hop home."""
     n = lax.axis_size(axis_name)
     perm = _ring_perm(n)
     axes = union_varying_axes(img, txt, t, b)
     scale = jnp.exp(t)
-    total = _block_loss_sum(jnp.zeros((), img.dtype), img, txt, scale, b, True, chunk, axes)
-    if n == 1:
-        return total
-    cur = lax.ppermute(txt, axis_name, perm)
+    inv = jnp.asarray(1 / count, img.dtype)
 
-    def step(carry: tuple[Array, Array], _: Any) -> tuple[tuple[Array, Array], None]:
-        cur, total = carry
-        nxt = lax.ppermute(cur, axis_name, perm)  # independent of the block: overlaps it.
-        return (nxt, _block_loss_sum(total, img, cur, scale, b, False, chunk, axes)), None
+    def block(acc: dict[str, Array], cur: Array, diag: bool) -> dict[str, Array]:
+        return _block_sweep(acc, img, cur, scale, b, diag, chunk, axes, inv)
 
-    (cur, total), _ = lax.scan(step, (cur, total), None, length=n - 2)
-    return _block_loss_sum(total, img, cur, scale, b, False, chunk, axes)
+    acc = block(_start(img, txt, grads), txt, True)
+    if n > 1 and not grads:
+        # The shard for the next step is sent before the block is computed, so the transfer
+        # can overlap the compute.
+        def step(carry, _):
+            cur, acc = carry
+            nxt = lax.ppermute(cur, axis_name, perm)
+            return pcast_varying((nxt, block(acc, cur, False)), axes), None
 
-
-def _ring_sum_fwd(img, txt, t, b, axis_name, chunk):
-    return _ring_sum(img, txt, t, b, axis_name, chunk), (img, txt, t, b)
-
-
-def _ring_sum_bwd(axis_name, chunk, res, g):
-    img, txt, t, b = res
-    n = lax.axis_size(axis_name)
-    perm = _ring_perm(n)
-    axes = union_varying_axes(img, txt, t, b)
-    scale = jnp.exp(t)
-    g = pcast_varying(jnp.asarray(g).astype(img.dtype), axes)
-    d_img, d_txt, d_b = _block_grads(
-        (jnp.zeros_like(img), jnp.zeros_like(txt), jnp.zeros((), img.dtype)),
-        img,
-        txt,
-        scale,
-        b,
-        g,
-        True,
-        chunk,
-        axes,
-    )
-    if n > 1:
-        # Each text shard travels again, now followed by the gradient accumulated for it so far;
-        # after visiting every device that gradient is one hop from home. The shard for the next
-        # step is sent before the block is computed, so the transfer can overlap the compute.
-        def visit(cur, d_prev, d_img, d_b):
+        carry = pcast_varying((lax.ppermute(txt, axis_name, perm), acc), axes)
+        (cur, acc), _ = lax.scan(step, carry, None, length=n - 2)
+        acc = block(acc, cur, False)
+    elif n > 1:
+        # acc["txt"] holds the gradient of the shard last scored here; before each block the
+        # accumulator of the arriving shard arrives with it.
+        def visit(cur: Array, d_prev: Array, acc: dict[str, Array]) -> dict[str, Array]:
             d_cur = lax.ppermute(d_prev, axis_name, perm)  # the accumulator that belongs to cur.
-            d_img, d_cur, d_b = _block_grads(
-                (d_img, d_cur, d_b), img, cur, scale, b, g, False, chunk, axes
-            )
-            return d_cur, d_img, d_b
+            return block(dict(acc, txt=d_cur), cur, False)
 
         def step(carry, _):
-            cur, d_prev, d_img, d_b = carry
+            cur, acc = carry
             nxt = lax.ppermute(cur, axis_name, perm)
-            d_cur, d_img, d_b = visit(cur, d_prev, d_img, d_b)
-            return pcast_varying((nxt, d_cur, d_img, d_b), axes), None
+            return pcast_varying((nxt, visit(cur, acc["txt"], acc)), axes), None
 
-        carry = pcast_varying((lax.ppermute(txt, axis_name, perm), d_txt, d_img, d_b), axes)
-        (cur, d_prev, d_img, d_b), _ = lax.scan(step, carry, None, length=n - 2)
-        d_txt, d_img, d_b = visit(cur, d_prev, d_img, d_b)
-        d_txt = lax.ppermute(d_txt, axis_name, perm)
-    d_t, d_b = _scalar_grads(img, d_img, d_b)
-    return d_img, d_txt, d_t, d_b
+        carry = pcast_varying((lax.ppermute(txt, axis_name, perm), acc), axes)
+        (cur, acc), _ = lax.scan(step, carry, None, length=n - 2)
+        acc = visit(cur, acc["txt"], acc)
+        acc["txt"] = lax.ppermute(acc["txt"], axis_name, perm)  # home.
+    return _finish(acc, img, count)
 
 
-_ring_sum.defvjp(_ring_sum_fwd, _ring_sum_bwd)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _ring_part(
+    img: Array, txt: Array, t: Array, b: Array, axis_name: Any, chunk: int, count: int
+) -> Array:
+    return _ring_sweep(img, txt, t, b, axis_name, chunk, count, False)[0]
+
+
+def _ring_part_fwd(img, txt, t, b, axis_name, chunk, count):
+    return _ring_sweep(img, txt, t, b, axis_name, chunk, count, True)
+
+
+def _ring_part_bwd(axis_name, chunk, count, grads, g):
+    return _scaled(grads, g)
+
+
+_ring_part.defvjp(_ring_part_fwd, _ring_part_bwd)
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,12 +276,16 @@ def siglip_loss(
 
     Each term is the stable core loss (:func:`~sigmoid_xent.sigmoid_cross_entropy_with_logits`
     with label :math:`(1 + s_{ij})/2`), exact for any finite logit. The logits are formed
-    ``chunk_size`` image rows at a time inside ``lax.scan`` and reduced at once; a custom VJP
-    recomputes each chunk in the backward pass. Memory is ``O(chunk_size * B)`` in the forward
+    ``chunk_size`` image rows at a time inside ``lax.scan`` and reduced at once. When the call
+    is differentiated, a custom VJP's forward rule adds each chunk's share of the gradients
+    (three matrix products per chunk) and the backward pass only scales them by the cotangent;
+    the plain forward pass does the one product. Memory is ``O(chunk_size * B)`` in the forward
     pass and in ``value_and_grad`` alike; ``B`` need not divide ``chunk_size``. Computed in float32
     at least (float64 stays float64); the result has the embeddings' dtype. Works under ``jit``,
-    ``vmap``, ``grad`` and inside ``shard_map`` on per-device data (then it is that device's
-    loss; see :func:`siglip_loss_ring` for the global one).
+    ``vmap``, ``grad``, ``jax.checkpoint``, second order (``jax.hessian``, ``jax.grad`` of
+    ``jax.grad``, ``jax.jacrev`` twice; ``jax.jvp``/``jax.jacfwd`` directly are refused by JAX,
+    as for every ``custom_vjp``) and inside ``shard_map`` on per-device data (then it is that
+    device's loss; see :func:`siglip_loss_ring` for the global one).
 
     Args:
       img_emb: Image embeddings ``[B, D]`` (float; SigLIP normalises them first).
@@ -336,8 +331,7 @@ def _siglip_mean(img: Array, txt: Array, t: Array, b: Array, chunk: int, out_dty
     # Replicated t/b inside shard_map must vary like the embeddings, so that their transposes
     # sum the per-device gradients the custom rule returns.
     t, b = pcast_varying((t, b), union_varying_axes(img, txt))
-    total = _siglip_sum(img, txt, t, b, chunk)
-    return (total / img.shape[0]).astype(out_dtype)
+    return _siglip_part(img, txt, t, b, chunk, img.shape[0]).astype(out_dtype)
 
 
 def siglip_loss_ring(
@@ -362,9 +356,11 @@ def siglip_loss_ring(
         L = -\frac{1}{B} \sum_{k=1}^{n} \sum_{i \in \mathrm{shard}_k} \sum_{j=1}^{B}
         \log \sigma(s_{ij} \, l_{ij}) \quad \text{(one } \mathrm{psum} \text{ over devices)}
 
-    The custom VJP sends the text shards around the ring again in the backward pass, each with
-    the gradient accumulated for it so far, which arrives home after one more hop. Blocks are
-    chunked as in :func:`siglip_loss`. Value and gradients (both embeddings, ``t``, ``b``) equal
+    When the call is differentiated, each text shard travels with the gradient accumulated for
+    it so far, which arrives home after one more hop; the backward pass only scales the
+    gradients by the cotangent (no second trip around the ring). Blocks are chunked as in
+    :func:`siglip_loss`. Runs unchanged across processes (``jax.distributed.initialize``, a mesh
+    over every process's devices). Value and gradients (both embeddings, ``t``, ``b``) equal
     :func:`siglip_loss` on the gathered arrays. Works with ``check_vma`` True (the default) and
     False.
 
@@ -383,7 +379,7 @@ def siglip_loss_ring(
       TypeError: integer/bool embeddings, complex ``t``/``b``, or a non-int ``chunk_size``.
       ValueError: shards not 2-D, of different shapes or empty; ``t``/``b`` not a scalar or
         ``(1,)``; ``chunk_size < 1``.
-      NameError: called outside ``shard_map`` (``axis_name`` unbound).
+      ValueError: ``axis_name`` not bound by an enclosing ``shard_map`` (also a ``NameError``).
 
     Examples:
       >>> import jax, jax.numpy as jnp, numpy as np
@@ -403,10 +399,9 @@ def siglip_loss_ring(
     img, txt, t_c, b_c, chunk, out_dtype = _prepare(
         img_shard, txt_shard, t, b, chunk_size, fn, ("img_shard", "txt_shard")
     )
+    n = bound_axes_size((axis_name,), fn)
     axes = union_varying_axes(img, txt)
     t_c, b_c = pcast_varying((t_c, b_c), axes)
-    n = lax.axis_size(axis_name)
-    partial_sum = _ring_sum(img, txt, t_c, b_c, axis_name, chunk)
+    part = _ring_part(img, txt, t_c, b_c, axis_name, chunk, n * img.shape[0])
     # The psum stays outside the custom VJP: its transpose hands each device its cotangent.
-    total = lax.psum(partial_sum, axis_name)
-    return (total / (n * img.shape[0])).astype(out_dtype)
+    return lax.psum(part, axis_name).astype(out_dtype)

@@ -2,10 +2,13 @@
 
 ``h @ w.T + bias`` followed by the elementwise loss materialises ``[batch, classes]`` logits (and
 as much again for their gradient). Here the logits are formed one tile of classes (and, on request,
-of batch rows) at a time inside ``lax.scan``, reduced at once, and recomputed tile by tile in the
-backward pass by a custom VJP, using the core's loss and gradient (``loss_value``,
-``logits_grad``). Labels are read tile by tile in their own dtype, so int or bool labels are never
-copied to float in full.
+of batch rows) at a time inside ``lax.scan`` and reduced at once, using the core's loss and
+gradient (``loss_value``, ``logits_grad``). The loss is a scalar, so a custom VJP's forward rule
+adds each tile's share of the parameter gradients as it goes and the backward pass only scales
+them: three matrix products per tile, not four. Labels are read tile by tile in their own dtype,
+so int or bool labels are never copied to float in full. With ``axis_name`` inside
+``jax.shard_map`` the elements are split over devices by rows, classes or both (a model-parallel
+multi-label head); one scalar ``psum`` makes the global mean.
 """
 
 from __future__ import annotations
@@ -21,8 +24,16 @@ from jax.typing import ArrayLike
 
 from sigmoid_xent import _checks
 from sigmoid_xent._chunks import check_chunk_size, scan_chunks
-from sigmoid_xent._core import logits_grad, loss_value
-from sigmoid_xent._mesh_axes import pcast_varying, union_varying_axes
+from sigmoid_xent._core import absorbing_mul, logits_grad, loss_value
+from sigmoid_xent._mesh_axes import (
+    AxisName,
+    axis_names,
+    bound_axes_size,
+    check_sharded_over,
+    pcast_varying,
+    psum_over,
+    union_varying_axes,
+)
 
 Array = jax.Array
 
@@ -60,88 +71,104 @@ def _tiles(n: int, c: int, bn: int, cc: int, body: Any, carry: Any, axes: frozen
     return scan_chunks(over_classes, carry, c, cc, axes)
 
 
-def _tile_inputs(h, w, bias, labels, r0, rows, c0, cols, cd):
+def _tile(h, w, bias, labels, r0, rows, c0, cols, cd):
     h_t = lax.dynamic_slice_in_dim(h, r0, rows)
     w_t = lax.dynamic_slice_in_dim(w, c0, cols)
-    logits = lax.dot_general(h_t, w_t, (((1,), (1,)), ((), ()))) + lax.dynamic_slice_in_dim(
-        bias, c0, cols
-    )
+    b_t = lax.dynamic_slice_in_dim(bias, c0, cols)
+    logits = lax.dot_general(h_t, w_t, (((1,), (1,)), ((), ()))) + b_t[None, :]
     z = lax.dynamic_slice(labels, (r0, c0), (rows, cols)).astype(cd)
     return h_t, w_t, logits, z
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _fused_sum(h: Array, w: Array, bias: Array, labels: Array, bn: int, cc: int) -> Array:
-    """Sum over every (row, class) of the core loss on ``h @ w.T + bias``."""
+def _add_slice(acc: Array, start: Any, value: Array) -> Array:
+    old = lax.dynamic_slice_in_dim(acc, start, value.shape[0])
+    return lax.dynamic_update_slice_in_dim(acc, old + value, start, 0)
+
+
+_GRAD_NAMES = ("h", "w", "bias", "labels")
+
+
+def _sweep(
+    h: Array, w: Array, bias: Array, labels: Array, bn: int, cc: int, count: int, want: tuple
+) -> tuple[Array, dict[str, Array]]:
+    """``sum(loss) / count`` over every tile, and the gradients of it named in ``want``.
+
+    One pass over the tiles: each tile's logits give its loss and, when asked, its share of the
+    gradients (``d/dlogits`` scaled by ``1 / count`` before the products, so sums stay in range),
+    so a differentiated call forms each tile once and does three products per tile, not four.
+    Plain jnp (no custom rule inside), so the custom VJP's forward rule, which calls this, can be
+    differentiated again (``jax.hessian``).
+    """
     cd = h.dtype
     axes = union_varying_axes(h, w, bias, labels)
-
-    def body(total, r0, rows, c0, cols, fresh):
-        _, _, logits, z = _tile_inputs(h, w, bias, labels, r0, rows, c0, cols, cd)
-        loss = loss_value(logits, z)
-        if fresh is not None:
-            loss = jnp.where(fresh, loss, 0)
-        return total + jnp.sum(loss)
-
-    return _tiles(h.shape[0], w.shape[0], bn, cc, body, jnp.zeros((), cd), axes)
-
-
-def _fused_sum_fwd(h, w, bias, labels, bn, cc):
-    # symbolic_zeros: skip the gradients nobody asked for (above all the [batch, classes] one of
-    # the labels). The dict's keys are static: they live in the residuals' tree structure.
-    needs = {
-        name: None
-        for name, x in zip(("h", "w", "bias", "labels"), (h, w, bias, labels), strict=True)
-        if x.perturbed
-    }
-    h, w, bias, labels = h.value, w.value, bias.value, labels.value
-    return _fused_sum(h, w, bias, labels, bn, cc), ((h, w, bias, labels), needs)
-
-
-def _fused_sum_bwd(bn, cc, res, g):
-    (h, w, bias, labels), needs = res
-    if isinstance(g, jax.custom_derivatives.SymbolicZero):
-        return None, None, None, None
-    cd = h.dtype
-    axes = union_varying_axes(h, w, bias, labels)
-    g = pcast_varying(jnp.asarray(g).astype(cd), axes)
-    want_labels = "labels" in needs
-    carry = (
-        jnp.zeros_like(h),
-        jnp.zeros_like(w),
-        jnp.zeros_like(bias),
-        jnp.zeros_like(labels) if want_labels else None,
-    )
-
-    def add_slice(acc: Array, start: Any, value: Array) -> Array:
-        old = lax.dynamic_slice_in_dim(acc, start, value.shape[0])
-        return lax.dynamic_update_slice_in_dim(acc, old + value, start, 0)
+    inv = jnp.asarray(1 / count, cd)
+    carry: dict[str, Array] = {"total": jnp.zeros((), cd)}
+    for name, x in zip(_GRAD_NAMES, (h, w, bias, labels), strict=True):
+        if name in want:
+            carry[name] = jnp.zeros_like(x)
+    dense = [name for name in ("h", "w", "bias") if name in want]
 
     def body(carry, r0, rows, c0, cols, fresh):
-        d_h, d_w, d_bias, d_labels = carry
-        h_t, w_t, logits, z = _tile_inputs(h, w, bias, labels, r0, rows, c0, cols, cd)
-        dlogits = g * logits_grad(logits, z)
+        h_t, w_t, logits, z = _tile(h, w, bias, labels, r0, rows, c0, cols, cd)
+        loss = loss_value(logits, z)
         if fresh is not None:  # overlapped elements were counted by an earlier tile.
-            dlogits = jnp.where(fresh, dlogits, 0)
-        d_h = add_slice(d_h, r0, dlogits @ w_t)
-        d_w = add_slice(d_w, c0, lax.dot_general(dlogits, h_t, (((0,), (0,)), ((), ()))))
-        d_bias = add_slice(d_bias, c0, jnp.sum(dlogits, axis=0))
-        if d_labels is not None:  # d/dz of the core loss is -x; overlaps rewrite equal values.
-            d_labels = lax.dynamic_update_slice(
-                d_labels, (-g * logits).astype(d_labels.dtype), (r0, c0)
-            )
-        return d_h, d_w, d_bias, d_labels
+            loss = jnp.where(fresh, loss, 0)
+        out = dict(carry, total=carry["total"] + jnp.sum(loss))
+        if dense:
+            dlogits = inv * logits_grad(logits, z)
+            if fresh is not None:
+                dlogits = jnp.where(fresh, dlogits, 0)
+            if "h" in out:
+                out["h"] = _add_slice(carry["h"], r0, dlogits @ w_t)
+            if "w" in out:
+                d_w = lax.dot_general(dlogits, h_t, (((0,), (0,)), ((), ())))
+                out["w"] = _add_slice(carry["w"], c0, d_w)
+            if "bias" in out:
+                out["bias"] = _add_slice(carry["bias"], c0, jnp.sum(dlogits, axis=0))
+        if "labels" in out:  # d/dz of the core loss is -x; overlaps rewrite equal values.
+            d_z = (-inv * logits).astype(out["labels"].dtype)
+            out["labels"] = lax.dynamic_update_slice(carry["labels"], d_z, (r0, c0))
+        return out
 
-    d_h, d_w, d_bias, d_labels = _tiles(h.shape[0], w.shape[0], bn, cc, body, carry, axes)
-    return (
-        d_h if "h" in needs else None,
-        d_w if "w" in needs else None,
-        d_bias if "bias" in needs else None,
-        d_labels,
+    out = _tiles(h.shape[0], w.shape[0], bn, cc, body, carry, axes)
+    total = out.pop("total")
+    return total / jnp.asarray(count, cd), out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _fused_part(
+    h: Array, w: Array, bias: Array, labels: Array, bn: int, cc: int, count: int
+) -> Array:
+    """``sum(loss) / count`` over every (row, class) of the core loss on ``h @ w.T + bias``."""
+    return _sweep(h, w, bias, labels, bn, cc, count, ())[0]
+
+
+def _fused_part_fwd(h, w, bias, labels, bn, cc, count):
+    # symbolic_zeros: form only the gradients somebody asked for (above all, the labels' one is
+    # [batch, classes]). The loss is a scalar, so the gradients for a unit cotangent are the
+    # residuals and the backward pass only scales them.
+    want = tuple(
+        name for name, x in zip(_GRAD_NAMES, (h, w, bias, labels), strict=True) if x.perturbed
     )
+    value, grads = _sweep(h.value, w.value, bias.value, labels.value, bn, cc, count, want)
+    return value, grads
 
 
-_fused_sum.defvjp(_fused_sum_fwd, _fused_sum_bwd, symbolic_zeros=True)
+def _fused_part_bwd(bn, cc, count, grads, g):
+    if isinstance(g, jax.custom_derivatives.SymbolicZero):
+        return None, None, None, None
+    out = []
+    for name in _GRAD_NAMES:
+        d = grads.get(name)
+        if d is not None:
+            gd = jnp.asarray(g).astype(d.dtype)  # a Python scalar under jax.checkpoint.
+            # A zero cotangent gives a zero label gradient also where a logit is infinite.
+            d = absorbing_mul(gd, d) if name == "labels" else gd * d
+        out.append(d)
+    return tuple(out)
+
+
+_fused_part.defvjp(_fused_part_fwd, _fused_part_bwd, symbolic_zeros=True)
 
 
 def _chunks(chunk_size: Any, n: int, c: int, fn: str) -> tuple[int, int]:
@@ -165,6 +192,8 @@ def linear_sigmoid_cross_entropy(
     labels: ArrayLike,
     bias: ArrayLike | None = None,
     chunk_size: int | tuple[int, int] | None = None,
+    *,
+    axis_name: AxisName | None = None,
 ) -> Array:
     r"""Mean sigmoid cross-entropy of a linear layer's logits, without materialising them.
 
@@ -181,10 +210,29 @@ def linear_sigmoid_cross_entropy(
     ``batch x classes`` elements, equal to
     ``jnp.mean(sigmoid_cross_entropy_with_logits(labels, h @ w.T + bias))``. The logits exist one
     tile at a time: ``chunk_size`` classes (and, given a pair, batch rows) per tile inside
-    ``lax.scan``; a custom VJP recomputes each tile in the backward pass, so neither the forward
-    pass nor ``value_and_grad`` holds ``[batch, classes]`` temporaries (except the labels'
-    gradient, which has that shape, computed only when asked for). Sizes need not divide the
-    chunks. Computed in float32 at least; the result has the dtype of ``h`` and ``w`` promoted.
+    ``lax.scan``, so neither the forward pass nor ``value_and_grad`` holds ``[batch, classes]``
+    temporaries (except the labels' gradient, which has that shape, computed only when asked
+    for). The loss is a scalar, so a differentiated call forms each tile once: its forward rule
+    adds every tile's share of the gradients (three matrix products per tile) and the backward
+    pass only scales them by the cotangent; the plain forward pass does the one product. Sizes
+    need not divide the chunks. Computed in float32 at least; the result has the dtype of ``h``
+    and ``w`` promoted. Works under ``jit``, ``vmap``, ``grad``, ``jax.checkpoint``, and second
+    order (``jax.hessian``, ``jax.grad`` of ``jax.grad``, ``jax.jacrev`` twice); ``jax.jvp`` and
+    ``jax.jacfwd`` directly on it are refused by JAX (a ``custom_vjp``): use ``jax.jacrev``.
+
+    **Model parallel** (``axis_name``): inside ``jax.shard_map`` the ``batch x classes`` elements
+    can be split over mesh axes, by batch rows (``h`` and ``labels`` sharded on rows, ``w`` and
+    ``bias`` replicated), by classes (``w``, ``bias`` and ``labels``' last axis sharded, ``h``
+    replicated: the head of a model with too many classes for one device), or both on a 2-D
+    mesh, e.g. ``in_specs=(P("data"), P("model"), P("data", "model"), P("model"))`` with
+    ``axis_name=("data", "model")``. Each device reduces its own block, and one ``psum`` of a
+    scalar gives the global mean :math:`L` over :math:`N C` elements (``N``, ``C`` the global
+    sizes); every gradient equals the unsharded call's. A replicated ``h`` gets its cotangent
+    summed over the class axes (and a replicated ``w``/``bias`` over the batch axes) as
+    ``shard_map`` does for replicated inputs. No device gathers ``w``, its gradient or another
+    device's classes: its temp memory is that of its own ``[N / rows, C / classes]`` share.
+    Works with ``check_vma`` True and False, in one process or across processes started with
+    ``jax.distributed.initialize``.
 
     Args:
       h: Features ``[..., H]`` (float).
@@ -194,15 +242,22 @@ def linear_sigmoid_cross_entropy(
       bias: Optional ``[C]`` class bias.
       chunk_size: Classes per tile (int), or a ``(batch, classes)`` pair of rows and classes per
         tile. None: every row and about ``2**22 / N`` classes per tile (16 MiB of float32
-        logits), at least 128.
+        logits), at least 128. Inside ``shard_map`` these count this device's rows/classes.
+      axis_name: None (the default): the mean over the elements given (inside ``shard_map``:
+        this device's local mean). A ``shard_map`` mesh axis name, or a tuple of them: the axes
+        the elements are split over (batch rows, classes, or both); the result is the global
+        mean, identical on every device (``out_specs=P()``).
 
     Returns:
       The scalar mean loss.
 
     Raises:
       TypeError: integer ``h``/``w``, complex ``labels``/``bias``, or a non-int chunk size.
-      ValueError: mismatched shapes (each named with both shapes), empty batch or classes, or a
-        chunk size < 1.
+      ValueError: mismatched shapes (each named with both shapes; inside ``shard_map`` the
+        shapes of this device's shards), empty batch or classes, a chunk size < 1, an
+        ``axis_name`` no enclosing ``shard_map`` binds (a ``ValueError`` that is also a
+        ``NameError``), or (with ``check_vma=True``) labels replicated over an axis in
+        ``axis_name`` (each element would count once per device).
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -214,8 +269,27 @@ def linear_sigmoid_cross_entropy(
       Array(0.6798207, dtype=float32)
       >>> jnp.mean(sx.sigmoid_cross_entropy_with_logits(labels, h @ w.T))
       Array(0.67982084, dtype=float32)
+
+      Classes split over the devices of a mesh (a model-parallel head):
+
+      >>> import numpy as np
+      >>> from jax.sharding import Mesh, PartitionSpec as P
+      >>> mesh = Mesh(np.array(jax.devices()[:1]), ("model",))
+      >>> head = jax.shard_map(
+      ...     lambda h, w, z: sx.linear_sigmoid_cross_entropy(h, w, z, axis_name="model"),
+      ...     mesh=mesh, in_specs=(P(), P("model"), P(None, "model")), out_specs=P())
+      >>> head(h, w, labels)
+      Array(0.6798208, dtype=float32)
     """
     fn = "linear_sigmoid_cross_entropy"
+    names = () if axis_name is None else axis_names(axis_name, fn)
+    # Inside shard_map the shapes below are this device's shards: say so when they disagree.
+    hint = (
+        f" (per-device shards inside shard_map over {names}: `h` and `labels` must be split "
+        "alike over batch rows, `w`, `bias` and `labels`' last axis alike over classes)"
+        if names
+        else ""
+    )
     h_arr = _checks.as_logits(h, fn, name="h")
     w_arr = _checks.as_logits(w, fn, name="w")
     if h_arr.ndim < 1:
@@ -223,7 +297,7 @@ def linear_sigmoid_cross_entropy(
     if w_arr.ndim != 2 or w_arr.shape[1] != h_arr.shape[-1]:
         raise ValueError(
             f"{fn}: `w` must be [C, H] with H = h.shape[-1] = {h_arr.shape[-1]}, got `w` of shape "
-            f"{w_arr.shape} and `h` of shape {h_arr.shape}."
+            f"{w_arr.shape} and `h` of shape {h_arr.shape}{hint}."
         )
     num_classes, hidden = w_arr.shape
     _checks.not_none(labels, "labels", fn)
@@ -237,7 +311,7 @@ def linear_sigmoid_cross_entropy(
     if tuple(z.shape) != expected:
         raise ValueError(
             f"{fn}: `labels` must have shape h.shape[:-1] + (C,) = {expected}, got `labels` of "
-            f"shape {z.shape} (`h` {h_arr.shape}, `w` {w_arr.shape})."
+            f"shape {z.shape} (`h` {h_arr.shape}, `w` {w_arr.shape}){hint}."
         )
     out_dtype = jnp.promote_types(h_arr.dtype, w_arr.dtype)
     cd = _checks.compute_dtype(out_dtype)
@@ -248,30 +322,54 @@ def linear_sigmoid_cross_entropy(
         if tuple(bias_arr.shape) != (num_classes,):
             raise ValueError(
                 f"{fn}: `bias` must have shape (C,) = ({num_classes},), got shape "
-                f"{bias_arr.shape} (`w` {w_arr.shape})."
+                f"{bias_arr.shape} (`w` {w_arr.shape}){hint}."
             )
         bias_arr = bias_arr.astype(cd)
     n = int(np.prod(h_arr.shape[:-1], dtype=np.int64))
     if n == 0 or num_classes == 0:
         raise ValueError(f"{fn}: empty batch or classes (`h` {h_arr.shape}, `w` {w_arr.shape}).")
     bn, cc = _chunks(chunk_size, n, num_classes, fn)
-
+    devices = 1
+    if names:
+        devices = bound_axes_size(names, fn)
+        check_sharded_over(z, names, "labels", fn)
     return _fused_mean(
-        h_arr.reshape(n, hidden), w_arr, z.reshape(n, num_classes), bias_arr, bn, cc, cd, out_dtype
+        h_arr.reshape(n, hidden),
+        w_arr,
+        z.reshape(n, num_classes),
+        bias_arr,
+        bn,
+        cc,
+        n * num_classes * devices,
+        names,
+        cd,
+        out_dtype,
     )
 
 
 # jit: one compiled program when called eagerly; inlined inside an outer jit/vmap/shard_map.
-@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7, 8, 9))
 def _fused_mean(
-    h: Array, w: Array, labels: Array, bias: Array, bn: int, cc: int, cd: Any, out_dtype: Any
+    h: Array,
+    w: Array,
+    labels: Array,
+    bias: Array,
+    bn: int,
+    cc: int,
+    count: int,
+    names: tuple,
+    cd: Any,
+    out_dtype: Any,
 ) -> Array:
     h, w = h.astype(cd), w.astype(cd)
     axes = union_varying_axes(h, w, bias, labels)
     # Replicated parameters inside shard_map vary like the data, so that the transposes of the
-    # casts sum the per-device gradients of the custom rule.
+    # casts sum the per-device gradients of the custom rule (over the batch axes for `w` and
+    # `bias`, over the class axes for `h`).
     h, w, bias = pcast_varying((h, w, bias), axes)
     if jnp.issubdtype(labels.dtype, jnp.floating):
         labels = pcast_varying(labels, axes)
-    total = _fused_sum(h, w, bias, labels, bn, cc)
-    return (total / labels.size).astype(out_dtype)
+    part = _fused_part(h, w, bias, labels, bn, cc, count)
+    if names:  # the psum stays outside the custom VJP: its transpose hands each device its part.
+        part = psum_over(part, names)
+    return part.astype(out_dtype)

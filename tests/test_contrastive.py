@@ -180,6 +180,67 @@ def test_compiled_temp_memory_much_smaller_than_naive():
         assert chunked_bytes <= naive_bytes / 8, (chunked_bytes, naive_bytes)
 
 
+def _count_dots(jaxpr):
+    count = 0
+
+    def visit(jp):
+        nonlocal count
+        jp = getattr(jp, "jaxpr", jp)
+        for eqn in jp.eqns:
+            count += eqn.primitive.name == "dot_general"
+            for param in eqn.params.values():
+                for p in param if isinstance(param, (tuple, list)) else (param,):
+                    if isinstance(p, (jax.extend.core.Jaxpr, jax.extend.core.ClosedJaxpr)):
+                        visit(p)
+
+    visit(jaxpr)
+    return count
+
+
+def test_value_and_grad_forms_each_chunk_once():
+    # One product per chunk forward; three in value_and_grad, all in the forward rule's scan.
+    img, txt = make(40, 4)
+    f = lambda *a: sx.siglip_loss(*a, chunk_size=8)  # noqa: E731
+    assert _count_dots(jax.make_jaxpr(f)(img, txt, 0.0, 0.0)) == 1
+    assert _count_dots(jax.make_jaxpr(jax.value_and_grad(f, ARGNUMS))(img, txt, 0.0, 0.0)) == 3
+
+
+@pytest.mark.parametrize("chunk", [3])  # 7 rows: two whole chunks and an overlapping one
+def test_second_derivatives_match_naive_autodiff(chunk):
+    with x64():
+        img, txt = make(7, 3, jnp.float64, seed=4)
+        t, b = jnp.asarray(0.6, jnp.float64), jnp.asarray(-2.0, jnp.float64)
+        args = (img, txt, t, b)
+        f = lambda *a: sx.siglip_loss(*a, chunk_size=chunk)  # noqa: E731
+        hess = jax.jit(jax.hessian(f, ARGNUMS))(*args)
+        want = jax.jit(jax.hessian(naive_siglip, ARGNUMS))(*args)
+        for got_row, want_row in zip(hess, want, strict=True):
+            for got, expected in zip(got_row, want_row, strict=True):
+                scale = np.max(np.abs(expected))
+                np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12 * scale)
+        assert np.max(np.abs(want[0][1])) > 1e-3 and abs(want[2][2]) > 1e-3
+
+        def grad_norm(fn):  # grad of grad, as in a gradient penalty.
+            return lambda x: jnp.sum(jax.grad(fn, 0)(img, x, t, b) ** 2)
+
+        np.testing.assert_allclose(
+            jax.grad(grad_norm(f))(txt), jax.grad(grad_norm(naive_siglip))(txt), rtol=1e-9
+        )
+        jac2 = jax.jacrev(jax.jacrev(f, 2), 2)(*args)
+        np.testing.assert_allclose(jac2, want[2][2], rtol=1e-9)
+
+
+def test_strict_modes_no_nan_and_no_rank_promotion():
+    img, txt = make(37, 8, seed=37)
+    with jax.debug_nans(True), jax.numpy_rank_promotion("raise"):
+        for t in (0.5, float(np.log(1e30))):
+            value, grads = jax.value_and_grad(sx.siglip_loss, ARGNUMS)(
+                img, txt, t, 3.0, chunk_size=8
+            )
+            assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in grads)
+        assert np.isfinite(jax.hessian(sx.siglip_loss, 2)(img, txt, 0.5, -1.0, chunk_size=8))
+
+
 def test_ring_on_a_one_device_mesh_equals_siglip_loss():
     mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
     img, txt = make(13, 4)
@@ -217,3 +278,18 @@ def test_ring_on_a_one_device_mesh_equals_siglip_loss():
 def test_errors_name_the_argument(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         sx.siglip_loss(*args, **kwargs)
+
+
+def test_ring_axis_name_must_be_bound():
+    img, txt = make(8, 4)
+    with pytest.raises(ValueError, match=r"siglip_loss_ring.*`axis_name`.*outside jax.shard_map"):
+        sx.siglip_loss_ring(img, txt, 0.0, 0.0, axis_name="batch")
+    mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
+    ring = jax.shard_map(
+        lambda i, x: sx.siglip_loss_ring(i, x, 0.0, 0.0, axis_name="devices"),
+        mesh=mesh,
+        in_specs=(P("batch"), P("batch")),
+        out_specs=P(),
+    )
+    with pytest.raises(NameError, match=r"'devices'.*binds \('batch',\)"):  # also a NameError
+        ring(img, txt)

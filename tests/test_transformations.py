@@ -4,7 +4,8 @@ The elementwise core, the weighted loss and the ranking loss are ``custom_vjp`` 
 refuses forward mode (``jax.jvp``, ``jax.jacfwd``) on them, while ``jax.hessian`` (forward over
 reverse) works because their forward rules are plain jnp code. The focal loss is a
 ``custom_jvp``, and the probability-space loss and the reductions are plain jnp: every mode
-works. The scale losses (SigLIP, the linear head) have first derivatives only.
+works. The scale losses (SigLIP, the linear head) are chunked ``custom_vjp`` functions whose
+forward rules are plain jnp: ``jax.hessian`` works, forward mode is refused.
 """
 
 from __future__ import annotations
@@ -52,12 +53,12 @@ TABLE = {
     "siglip_loss": (
         lambda e: sx.siglip_loss(e, e[::-1], 0.0, 0.0),
         X,
-        {"jvp": False, "hessian": False},
+        {"jvp": False, "hessian": True},
     ),
     "linear_sigmoid_cross_entropy": (
         lambda h: sx.linear_sigmoid_cross_entropy(h, W, jnp.zeros((2, 5))),
         X,
-        {"jvp": False, "hessian": False},
+        {"jvp": False, "hessian": True},
     ),
 }
 
