@@ -58,8 +58,9 @@ def _short_repr(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def as_logits(logits: Any, fn: str, name: str = "logits") -> Array:
-    """Returns `logits` as a float array; integer/bool logits are a TypeError."""
+def float_array(logits: Any, fn: str, name: str = "logits") -> Array:
+    """``logits`` (or losses, probabilities, embeddings: any input that must be floating) as a
+    float array; integer/bool values are a TypeError naming ``name``."""
     not_none(logits, name, fn)
     logits = _nested(logits, name, fn)
     dtype = _numeric_dtype(logits, name, fn)

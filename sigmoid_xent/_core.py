@@ -148,7 +148,7 @@ _sce.defvjp(_sce_fwd, _sce_bwd)
 
 def check_labels_logits(labels: ArrayLike, logits: ArrayLike, fn: str) -> tuple[Array, Array]:
     """Checks and converts (labels, logits); labels get the logits' dtype if not float."""
-    x = _checks.as_logits(logits, fn)
+    x = _checks.float_array(logits, fn)
     z = _checks.as_float(labels, x.dtype, "labels", fn)
     _checks.same_shape(z, x, fn)
     return z, x
@@ -381,7 +381,7 @@ def binary_cross_entropy(labels: ArrayLike, probs: ArrayLike, epsilon: float = 1
       Array([15.333239, 15.424949], dtype=float32)
     """
     fn = "binary_cross_entropy"
-    p = _checks.as_logits(probs, fn, name="probs")
+    p = _checks.float_array(probs, fn, name="probs")
     z = _checks.as_float(labels, p.dtype, "labels", fn)
     _checks.same_shape(z, p, fn, names=("labels", "probs"))
     eps = _checks.as_float(epsilon, _checks.compute_dtype(p.dtype), "epsilon", fn)

@@ -32,8 +32,8 @@ LN2_LO = np.float32(1.4286068203094172e-06)
 INV_LN2 = np.float32(1.4426950408889634)
 _SQRT2 = np.float32(1.4142135)
 # Beyond these, exp gives inf / a value below every float32 (0 after flushing).
-_EXP_MAX = np.float32(88.72283)
-_EXP_MIN = np.float32(-104.0)
+_EXP_MAX = float(np.float32(88.72283))  # exactly a float32
+_EXP_MIN = -104.0
 
 
 def opaque(c: float) -> Array:

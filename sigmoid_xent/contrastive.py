@@ -230,8 +230,8 @@ def _prepare(
     fn: str,
     names: tuple[str, str],
 ) -> tuple[Array, Array, Array, Array, int, Any]:
-    img = _checks.as_logits(img_emb, fn, name=names[0])
-    txt = _checks.as_logits(txt_emb, fn, name=names[1])
+    img = _checks.float_array(img_emb, fn, name=names[0])
+    txt = _checks.float_array(txt_emb, fn, name=names[1])
     if img.ndim != 2:
         raise ValueError(f"{fn}: `{names[0]}` must be [batch, dim], got shape {img.shape}.")
     if img.shape != txt.shape:

@@ -290,8 +290,8 @@ def linear_sigmoid_cross_entropy(
         if names
         else ""
     )
-    h_arr = _checks.as_logits(h, fn, name="h")
-    w_arr = _checks.as_logits(w, fn, name="w")
+    h_arr = _checks.float_array(h, fn, name="h")
+    w_arr = _checks.float_array(w, fn, name="w")
     if h_arr.ndim < 1:
         raise ValueError(f"{fn}: `h` must be [..., H], got a scalar.")
     if w_arr.ndim != 2 or w_arr.shape[1] != h_arr.shape[-1]:

@@ -91,7 +91,7 @@ def sigmoid_cross_entropy(
     _checks.not_none(logits, "logits", fn)
     _checks.not_none(weights, "weights", fn)
     weights = _checks.as_float(weights, jnp.float32, "weights", fn)
-    x = _checks.as_logits(logits, fn)
+    x = _checks.float_array(logits, fn)
     z = _checks.as_float(multi_class_labels, x.dtype, "multi_class_labels", fn)
     _checks.same_shape(z, x, fn, names=("multi_class_labels", "logits"))
     w_shape = tuple(np.shape(weights))
@@ -152,7 +152,7 @@ def binary_crossentropy(
       Array([0.9162905 , 0.71355796], dtype=float32)
     """
     fn = "binary_crossentropy"
-    pred = _checks.as_logits(y_pred, fn, name="y_pred")
+    pred = _checks.float_array(y_pred, fn, name="y_pred")
     true = _checks.as_float(y_true, pred.dtype, "y_true", fn)
     _checks.same_shape(true, pred, fn, names=("y_true", "y_pred"))
     try:

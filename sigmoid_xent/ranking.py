@@ -150,7 +150,7 @@ def sigmoid_cross_entropy(
     """
     fn = _FN
     red = canonical_name(reduction, REDUCTIONS, fn)
-    x = _checks.as_logits(logits, fn)
+    x = _checks.float_array(logits, fn)
     z = _checks.as_float(labels, x.dtype, "labels", fn)
     ns = None
     if segment_ids is not None:

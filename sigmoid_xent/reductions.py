@@ -137,7 +137,7 @@ def weighted_reduction(
     A zero weight makes its element absent: ``0 * inf`` is 0, in the value and the gradients.
     """
     red = Reduction.parse(reduction, fn)
-    losses = _checks.as_logits(losses, fn, name="losses")
+    losses = _checks.float_array(losses, fn, name="losses")
     shape = tuple(losses.shape)
     acc = accumulation_dtype(losses.dtype)
     if weights is None:
@@ -213,7 +213,7 @@ def reduce_loss(
     """
     fn = "reduce_loss"
     red = Reduction.parse(reduction, fn)
-    losses = _checks.as_logits(losses, fn, name="losses")
+    losses = _checks.float_array(losses, fn, name="losses")
     if weights is not None:
         weights = _checks.as_float(weights, accumulation_dtype(losses.dtype), "weights", fn)
     return compiled_reduction(losses, weights, red, fn)

@@ -116,7 +116,7 @@ def reduce_loss_sharded(
     fn = "reduce_loss_sharded"
     red = Reduction.parse(reduction, fn)
     names = axis_names(axis_name, fn)
-    losses = _checks.as_logits(losses, fn, name="losses")
+    losses = _checks.float_array(losses, fn, name="losses")
     if red is Reduction.NONE:
         return weighted_reduction(losses, weights, red, fn)
     check_sharded_over(losses, names, "losses", fn)
@@ -220,7 +220,7 @@ def reduce_ranking_loss_sharded(
     fn = "reduce_ranking_loss_sharded"
     red = canonical_name(reduction, REDUCTIONS, fn)
     names = axis_names(axis_name, fn)
-    losses = _checks.as_logits(losses, fn, name="losses")
+    losses = _checks.float_array(losses, fn, name="losses")
     _checks.not_none(labels, "labels", fn)
     labels = jnp.asarray(labels)
     _checks.same_shape(labels, losses, fn, names=("labels", "losses"))

@@ -17,11 +17,11 @@ from sigmoid_xent import _checks
 Array = jax.Array
 
 
-def as_logits(value: Any, fn: str, name: str) -> Array:
+def float_array(value: Any, fn: str, name: str) -> Array:
     """A float array (the library's rules); float jax arrays pass without a conversion."""
     if isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jnp.floating):
         return value
-    return _checks.as_logits(value, fn, name=name)
+    return _checks.float_array(value, fn, name=name)
 
 
 def as_float(value: Any, dtype: Any, name: str, fn: str) -> Any:

@@ -29,7 +29,7 @@ _PEER = "optax"
 
 
 def _logits_labels(logits: ArrayLike, labels: ArrayLike, fn: str) -> tuple[Array, Array]:
-    x = _common.as_logits(logits, fn, "logits")
+    x = _common.float_array(logits, fn, "logits")
     z = _common.as_float(labels, x.dtype, "labels", fn)
     return x, z
 

@@ -106,7 +106,7 @@ def pointwise_sigmoid_loss(
              [0.       , 0.       , 0.8132617]], dtype=float32)
     """
     fn = _FN
-    s = _common.as_logits(scores, fn, "scores")
+    s = _common.float_array(scores, fn, "scores")
     y = _common.as_float(labels, s.dtype, "labels", fn)
     cd = _checks.compute_dtype(s.dtype)
     w = None if weights is None else _common.as_float(weights, cd, "weights", fn)

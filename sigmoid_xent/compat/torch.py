@@ -29,7 +29,7 @@ _LIBRARY_REDUCTION = {"none": "none", "mean": "sum_over_batch_size", "sum": "sum
 
 
 def _input_target(input: ArrayLike, target: ArrayLike, fn: str, names: tuple[str, str]):
-    x = _common.as_logits(input, fn, names[0])
+    x = _common.float_array(input, fn, names[0])
     z = _common.as_float(target, x.dtype, names[1], fn)
     if np.shape(z) != np.shape(x):
         raise ValueError(
