@@ -883,3 +883,39 @@ def test_seed_values_bit_exact_in_every_layout():
     )
     assert packed == want
     assert ranking.SigmoidCrossEntropyLoss()([[1.0, 0.0]], [[0.6, 0.8]]) == np.float32(0.8042943)
+
+
+@pytest.mark.parametrize(
+    "reduction", ["auto", "sum", "mean", "sum_by_nonzero_weights", "per_list", "list_mean", "none"]
+)
+@pytest.mark.parametrize("lead", [(), (3,), (2, 3), (2, 1, 3)])
+@pytest.mark.parametrize("weights", ["none", "per_list", "per_list_1", "per_item"])
+def test_dense_lists_of_any_rank_equal_the_2d_call(lead, reduction, weights):
+    # [..., list_size]: every leading index is one list (a [list_size] vector is one list),
+    # per-list weights [...] or [..., 1]; the result equals the [lists, list_size] call on the
+    # reshaped arrays, with `none` / `per_list` keeping the leading shape.
+    rng = np.random.default_rng(len(lead))
+    size = 5
+    shape = lead + (size,)
+    labels = rng.integers(-1, 2, size=shape).astype(np.float32)
+    logits = rng.normal(size=shape).astype(np.float32)
+    lists = int(np.prod(lead, dtype=int))
+    w = {
+        "none": None,
+        "per_list": rng.uniform(0.5, 2, size=lead).astype(np.float32),
+        "per_list_1": rng.uniform(0.5, 2, size=lead + (1,)).astype(np.float32),
+        "per_item": rng.uniform(0.5, 2, size=shape).astype(np.float32),
+    }[weights]
+    if w is not None and w.ndim == 0:  # one list: a per-list weight is a scalar
+        w = np.float32(w)
+    w2 = None if w is None else np.reshape(w, (lists, -1) if w.ndim == len(shape) else (lists,))
+    got = ranking.sigmoid_cross_entropy(labels, logits, weights=w, reduction=reduction)
+    want = ranking.sigmoid_cross_entropy(
+        labels.reshape(lists, size), logits.reshape(lists, size), weights=w2, reduction=reduction
+    )
+    if reduction == "none":
+        want = want.reshape(shape)
+    elif reduction == "per_list":
+        want = want.reshape(lead)
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
