@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +37,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import sigmoid_xent.keras as sk  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measure import interleaved  # noqa: E402
 
 PAIRS: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
     "BinaryCrossentropy": (
@@ -74,17 +75,6 @@ def _model(hidden: tuple[int, ...], labels: int) -> keras.Model:
     return keras.Sequential(layers)
 
 
-def _interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    names = list(fns)
-    for r in range(repeats):
-        for k in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            fns[k]()
-            times[k].append(time.perf_counter() - start)
-    return times
-
-
 def bench_fit(repeats: int) -> list[tuple[str, str, float, float, float, float]]:
     rows = []
     for workload, (hidden, labels, samples, batch) in WORKLOADS.items():
@@ -100,15 +90,15 @@ def bench_fit(repeats: int) -> list[tuple[str, str, float, float, float, float]]
                     model.fit(x, y, sample_weight=sw, batch_size=batch, epochs=1, verbose=0)
 
                 fits[key] = fit
-            times = _interleaved(fits, repeats)
-            med = {k: statistics.median(v) for k, v in times.items()}
+            t = interleaved(fits, repeats, sync=lambda _: None, warmup=0)
+            med = {k: v["median_ms"] / 1e3 for k, v in t.items()}
             rows.append(
                 (
                     workload,
                     loss_name,
                     med["ours"],
                     med["keras"],
-                    min(times["ours"]),
+                    t["ours"]["min_ms"] / 1e3,
                     med["ours"] / med["keras"],
                 )
             )
@@ -129,8 +119,8 @@ def bench_loss(repeats: int) -> list[tuple[str, float, float, float]]:
             jax.block_until_ready(f(x))
             jax.block_until_ready(f(x))
             fns[key] = lambda f=f: jax.block_until_ready(f(x))
-        times = _interleaved(fns, 3 * repeats)
-        med = {k: statistics.median(v) for k, v in times.items()}
+        t = interleaved(fns, 3 * repeats, warmup=0)
+        med = {k: v["median_ms"] / 1e3 for k, v in t.items()}
         rows.append((loss_name, med["ours"], med["keras"], med["ours"] / med["keras"]))
     return rows
 

@@ -27,7 +27,8 @@ Run: ``python benchmarks/bench_scale.py [repeats] [--quick]``; ``run(...)`` retu
 
 from __future__ import annotations
 
-import statistics
+import functools
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import sigmoid_xent as sx
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measure import interleaved, temp_bytes  # noqa: E402
 
 MiB = 2**20
 
@@ -68,7 +72,7 @@ def memory_row(
 ) -> dict[str, Any]:
     """A compile-only row: temp memory of both, no timing."""
     temp = {
-        name: _compile(f, args, argnums).memory_analysis().temp_size_in_bytes
+        name: temp_bytes(_compile(f, args, argnums))
         for name, f in (("naive", naive), ("chunked", chunked))
     }
     nan = float("nan")
@@ -110,12 +114,6 @@ def _compile(f: Callable, args: tuple, argnums: tuple | None) -> Any:
     return jax.jit(g).lower(*args).compile()
 
 
-def _time_once(compiled: Any, args: tuple) -> float:
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    return time.perf_counter() - t0
-
-
 def _value(out: Any) -> float:
     return float(out[0] if isinstance(out, tuple) else out)
 
@@ -134,7 +132,7 @@ def compare(
     compiled = {
         name: _compile(f, args, argnums) for name, f in (("naive", naive), ("chunked", chunked))
     }
-    temp = {name: c.memory_analysis().temp_size_in_bytes for name, c in compiled.items()}
+    temp = {name: temp_bytes(c) for name, c in compiled.items()}
     row: dict[str, Any] = {
         "case": case,
         "shape": shape,
@@ -153,11 +151,10 @@ def compare(
     if time_limit is not None and warm["naive"] > time_limit:
         row.update(naive_s=float("nan"), chunked_s=float("nan"), time_ratio=float("nan"), runs=0)
         return row
-    times: dict[str, list[float]] = {name: [] for name in compiled}
-    for _ in range(repeats):
-        for name, c in compiled.items():
-            times[name].append(_time_once(c, args))
-    med = {name: statistics.median(ts) for name, ts in times.items()}
+    timed = interleaved(
+        {name: functools.partial(c, *args) for name, c in compiled.items()}, repeats
+    )
+    med = {name: t["median_ms"] / 1e3 for name, t in timed.items()}
     row.update(
         naive_s=med["naive"],
         chunked_s=med["chunked"],
@@ -243,23 +240,6 @@ def siglip_products(img: jax.Array, txt: jax.Array, g: jax.Array) -> tuple[jax.A
     return img @ txt.T, g @ txt, g.T @ img
 
 
-def _interleaved_medians(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Medians of ``repeats`` rounds; each round runs every call once, in a shuffled order (a
-    call's time depends on what ran before it: fresh pages, caches)."""
-    for call in calls.values():  # warm-up
-        jax.block_until_ready(call())
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    order = list(calls)
-    rng = np.random.default_rng(0)
-    for _ in range(repeats):
-        for i in rng.permutation(len(order)):
-            name, call = order[i], calls[order[i]]
-            t0 = time.perf_counter()
-            jax.block_until_ready(call())
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
 def floor_rows(
     repeats: int = 21,
     linear_shape: tuple[int, int, int] = (2048, 16384, 512),
@@ -298,7 +278,8 @@ def floor_rows(
         calls[f"linear vg {label}"] = lambda f=lin_vg: f(h, w, z, bias)
         calls[f"siglip fwd {label}"] = lambda f=sig_fwd: f(img, txt, t, b)
         calls[f"siglip vg {label}"] = lambda f=sig_vg: f(img, txt, t, b)
-    med = _interleaved_medians(calls, repeats)
+    timed = interleaved(calls, repeats, warmup=1, shuffle=True)
+    med = {name: t["median_ms"] / 1e3 for name, t in timed.items()}
     rows = []
     for label in impls:
         for case, shape in (
@@ -363,7 +344,7 @@ def class_sharded_memory_rows(
 
     def temp(f: Callable, args: list[Any]) -> int:
         compiled = jax.jit(jax.value_and_grad(f, (0, 1, 3))).lower(*args).compile()
-        return int(compiled.memory_analysis().temp_size_in_bytes)
+        return int(temp_bytes(compiled))
 
     rows = []
     for tiles, chunk in (("one tile", c), ("default", None)):

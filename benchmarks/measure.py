@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 COLS = 1024
 
@@ -39,16 +40,27 @@ def interleaved(
     repeats: int,
     sync: Callable[[Any], Any] = jax.block_until_ready,
     warmup: int = 2,
+    shuffle: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """``{name: {"median_ms", "min_ms", "cpu_ms"}}`` of each thunk, interleaved."""
+    """``{name: {"median_ms", "min_ms", "cpu_ms"}}`` of each thunk, interleaved.
+
+    Each round runs every thunk once; the order rotates every round, or with ``shuffle`` is a
+    fresh random permutation (a call's time can depend on what ran before it: fresh pages,
+    caches).
+    """
     for fn in thunks.values():
         for _ in range(warmup):
             sync(fn())
     wall: dict[str, list[float]] = {k: [] for k in thunks}
     cpu: dict[str, list[float]] = {k: [] for k in thunks}
     names = list(thunks)
+    rng = np.random.default_rng(0)
     for r in range(repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
+        if shuffle:
+            order = [names[i] for i in rng.permutation(len(names))]
+        else:
+            order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
             c0, t0 = _cpu_seconds(), time.perf_counter()
             out = thunks[name]()
             sync(out)
@@ -65,10 +77,15 @@ def interleaved(
     }
 
 
-def temp_mib(fn: Any, *args: Any) -> float:
-    """XLA's temp buffer of ``fn`` (a jitted function) on ``args``, in MiB (nan if unknown)."""
+def temp_bytes(compiled: Any) -> float:
+    """XLA's temp buffer of a compiled program, in bytes (nan where the backend has none)."""
     try:
-        stats = fn.lower(*args).compile().memory_analysis()
+        stats = compiled.memory_analysis()
     except Exception:  # pragma: no cover - backend without memory analysis
         return float("nan")
-    return stats.temp_size_in_bytes / 2**20 if stats is not None else float("nan")
+    return float(stats.temp_size_in_bytes) if stats is not None else float("nan")
+
+
+def temp_mib(fn: Any, *args: Any) -> float:
+    """XLA's temp buffer of ``fn`` (a jitted function) on ``args``, in MiB (nan if unknown)."""
+    return temp_bytes(fn.lower(*args).compile()) / 2**20
