@@ -148,17 +148,22 @@ class _PairPieces(NamedTuple):
 
 
 def _pairs(x: Array, z: Array) -> _PairPieces:
-    """The pieces of the loss as float32 pairs: log u, log mix, bce."""
+    """The pieces of the loss as float32 pairs: log u, log mix, bce.
+
+    ``e`` and ``log1p(e)`` come from the guard-free pair ``exp`` and the dedicated ``log1p`` on
+    [0, 1] of :mod:`sigmoid_xent._twofloat` (a third of the generic ones' operations); every
+    product here is bounded (no overflow guard).
+    """
     a = jnp.abs(_finite(x))
     zero = jnp.zeros_like(a)
     one = twofloat.opaque(1.0)
-    e = twofloat.exp((-a, zero))
-    log1p_e = twofloat.log1p(e)
+    e = twofloat.exp_neg(a)
+    log1p_e = twofloat.log1p_unit(e)
     pos = x >= 0
     one_minus_z = twofloat.two_sum(one, -z)
     slope = twofloat.select(pos, one_minus_z, (z, zero))
     other = twofloat.select(pos, (z, zero), one_minus_z)
-    mix = twofloat.add(slope, twofloat.mul(other, e))
+    mix = twofloat.add(slope, twofloat.mul_finite(other, e))
     agree = slope[0] == 0  # mix = e exactly: log(mix) = -a
     log_mix = twofloat.select(
         agree, (-a, zero), twofloat.log(twofloat.select(agree, (zero + 1, zero), mix))
@@ -168,7 +173,7 @@ def _pairs(x: Array, z: Array) -> _PairPieces:
         e=e,
         slope=slope,
         agree=agree,
-        bce=twofloat.add(twofloat.mul1(slope, a), log1p_e),
+        bce=twofloat.add(twofloat.mul1_finite(slope, a), log1p_e),
         log_mix=log_mix,
         log_u=twofloat.add(log_mix, (-log1p_e[0], -log1p_e[1])),
     )
@@ -196,12 +201,13 @@ def _gamma_log_u(p: _PairPieces, g: Array) -> twofloat.Pair:
     return jnp.where(low, -1000.0, y[0]), jnp.where(low, zero, y[1])
 
 
-def _alpha_t(a: Array, z: Array) -> twofloat.Pair:
-    """``alpha_t = a z + (1 - a)(1 - z)`` as a pair; ``(1, 0)`` where ``a < 0`` (no balance)."""
+def _alpha_t_pair(a: Array, z: Array) -> twofloat.Pair:
+    """``alpha_t = (1 - a) + z (2 a - 1)`` as a pair: the parts of ``a`` alone are scalars for a
+    scalar alpha (XLA computes them once); ``(1, 0)`` where ``a < 0``."""
     one = twofloat.opaque(1.0)
-    at = twofloat.add(
-        twofloat.two_prod(a, z), twofloat.mul(twofloat.two_sum(one, -a), twofloat.two_sum(one, -z))
-    )
+    base = twofloat.two_sum(one, -a)
+    slope = twofloat.two_sum(2.0 * a, -one)
+    at = twofloat.add(base, twofloat.mul1_finite(slope, z))
     return twofloat.select(a < 0, (jnp.ones_like(a), jnp.zeros_like(a)), at)
 
 
@@ -210,17 +216,20 @@ def _value_f32(x: Array, z: Array, g: Array, a: Array) -> Array:
 
     ``exp(gamma log u) = (h + l) 2**k`` is kept unscaled until after the products with ``bce``
     and ``alpha_t``, so neither an underflowing modulator nor a ``bce`` near the float32 maximum
-    is lost.
+    is lost. One loop, no division (XLA:CPU splits the loop at a divide with several users).
     """
     p = _pairs(x, z)
-    y = _gamma_log_u(p, g)  # <= 0
-    # Below -200, u**gamma < 2**-288: the product is below every float32 (special is 0).
-    h, lo, k, special, use_special = twofloat.exp_parts(y, -200.0, 200.0)
-    at = _alpha_t(a, z)
+    zero = jnp.zeros_like(p.a)
+    # Below -200, u**gamma < 2**-288: the product is below every float32 (and the pair product
+    # never overflows: g and log u are finite).
+    low = g * p.log_u[0] < -200.0
+    y = twofloat.mul1_finite(twofloat.select(low, (zero, zero), p.log_u), g)
+    h, lo, k = twofloat.exp_unscaled(y)
+    at = _alpha_t_pair(a, z)
     # (h + lo) / 2 <= 0.71 times bce cannot overflow; the 2 goes back into the exponent.
-    prod = twofloat.mul(twofloat.mul((0.5 * h, 0.5 * lo), p.bce), at)
+    prod = twofloat.mul_finite(twofloat.mul_finite((0.5 * h, 0.5 * lo), p.bce), at)
     out = twofloat.scale(prod[0] + prod[1], jnp.clip(k + 1.0, -252.0, 254.0))
-    out = jnp.where(use_special, special, out)
+    out = jnp.where(low, 0.0, out)
     # x infinite: 0 for an agreeing hard label, inf for c > 0 (bce is infinite); a zero alpha_t
     # switches the term off even there.
     out = jnp.where(jnp.isinf(x) & (p.slope[0] > 0), jnp.inf * at[0], out)
