@@ -25,6 +25,7 @@ where ``e**2`` or ``c**2`` underflow:
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -227,8 +228,10 @@ def _value_f32(x: Array, z: Array, g: Array, a: Array) -> Array:
     h, lo, k = twofloat.exp_unscaled(y)
     at = _alpha_t_pair(a, z)
     # (h + lo) / 2 <= 0.71 times bce cannot overflow; the 2 goes back into the exponent.
-    prod = twofloat.mul_finite(twofloat.mul_finite((0.5 * h, 0.5 * lo), p.bce), at)
-    out = twofloat.scale(prod[0] + prod[1], jnp.clip(k + 1.0, -252.0, 254.0))
+    mh, ml = twofloat.mul_finite((0.5 * h, 0.5 * lo), p.bce)
+    ph, pl = twofloat.two_prod_finite(mh, at[0])
+    prod = ph + (pl + (mh * at[1] + ml * at[0]))  # the last product, rounded once
+    out = twofloat.scale(prod, jnp.clip(k + 1.0, -252.0, 254.0))
     out = jnp.where(low, 0.0, out)
     # x infinite: 0 for an agreeing hard label, inf for c > 0 (bce is infinite); a zero alpha_t
     # switches the term off even there.
@@ -276,8 +279,8 @@ def _plain_alpha_t(a: Array, z: Array) -> Array:
     return jnp.where(a < 0, jnp.ones_like(a), a * z + (1 - a) * (1 - z))
 
 
-@jax.custom_jvp
-def _focal_core(x: Array, z: Array, g: Array, a: Array) -> Array:
+@partial(jax.custom_jvp, nondiff_argnums=(4,))
+def _focal_core(x: Array, z: Array, g: Array, a: Array, balanced: bool) -> Array:
     """``alpha_t (1 - p_t)**gamma bce`` elementwise (``a < 0``: ``alpha_t = 1``); arguments of
     one shape, in the compute dtype.
 
@@ -286,13 +289,16 @@ def _focal_core(x: Array, z: Array, g: Array, a: Array) -> Array:
     value's loop and into the gradient's.
     """
     value = _value_f32 if x.dtype == jnp.float32 else _value_plain
-    return _at_most_bce(value(x, z, g, a), x, z, g, a)
+    out = value(x, z, g, a)
+    # ``balanced``: alpha is a static number >= 0, so no element disables the balance and the
+    # bce bound (and its second bce program) is not needed.
+    return out if balanced else _at_most_bce(out, x, z, g, a)
 
 
-def _focal_core_jvp(primals, tangents):
+def _focal_core_jvp(balanced, primals, tangents):
     x, z, g, a = primals
     tx, tz, tg, ta = tangents
-    out = _focal_core(x, z, g, a)
+    out = _focal_core(x, z, g, a, balanced)
     inf = jnp.isinf(x)
     p = _Pieces(_finite(x), z)
     alpha_t = _plain_alpha_t(a, z)
@@ -315,7 +321,7 @@ def _focal_core_jvp(primals, tangents):
     if not (isinstance(tz, SymbolicZero) and isinstance(ta, SymbolicZero)):
         # u**gamma bce without alpha_t (not out / alpha_t: out can underflow where core does
         # not, and alpha_t can be 0). Only label and alpha gradients pay for this second pass.
-        core = _focal_core(x, z, g, jnp.full_like(a, -1.0))
+        core = _focal_core(x, z, g, jnp.full_like(a, -1.0), False)
         # d/dalpha_t is core, except where the switched-off term is infinite (then 0, not NaN).
         d_at = jnp.where((alpha_t == 0) & jnp.isinf(core), 0.0, core)
         balanced = ~(a < 0)
@@ -413,16 +419,18 @@ def sigmoid_focal_loss(
     g = _checks.as_float(gamma, cd, "gamma", fn)
     _checks.broadcastable_to(g, x.shape, "gamma", fn, target="logits")
     a = None
+    a_static = None if alpha is None else _checks.static_scalar(alpha)
+    balanced = a_static is not None and a_static >= 0
     if alpha is not None:
         a = _checks.as_float(alpha, cd, "alpha", fn)
         _checks.broadcastable_to(a, x.shape, "alpha", fn, target="logits")
-    return _focal(x, z, g, a)
+    return _focal(x, z, g, a, balanced=balanced)
 
 
 # The checks above run in Python; the loss is one compiled program per signature, so an eager
 # call dispatches once (and inside a caller's jit it is inlined).
-@jax.jit
-def _focal(x: Array, z: Array, gamma: Array, alpha: Array | None) -> Array:
+@partial(jax.jit, static_argnames="balanced")
+def _focal(x: Array, z: Array, gamma: Array, alpha: Array | None, balanced: bool = False) -> Array:
     cd = _checks.compute_dtype(x.dtype)
     xc, zc = x.astype(cd), z.astype(cd)
     g = jnp.broadcast_to(gamma.astype(cd), xc.shape)
@@ -431,4 +439,4 @@ def _focal(x: Array, z: Array, gamma: Array, alpha: Array | None) -> Array:
     else:
         # `a < 0` (not `a >= 0`) disables the balance, so that a NaN alpha propagates.
         a = jnp.broadcast_to(alpha.astype(cd), xc.shape)
-    return _focal_core(xc, zc, g, a).astype(x.dtype)
+    return _focal_core(xc, zc, g, a, balanced).astype(x.dtype)
