@@ -166,9 +166,9 @@ def log(x: Pair) -> Pair:
 
     ``x = 2**k * m`` with ``m`` in [0.707, 1.414) (exponent bits), then
     ``log(m) = 2 atanh(s) = 2 s + 2 s**3 Q(s**2)`` with ``s = (m - 1) / (m + 1)`` as a pair
-    (``|s| <= 0.172``; one division and its exact residual) and ``Q`` in float32
-    (its terms are below 2**-8 of the result). No exponential: a Newton step on ``exp`` cost
-    twice as much.
+    (``|s| <= 0.172``; a Newton reciprocal, :func:`recip`, and the exact residual) and ``Q``
+    in float32 (its terms are below 2**-8 of the result). No exponential: a Newton step on
+    ``exp`` cost twice as much.
     """
     xh, xl = x
     ok = (xh > 0) & jnp.isfinite(xh)
