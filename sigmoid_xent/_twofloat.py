@@ -166,9 +166,9 @@ def log(x: Pair) -> Pair:
 
     ``x = 2**k * m`` with ``m`` in [0.707, 1.414) (exponent bits), then
     ``log(m) = 2 atanh(s) = 2 s + 2 s**3 Q(s**2)`` with ``s = (m - 1) / (m + 1)`` as a pair
-    (``|s| <= 0.172``; one division and its exact residual) and ``Q`` in float32
-    (its terms are below 2**-8 of the result). No exponential: a Newton step on ``exp`` cost
-    twice as much.
+    (``|s| <= 0.172``; a Newton reciprocal, :func:`recip`, and the exact residual) and ``Q``
+    in float32 (its terms are below 2**-8 of the result). No exponential: a Newton step on
+    ``exp`` cost twice as much.
     """
     xh, xl = x
     ok = (xh > 0) & jnp.isfinite(xh)
@@ -178,11 +178,13 @@ def log(x: Pair) -> Pair:
     big = m > _SQRT2
     m = jnp.where(big, m * 0.5, m)
     k = jnp.where(big, k + 1.0, k)
-    ml = scale(jnp.where(ok, xl, jnp.zeros_like(xl)), -k)
+    # One power of two: -k >= -126 for hi < 2**127; above, 2**-127 is 0, which drops an xl
+    # below 2**-24 hi (an error below 2**-30 of the result, about 88).
+    ml = jnp.where(ok, xl, jnp.zeros_like(xl)) * _pow2(jnp.maximum(-k, -127.0))
     num = m - 1.0  # exact (m in [0.5, 2])
-    den, den_l = two_sum(m, opaque(1.0))
+    den, den_l = fast_two_sum(opaque(1.0), m)  # exact: m < 2 has no higher exponent than 1
     den_l = den_l + ml
-    inv = 1.0 / den
+    inv = recip(den, 1.70, 2.42)  # den in [1.707, 2.414]
     # s = sh + sl with sh the top 12 bits of the quotient, so that sh * den is two exact
     # products: the residual is exact whether or not XLA contracts it into an FMA.
     sh = _split(num * inv)[0]
@@ -227,3 +229,107 @@ def exp_pow2(y: Pair, k: Array) -> Array:
     h, lo, ke, special, use_special = exp_parts(y, -200.0, 200.0)
     value = scale(h + lo, jnp.clip(ke + k, -252.0, 254.0))
     return jnp.where(use_special, special, value)
+
+
+def exp_neg(a: Array) -> Pair:
+    """``exp(-a)`` as a pair for finite ``a >= 0``; 0 for ``a >= 88`` (below float32's normals).
+
+    No guard logic: ``k = round(a / ln 2)`` is at most 127, where :func:`_pow2` gives 0.
+    """
+    am = jnp.minimum(a, np.float32(88.0))
+    k = jnp.round(am * INV_LN2)
+    r = k * LN2_HI - am  # exact: |k| < 512
+    rl = k * LN2_LO
+    hi, lo = _exp_reduced(r, rl)
+    p = _pow2(-k)
+    return hi * p, lo * p
+
+
+def _exp_reduced(r: Array, rl: Array) -> Pair:
+    """``exp(r + rl)`` as a pair for ``|r| <= 0.35``, ``|rl| <= 2**-11``, to about 2**-40:
+    ``1 + r + r**2 / 2`` as pairs, ``r**3 t(r)`` and ``rl exp(r)`` in float32."""
+    t = jnp.full_like(r, 1 / 362880)
+    for c in (1 / 40320, 1 / 5040, 1 / 720, 1 / 120, 1 / 24, 1 / 6):
+        t = t * r + np.float32(c)
+    sq_h, sq_l = two_prod_finite(r, r)
+    tail = sq_h * r * t
+    s1, e1 = fast_two_sum(opaque(1.0), r)
+    s2, e2 = fast_two_sum(s1, 0.5 * sq_h)  # s1 >= 0.65 > r**2 / 2
+    quad = 0.5 * sq_h + tail  # expm1(r) - r, in float32
+    lo = (e1 + e2) + (0.5 * sq_l + tail + rl * (1.0 + (r + quad)))
+    return fast_two_sum(s2, lo)
+
+
+def exp_unscaled(y: Pair) -> tuple[Array, Array, Array]:
+    """``exp(y) = (hi + lo) 2**k`` for finite ``y`` with ``|y[0]| < 350``; no guards."""
+    yh, yl = y
+    k = jnp.round(yh * INV_LN2)
+    r, rl = fast_two_sum(yh - k * LN2_HI, yl - k * LN2_LO)
+    hi, lo = _exp_reduced(r, rl)
+    return hi, lo, k
+
+
+def log1p_unit(x: Pair) -> Pair:
+    """``log(1 + x)`` for a pair ``x`` in [0, 1], to about 2**-40 relative, without the
+    exponent-bits reduction of :func:`log`: ``k ln 2 + 2 atanh(s)`` with ``k = 0``,
+    ``s = x / (2 + x)`` for ``x <= sqrt(2) - 1`` and ``k = 1``, ``s = (x - 1) / (x + 3)`` above,
+    so ``|s| <= 0.172``; ``s`` as a pair (:func:`recip`, no division), the odd series to
+    ``s**13`` in float32 (its terms are below 2**-8 of ``2 s``; the next is 2**-37 of it)."""
+    xh, xl = x
+    big = xh > np.float32(0.41421357)
+    one = opaque(1.0)
+    nh, nl = fast_two_sum(-one, xh)
+    nh = jnp.where(big, nh, xh)
+    nl = jnp.where(big, nl + xl, xl)
+    c = jnp.where(big, opaque(3.0), opaque(2.0))
+    den, den_l = fast_two_sum(c, xh)
+    den_l = den_l + xl
+    y = (jnp.where(big, np.float32(7.4142137), np.float32(4.4142137)) - den) * jnp.where(
+        big, np.float32(1 / (3.4142137 * 4)), np.float32(1 / (2 * 2.4142137))
+    )
+    for _ in range(2):  # 0.0089 -> 8e-5 -> 6e-9: sl's error below 2**-39 of s
+        y = y + y * (1.0 - den * y)
+    sh = _split(nh * y)[0]
+    dh, dl = _split(den)
+    sl = (((nh - sh * dh) - sh * dl) + (nl - sh * den_l)) * y
+    s = sh + sl
+    s2 = s * s
+    q = jnp.full_like(xh, 2 / 13)
+    for coef in (2 / 11, 2 / 9, 2 / 7, 2 / 5, 2 / 3):
+        q = q * s2 + np.float32(coef)
+    k = jnp.where(big, np.float32(1.0), np.float32(0.0))
+    hi, lo = fast_two_sum(k * LN2_HI, 2.0 * sh)
+    return fast_two_sum(hi, lo + (k * LN2_LO + 2.0 * sl + s * s2 * q))
+
+
+def recip(d: Array, lo: float, hi: float) -> Array:
+    """``1 / d`` for ``d`` in [``lo``, ``hi``] (``0 < lo``, ``hi / lo <= 1.5``), to about 2**-36
+    relative: a linear first guess (error ``(hi - lo)**2 / (4 lo hi)``) and three Newton steps.
+
+    Multiplications only: XLA:CPU will not fuse a divide into several users, and the pair
+    quotients here use their reciprocal twice, so a division split the loop in two.
+    """
+    y = (np.float32(lo + hi) - d) * np.float32(1.0 / (lo * hi))
+    for _ in range(3):
+        y = y + y * (1.0 - d * y)
+    return y
+
+
+def two_prod_finite(a: Array, b: Array) -> Pair:
+    """:func:`two_prod` for operands whose product cannot overflow (no guard)."""
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def mul_finite(x: Pair, y: Pair) -> Pair:
+    """:func:`mul` for operands whose product cannot overflow (no guard)."""
+    p, e = two_prod_finite(x[0], y[0])
+    return fast_two_sum(p, e + (x[0] * y[1] + x[1] * y[0]))
+
+
+def mul1_finite(x: Pair, b: Array) -> Pair:
+    """:func:`mul1` for operands whose product cannot overflow (no guard)."""
+    p, e = two_prod_finite(x[0], b)
+    return fast_two_sum(p, e + x[1] * b)

@@ -25,6 +25,7 @@ where ``e**2`` or ``c**2`` underflow:
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -148,17 +149,22 @@ class _PairPieces(NamedTuple):
 
 
 def _pairs(x: Array, z: Array) -> _PairPieces:
-    """The pieces of the loss as float32 pairs: log u, log mix, bce."""
+    """The pieces of the loss as float32 pairs: log u, log mix, bce.
+
+    ``e`` and ``log1p(e)`` come from the guard-free pair ``exp`` and the dedicated ``log1p`` on
+    [0, 1] of :mod:`sigmoid_xent._twofloat` (a third of the generic ones' operations); every
+    product here is bounded (no overflow guard).
+    """
     a = jnp.abs(_finite(x))
     zero = jnp.zeros_like(a)
     one = twofloat.opaque(1.0)
-    e = twofloat.exp((-a, zero))
-    log1p_e = twofloat.log1p(e)
+    e = twofloat.exp_neg(a)
+    log1p_e = twofloat.log1p_unit(e)
     pos = x >= 0
     one_minus_z = twofloat.two_sum(one, -z)
     slope = twofloat.select(pos, one_minus_z, (z, zero))
     other = twofloat.select(pos, (z, zero), one_minus_z)
-    mix = twofloat.add(slope, twofloat.mul(other, e))
+    mix = twofloat.add(slope, twofloat.mul_finite(other, e))
     agree = slope[0] == 0  # mix = e exactly: log(mix) = -a
     log_mix = twofloat.select(
         agree, (-a, zero), twofloat.log(twofloat.select(agree, (zero + 1, zero), mix))
@@ -168,7 +174,7 @@ def _pairs(x: Array, z: Array) -> _PairPieces:
         e=e,
         slope=slope,
         agree=agree,
-        bce=twofloat.add(twofloat.mul1(slope, a), log1p_e),
+        bce=twofloat.add(twofloat.mul1_finite(slope, a), log1p_e),
         log_mix=log_mix,
         log_u=twofloat.add(log_mix, (-log1p_e[0], -log1p_e[1])),
     )
@@ -196,12 +202,13 @@ def _gamma_log_u(p: _PairPieces, g: Array) -> twofloat.Pair:
     return jnp.where(low, -1000.0, y[0]), jnp.where(low, zero, y[1])
 
 
-def _alpha_t(a: Array, z: Array) -> twofloat.Pair:
-    """``alpha_t = a z + (1 - a)(1 - z)`` as a pair; ``(1, 0)`` where ``a < 0`` (no balance)."""
+def _alpha_t_pair(a: Array, z: Array) -> twofloat.Pair:
+    """``alpha_t = (1 - a) + z (2 a - 1)`` as a pair: the parts of ``a`` alone are scalars for a
+    scalar alpha (XLA computes them once); ``(1, 0)`` where ``a < 0``."""
     one = twofloat.opaque(1.0)
-    at = twofloat.add(
-        twofloat.two_prod(a, z), twofloat.mul(twofloat.two_sum(one, -a), twofloat.two_sum(one, -z))
-    )
+    base = twofloat.two_sum(one, -a)
+    slope = twofloat.two_sum(2.0 * a, -one)
+    at = twofloat.add(base, twofloat.mul1_finite(slope, z))
     return twofloat.select(a < 0, (jnp.ones_like(a), jnp.zeros_like(a)), at)
 
 
@@ -210,17 +217,22 @@ def _value_f32(x: Array, z: Array, g: Array, a: Array) -> Array:
 
     ``exp(gamma log u) = (h + l) 2**k`` is kept unscaled until after the products with ``bce``
     and ``alpha_t``, so neither an underflowing modulator nor a ``bce`` near the float32 maximum
-    is lost.
+    is lost. One loop, no division (XLA:CPU splits the loop at a divide with several users).
     """
     p = _pairs(x, z)
-    y = _gamma_log_u(p, g)  # <= 0
-    # Below -200, u**gamma < 2**-288: the product is below every float32 (special is 0).
-    h, lo, k, special, use_special = twofloat.exp_parts(y, -200.0, 200.0)
-    at = _alpha_t(a, z)
+    zero = jnp.zeros_like(p.a)
+    # Below -200, u**gamma < 2**-288: the product is below every float32 (and the pair product
+    # never overflows: g and log u are finite).
+    low = g * p.log_u[0] < -200.0
+    y = twofloat.mul1_finite(twofloat.select(low, (zero, zero), p.log_u), g)
+    h, lo, k = twofloat.exp_unscaled(y)
+    at = _alpha_t_pair(a, z)
     # (h + lo) / 2 <= 0.71 times bce cannot overflow; the 2 goes back into the exponent.
-    prod = twofloat.mul(twofloat.mul((0.5 * h, 0.5 * lo), p.bce), at)
-    out = twofloat.scale(prod[0] + prod[1], jnp.clip(k + 1.0, -252.0, 254.0))
-    out = jnp.where(use_special, special, out)
+    mh, ml = twofloat.mul_finite((0.5 * h, 0.5 * lo), p.bce)
+    ph, pl = twofloat.two_prod_finite(mh, at[0])
+    prod = ph + (pl + (mh * at[1] + ml * at[0]))  # the last product, rounded once
+    out = twofloat.scale(prod, jnp.clip(k + 1.0, -252.0, 254.0))
+    out = jnp.where(low, 0.0, out)
     # x infinite: 0 for an agreeing hard label, inf for c > 0 (bce is infinite); a zero alpha_t
     # switches the term off even there.
     out = jnp.where(jnp.isinf(x) & (p.slope[0] > 0), jnp.inf * at[0], out)
@@ -267,8 +279,8 @@ def _plain_alpha_t(a: Array, z: Array) -> Array:
     return jnp.where(a < 0, jnp.ones_like(a), a * z + (1 - a) * (1 - z))
 
 
-@jax.custom_jvp
-def _focal_core(x: Array, z: Array, g: Array, a: Array) -> Array:
+@partial(jax.custom_jvp, nondiff_argnums=(4,))
+def _focal_core(x: Array, z: Array, g: Array, a: Array, balanced: bool) -> Array:
     """``alpha_t (1 - p_t)**gamma bce`` elementwise (``a < 0``: ``alpha_t = 1``); arguments of
     one shape, in the compute dtype.
 
@@ -277,13 +289,16 @@ def _focal_core(x: Array, z: Array, g: Array, a: Array) -> Array:
     value's loop and into the gradient's.
     """
     value = _value_f32 if x.dtype == jnp.float32 else _value_plain
-    return _at_most_bce(value(x, z, g, a), x, z, g, a)
+    out = value(x, z, g, a)
+    # ``balanced``: alpha is a static number >= 0, so no element disables the balance and the
+    # bce bound (and its second bce program) is not needed.
+    return out if balanced else _at_most_bce(out, x, z, g, a)
 
 
-def _focal_core_jvp(primals, tangents):
+def _focal_core_jvp(balanced, primals, tangents):
     x, z, g, a = primals
     tx, tz, tg, ta = tangents
-    out = _focal_core(x, z, g, a)
+    out = _focal_core(x, z, g, a, balanced)
     inf = jnp.isinf(x)
     p = _Pieces(_finite(x), z)
     alpha_t = _plain_alpha_t(a, z)
@@ -306,7 +321,7 @@ def _focal_core_jvp(primals, tangents):
     if not (isinstance(tz, SymbolicZero) and isinstance(ta, SymbolicZero)):
         # u**gamma bce without alpha_t (not out / alpha_t: out can underflow where core does
         # not, and alpha_t can be 0). Only label and alpha gradients pay for this second pass.
-        core = _focal_core(x, z, g, jnp.full_like(a, -1.0))
+        core = _focal_core(x, z, g, jnp.full_like(a, -1.0), False)
         # d/dalpha_t is core, except where the switched-off term is infinite (then 0, not NaN).
         d_at = jnp.where((alpha_t == 0) & jnp.isinf(core), 0.0, core)
         balanced = ~(a < 0)
@@ -404,16 +419,18 @@ def sigmoid_focal_loss(
     g = _checks.as_float(gamma, cd, "gamma", fn)
     _checks.broadcastable_to(g, x.shape, "gamma", fn, target="logits")
     a = None
+    a_static = None if alpha is None else _checks.static_scalar(alpha)
+    balanced = a_static is not None and a_static >= 0
     if alpha is not None:
         a = _checks.as_float(alpha, cd, "alpha", fn)
         _checks.broadcastable_to(a, x.shape, "alpha", fn, target="logits")
-    return _focal(x, z, g, a)
+    return _focal(x, z, g, a, balanced=balanced)
 
 
 # The checks above run in Python; the loss is one compiled program per signature, so an eager
 # call dispatches once (and inside a caller's jit it is inlined).
-@jax.jit
-def _focal(x: Array, z: Array, gamma: Array, alpha: Array | None) -> Array:
+@partial(jax.jit, static_argnames="balanced")
+def _focal(x: Array, z: Array, gamma: Array, alpha: Array | None, balanced: bool = False) -> Array:
     cd = _checks.compute_dtype(x.dtype)
     xc, zc = x.astype(cd), z.astype(cd)
     g = jnp.broadcast_to(gamma.astype(cd), xc.shape)
@@ -422,4 +439,4 @@ def _focal(x: Array, z: Array, gamma: Array, alpha: Array | None) -> Array:
     else:
         # `a < 0` (not `a >= 0`) disables the balance, so that a NaN alpha propagates.
         a = jnp.broadcast_to(alpha.astype(cd), xc.shape)
-    return _focal_core(xc, zc, g, a).astype(x.dtype)
+    return _focal_core(xc, zc, g, a, balanced).astype(x.dtype)
