@@ -86,6 +86,14 @@ def _full_size(fusions: list[dict]) -> list[dict]:
     return [f for f in fusions if dims in f["shape"]]
 
 
+# jaxlib 0.10.0's XLA fuses the mean's scaling into the reduction (one multiply, 64 more temp
+# bytes); from 0.10.2 on (0.12 included) the layout below holds. Only speed depends on it.
+_JAXLIB = tuple(int(p) for p in jax.lib.__version__.split(".")[:3] if p.isdigit())
+xla_layout = pytest.mark.skipif(
+    _JAXLIB < (0, 10, 2),
+    reason=f"fusion layout measured on jaxlib >= 0.10.2, this is {jax.lib.__version__}",
+)
+
 cpu_only = pytest.mark.skipif(
     jax.default_backend() != "cpu", reason="fusion decisions documented for XLA:CPU"
 )
@@ -98,6 +106,7 @@ def _require_ynn(compiled_text: str) -> None:
 
 
 @cpu_only
+@xla_layout
 def test_value_and_grad_fusions_and_transcendentals():
     compiled = _compile(jax.value_and_grad(_mean_loss))
     _require_ynn(compiled.as_text())
@@ -120,6 +129,7 @@ def test_value_and_grad_fusions_and_transcendentals():
 
 
 @cpu_only
+@xla_layout
 def test_reduction_reads_one_finished_array():
     # The mean is a YNNPACK fusion that cannot absorb compare/select; the core ends in the guard's
     # select, so the reduction takes one operand (the loss) and no pieces of the formula.
