@@ -18,6 +18,8 @@ custom JVP.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,15 +91,15 @@ def add(x: Pair, y: Pair) -> Pair:
     return fast_two_sum(s, e + (x[1] + y[1]))
 
 
-def mul(x: Pair, y: Pair) -> Pair:
-    """Pair * pair."""
-    p, e = two_prod(x[0], y[0])
+def mul(x: Pair, y: Pair, product: Callable[[Array, Array], Pair] = two_prod) -> Pair:
+    """Pair * pair (``product`` forms the exact product of the high parts)."""
+    p, e = product(x[0], y[0])
     return fast_two_sum(p, e + (x[0] * y[1] + x[1] * y[0]))
 
 
-def mul1(x: Pair, b: Array) -> Pair:
-    """Pair * float."""
-    p, e = two_prod(x[0], b)
+def mul1(x: Pair, b: Array, product: Callable[[Array, Array], Pair] = two_prod) -> Pair:
+    """Pair * float (``product`` forms the exact product of the high part and ``b``)."""
+    p, e = product(x[0], b)
     return fast_two_sum(p, e + x[1] * b)
 
 
@@ -325,11 +327,9 @@ def two_prod_finite(a: Array, b: Array) -> Pair:
 
 def mul_finite(x: Pair, y: Pair) -> Pair:
     """:func:`mul` for operands whose product cannot overflow (no guard)."""
-    p, e = two_prod_finite(x[0], y[0])
-    return fast_two_sum(p, e + (x[0] * y[1] + x[1] * y[0]))
+    return mul(x, y, two_prod_finite)
 
 
 def mul1_finite(x: Pair, b: Array) -> Pair:
     """:func:`mul1` for operands whose product cannot overflow (no guard)."""
-    p, e = two_prod_finite(x[0], b)
-    return fast_two_sum(p, e + x[1] * b)
+    return mul1(x, b, two_prod_finite)
