@@ -449,7 +449,7 @@ class BinaryFocalCrossentropy(_PerSampleLoss):
     probabilities ``bce`` is Keras 3's clipped one (see :class:`BinaryCrossentropy`) and the
     values are Keras's; at ``p_t = 1`` the derivative of :math:`(1 - p_t)^\gamma` is taken as 0
     (Keras: NaN for ``gamma = 0``). On logits the loss is :func:`sigmoid_xent.sigmoid_focal_loss`
-    (within an ulp, custom derivatives, finite at ``±inf``); Keras's own goes through the
+    (within 0.63 ulp, custom derivatives, finite at ``±inf``); Keras's own goes through the
     clipped probability, so the two agree wherever ``sigmoid(y_pred)`` lies inside
     ``[epsilon, 1 - epsilon]`` (``|y_pred|`` below about 16) and ours stays exact beyond, where
     Keras's saturates. Keras's ``Loss.__call__`` applies ``sample_weight``, masks and
