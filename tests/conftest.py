@@ -12,22 +12,13 @@ from hypothesis import Phase, settings
 # Bounded example counts in CI; `make fuzz` raises them through HYPOTHESIS_PROFILE=fuzz.
 # CI does not shrink a failing example (that can take longer than the whole suite); the failure
 # is still reported with its example, and `make fuzz` / the dev profile shrink as usual.
-settings.register_profile(
-    "ci",
-    max_examples=40,
-    deadline=None,
-    derandomize=True,
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+_BOUNDED = dict(
+    deadline=None, derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate]
 )
+settings.register_profile("ci", max_examples=40, **_BOUNDED)
 # `make test-newest` (the newest jax): fewer examples. On jax 0.12 the focal robustness property
 # compiles its kernel again for every example (not so on 0.10), ~10 s each on 2 cores.
-settings.register_profile(
-    "newest",
-    max_examples=5,
-    deadline=None,
-    derandomize=True,
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-)
+settings.register_profile("newest", max_examples=5, **_BOUNDED)
 settings.register_profile("dev", max_examples=40, deadline=None)
 settings.register_profile("fuzz", max_examples=100_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
