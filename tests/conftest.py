@@ -6,6 +6,7 @@ import contextlib
 import os
 
 import jax
+import jax.extend
 import numpy as np
 from hypothesis import Phase, settings
 
@@ -84,3 +85,21 @@ def ref_grad(z, x):
     e = np.exp(-np.abs(x))
     s = e / (1 + e)
     return np.where(x >= 0, (1 - z) - s, s - z)
+
+
+def count_dots(jaxpr):
+    """dot_general equations in a jaxpr and its sub-jaxprs (each scan body counted once)."""
+    count = 0
+
+    def visit(jp):
+        nonlocal count
+        jp = getattr(jp, "jaxpr", jp)
+        for eqn in jp.eqns:
+            count += eqn.primitive.name == "dot_general"
+            for param in eqn.params.values():
+                for p in param if isinstance(param, (tuple, list)) else (param,):
+                    if isinstance(p, (jax.extend.core.Jaxpr, jax.extend.core.ClosedJaxpr)):
+                        visit(p)
+
+    visit(jaxpr)
+    return count

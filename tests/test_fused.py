@@ -9,7 +9,7 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ref_loss, x64
+from conftest import count_dots, ref_loss, x64
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -243,33 +243,15 @@ def test_errors_name_the_argument(args, kwargs, error, match):
         sx.linear_sigmoid_cross_entropy(*args, **kwargs)
 
 
-def _count_dots(jaxpr):
-    """dot_general equations in a jaxpr and its sub-jaxprs (each scan body counted once)."""
-    count = 0
-
-    def visit(jp):
-        nonlocal count
-        jp = getattr(jp, "jaxpr", jp)
-        for eqn in jp.eqns:
-            count += eqn.primitive.name == "dot_general"
-            for param in eqn.params.values():
-                for p in param if isinstance(param, (tuple, list)) else (param,):
-                    if isinstance(p, (jax.extend.core.Jaxpr, jax.extend.core.ClosedJaxpr)):
-                        visit(p)
-
-    visit(jaxpr)
-    return count
-
-
 def test_value_and_grad_forms_each_tile_once():
     # The forward does one product per tile; value_and_grad three (logits, d_h, d_w), all in
     # the forward rule's scan: the backward pass only scales the gradients.
     h, w, labels, bias = make((24,), 40, 4)
     f = lambda *a: sx.linear_sigmoid_cross_entropy(*a, chunk_size=(8, 16))  # noqa: E731
-    assert _count_dots(jax.make_jaxpr(f)(h, w, labels, bias)) == 1
-    assert _count_dots(jax.make_jaxpr(jax.value_and_grad(f, (0, 1, 3)))(h, w, labels, bias)) == 3
+    assert count_dots(jax.make_jaxpr(f)(h, w, labels, bias)) == 1
+    assert count_dots(jax.make_jaxpr(jax.value_and_grad(f, (0, 1, 3)))(h, w, labels, bias)) == 3
     # Only the gradients asked for: d_w alone needs the logits and one more product.
-    assert _count_dots(jax.make_jaxpr(jax.grad(f, 1))(h, w, labels, bias)) == 2
+    assert count_dots(jax.make_jaxpr(jax.grad(f, 1))(h, w, labels, bias)) == 2
 
 
 def naive_definition(h, w, labels, bias):
