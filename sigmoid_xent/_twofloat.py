@@ -305,8 +305,10 @@ def log1p_unit(x: Pair) -> Pair:
 
 
 def recip(d: Array, lo: float, hi: float) -> Array:
-    """``1 / d`` for ``d`` in [``lo``, ``hi``] (``0 < lo``, ``hi / lo <= 1.5``), to about 2**-36
-    relative: a linear first guess (error ``(hi - lo)**2 / (4 lo hi)``) and three Newton steps.
+    """``1 / d`` for ``d`` in [``lo``, ``hi``] (``0 < lo``, ``hi / lo <= 2``): a linear first
+    guess (relative error ``(hi - lo)**2 / (4 lo hi)``) and three Newton steps, each squaring
+    the error: to about 2**-36 for ``hi / lo <= 1.5``, 2**-24 (float32's own precision) for 2,
+    enough for the first part of a pair quotient, whose exact residual corrects it.
 
     Multiplications only: XLA:CPU will not fuse a divide into several users, and the pair
     quotients here use their reciprocal twice, so a division split the loop in two.

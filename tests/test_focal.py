@@ -11,9 +11,10 @@ import mpmath
 import numpy as np
 import pytest
 from conftest import ref_loss, ref_sigmoid, ulp_distance, x64
-from test_robustness import LD, ld, r_focal, ulp_err
+from test_robustness import LD, both, hard, ld, r_focal, representable, ulp_err
 
 import sigmoid_xent as sx
+from sigmoid_xent.focal import MAX_POWER, plain_focal_loss
 
 sce = sx.sigmoid_cross_entropy_with_logits
 INF = np.inf
@@ -331,3 +332,163 @@ def test_strict_promotion_with_parameters_of_other_dtypes():
             got = sx.sigmoid_focal_loss(z.astype(jnp.float64), x.astype(jnp.float64), 0.25, 2.0)
             assert got.dtype == jnp.float64
             np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- integer gamma
+
+
+def _grid_x():
+    """The float32 range (WIDE_X), a coarser dense [-60, 60] and both infinities."""
+    return np.concatenate([WIDE_X, DENSE_X[::4], [INF, -INF]]).astype(np.float32)
+
+
+LABELS = (0.0, 1.0, 0.3, 1e-6, 0.999)
+
+
+def _focal_errors(fn, alpha, gamma):
+    """Worst loss and d/dx errors of ``fn(z, x, alpha, gamma)`` (ulps, test_robustness's
+    allowances: the flushed-intermediate floor, d/dx in ulps of its terms' magnitude)."""
+    x = _grid_x()
+    a = -1.0 if alpha is None else alpha
+    value = jax.jit(fn, static_argnums=(2, 3))
+    grad = jax.jit(jax.grad(lambda x, z: fn(z, x, alpha, gamma).sum()))
+    worst_loss = worst_dx = 0.0
+    for label in LABELS:
+        z = np.full_like(x, label)
+        loss, dx, *_, scale, _, _ = both(r_focal, "float32", z, x, np.full_like(x, a), gamma + 0 * x)
+        got = np.asarray(value(z, x, alpha, gamma))
+        ok = representable(loss[0], "float32") & np.isfinite(x)
+        err = np.where(ok, ulp_err(got, loss, "float32"), 0.0)
+        worst_loss = max(worst_loss, err.max())
+        g = np.asarray(grad(jnp.asarray(x), jnp.asarray(z)))
+        assert np.all(np.isfinite(g)), (label, x[~np.isfinite(g)])
+        dx_scale = tuple(np.where(hard(z), np.abs(d), s) for d, s in zip(dx, scale, strict=True))
+        ok = representable(dx_scale[0], "float32") & representable(dx_scale[1], "float32")
+        floor = 4 * (1 + np.abs(ld(x)))
+        err = np.where(ok, ulp_err(g, dx, "float32", dx_scale, floor=floor), 0.0)
+        worst_dx = max(worst_dx, err.max())
+    return worst_loss, worst_dx
+
+
+@pytest.mark.parametrize("alpha", [0.25, None])
+@pytest.mark.parametrize("gamma", [float(n) for n in range(MAX_POWER + 1)])
+def test_integer_gamma_keeps_the_bounds(alpha, gamma):
+    """A static integer gamma (products instead of the two-float exponential) keeps the loss
+    within 2 ulp and d/dx within test_robustness's 6 (its traced-gamma bound)."""
+    loss_err, dx_err = _focal_errors(sx.sigmoid_focal_loss, alpha, gamma)
+    assert loss_err <= 2.0, loss_err
+    assert dx_err <= 6.0, dx_err
+
+
+def test_integer_gamma_equals_the_real_gamma_path():
+    """The products and the two-float exponential agree within an ulp; the gradients are the
+    same closed form (the value enters it)."""
+    x = jnp.asarray(_grid_x())
+    for label in LABELS:
+        z = jnp.full_like(x, label)
+        for gamma in (1.0, 2.0, 5.0):
+            static = sx.sigmoid_focal_loss(z, x, 0.25, gamma)
+            traced = jax.jit(sx.sigmoid_focal_loss)(z, x, 0.25, jnp.float32(gamma))
+            both_finite = np.isfinite(np.asarray(static)) & np.isfinite(np.asarray(traced))
+            assert ulp_distance(np.asarray(static)[both_finite], traced[both_finite]).max() <= 1
+            np.testing.assert_array_equal(np.isinf(static), np.isinf(traced))
+
+
+@pytest.mark.parametrize(("z", "x"), [(1.0, 5.0), (1.0, 40.0), (0.3, -3.0), (0.0, -0.0)])
+def test_integer_gamma_derivatives_match_mpmath(z, x):
+    """gamma = 2 static (float64): d/dx, d/dz and both second derivatives to 1e-12 / 1e-10."""
+    mpmath.mp.dps = 50
+
+    def exact(z, x):
+        s = 1 / (1 + mpmath.exp(-x))
+        u = z * (1 - s) + (1 - z) * s
+        bce = -(z * mpmath.log(s) + (1 - z) * mpmath.log(1 - s))
+        return (0.25 * z + 0.75 * (1 - z)) * u**2 * bce
+
+    for fn in (sx.sigmoid_focal_loss, plain_focal_loss):
+        with x64():
+            f = lambda z, x: fn(z, x, 0.25, 2.0)  # noqa: E731
+            z0, x0 = jnp.float64(z), jnp.float64(x)
+            gz, gx = jax.jit(jax.grad(f, argnums=(0, 1)))(z0, x0)
+            hzz = jax.jit(jax.hessian(f, argnums=0))(z0, x0)
+            hxx = jax.jit(jax.hessian(f, argnums=1))(z0, x0)
+        np.testing.assert_allclose(gz, float(mpmath.diff(lambda t: exact(t, x), z)), rtol=1e-12)
+        np.testing.assert_allclose(gx, float(mpmath.diff(lambda v: exact(z, v), x)), rtol=1e-12)
+        want_hzz = float(mpmath.diff(lambda t: exact(t, x), z, 2))
+        np.testing.assert_allclose(hzz, want_hzz, rtol=1e-10, atol=1e-300)
+        np.testing.assert_allclose(hxx, float(mpmath.diff(lambda v: exact(z, v), x, 2)), rtol=1e-10)
+
+
+@pytest.mark.parametrize("gamma", [1.0, 2.0, 4.0])
+def test_integer_gamma_hessian_finite_at_saturation(gamma):
+    x = jnp.array([-INF, -3e38, -200.0, -30.0, -1.0, 0.0, 2.0, 30.0, 200.0, 3e38, INF])
+    for fn in (sx.sigmoid_focal_loss, plain_focal_loss):
+        for label in (0.0, 1.0, 0.3):
+            z = jnp.full_like(x, label)
+            h = jax.jit(jax.hessian(lambda x, z: fn(z, x, 0.25, gamma).sum()))(x, z)
+            assert np.all(np.isfinite(h)), (fn.__name__, gamma, label, h)
+
+
+# --------------------------------------------------------------------------- plain_focal_loss
+
+# Measured worst errors of the plain float32 value over _grid_x() and LABELS (loss, d/dx).
+PLAIN_BOUNDS = {1.0: (5.3, 6.4), 2.0: (8.5, 8.5), 3.0: (11.4, 11.0), 8.0: (26.7, 27.0)}
+
+
+@pytest.mark.parametrize("gamma", list(PLAIN_BOUNDS))
+def test_plain_focal_loss_bounds(gamma):
+    """The plain value: stable and finite where the accurate one is, within the documented
+    ulps (the roundings of ``1 - p_t`` reach it ``gamma + 1`` times)."""
+    for alpha in (0.25, None):
+        loss_err, dx_err = _focal_errors(plain_focal_loss, alpha, gamma)
+        want_loss, want_dx = PLAIN_BOUNDS[gamma]
+        assert loss_err <= want_loss, (alpha, loss_err)
+        assert dx_err <= want_dx, (alpha, dx_err)
+
+
+def test_plain_focal_loss_mean_over_classes():
+    """Reduced next (the Keras classes' per-sample mean over 1024 classes), the plain value's
+    mean is as close to the exact mean as the accurate value's: the float32 mean's own
+    rounding (1.2-1.7 ulp) is what is left."""
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(256, 1024)) * 6).astype(np.float32)
+    for z in ((rng.random(x.shape) < 0.2), rng.random(x.shape)):
+        z = z.astype(np.float32)
+        for alpha in (0.25, None):
+            a = LD(-1.0 if alpha is None else alpha)
+            want = r_focal(ld(z), ld(x), a, LD(2.0))[0].mean(-1)
+            mean = jax.jit(lambda z, x, f: f(z, x, alpha, 2.0).mean(-1), static_argnums=2)
+            plain = ulp_err(np.asarray(mean(z, x, plain_focal_loss)), want, "float32").max()
+            accurate = ulp_err(np.asarray(mean(z, x, sx.sigmoid_focal_loss)), want, "float32")
+            assert plain <= max(accurate.max(), 1.5), (alpha, plain, accurate.max())
+
+
+def test_plain_focal_loss_real_gamma_is_the_accurate_one():
+    x = jnp.asarray(_grid_x())
+    z = jnp.full_like(x, 0.3)
+    for gamma in (0.5, 2.5, jnp.float32(2.0)):
+        np.testing.assert_array_equal(
+            plain_focal_loss(z, x, 0.25, gamma), sx.sigmoid_focal_loss(z, x, 0.25, gamma)
+        )
+
+
+def test_plain_focal_loss_rejects_bad_input_by_name():
+    with pytest.raises(ValueError, match="plain_focal_loss: `gamma` must be >= 0"):
+        plain_focal_loss(jnp.zeros(2), jnp.zeros(2), gamma=-1.0)
+    with pytest.raises(ValueError, match="plain_focal_loss"):
+        plain_focal_loss(jnp.zeros(2), jnp.zeros(3))
+
+
+def test_sixteen_bit_inputs_round_the_exact_value():
+    """16-bit inputs: the float32 plain value rounds to within a 16-bit ulp of the exact one."""
+    x = np.linspace(-30, 30, 2001).astype(np.float32)
+    for dtype in (jnp.bfloat16, jnp.float16):
+        xd = jnp.asarray(x, dtype)
+        for label in (0.0, 1.0, 0.25):
+            z = jnp.full_like(xd, label)
+            for gamma in (2.0, 2.5):
+                got = np.asarray(sx.sigmoid_focal_loss(z, xd, 0.25, gamma)).astype(np.float64)
+                want = r_focal(ld(z), ld(xd), LD(0.25), LD(gamma))[0].astype(np.float64)
+                ok = want > float(jnp.finfo(dtype).tiny)
+                rel = np.abs(got - want)[ok] / want[ok]
+                assert rel.max() <= float(jnp.finfo(dtype).eps), (dtype, label, gamma)

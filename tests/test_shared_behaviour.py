@@ -22,6 +22,7 @@ from absl.testing import parameterized
 
 import sigmoid_xent as sx
 from sigmoid_xent import compat, ranking
+from sigmoid_xent.focal import plain_focal_loss
 
 INF = float("inf")
 
@@ -64,6 +65,15 @@ LOSSES = [
     Loss(
         "sigmoid_focal_loss",
         _elementwise(lambda z, x: sx.sigmoid_focal_loss(z, x, alpha=0.25, gamma=2.0)),
+    ),
+    # A real gamma takes the two-float exponential, an integer one the products.
+    Loss(
+        "sigmoid_focal_loss_real_gamma",
+        _elementwise(lambda z, x: sx.sigmoid_focal_loss(z, x, alpha=0.25, gamma=2.5)),
+    ),
+    Loss(
+        "plain_focal_loss",
+        _elementwise(lambda z, x: plain_focal_loss(z, x, alpha=0.25, gamma=2.0)),
     ),
     Loss(
         "sigmoid_cross_entropy",
@@ -273,6 +283,7 @@ def _surface() -> list[tuple[str, Callable[..., Any], tuple[Any, ...]]]:
         ("core", sx.sigmoid_cross_entropy_with_logits, (z, x)),
         ("weighted", sx.weighted_sigmoid_cross_entropy_with_logits, (z, x, per_class)),
         ("focal", lambda z, x: sx.sigmoid_focal_loss(z, x, alpha=0.25, gamma=2.0), (z, x)),
+        ("focal_plain", lambda z, x: plain_focal_loss(z, x, alpha=0.25, gamma=2.0), (z, x)),
         (
             "focal_no_alpha",
             lambda z, x: sx.sigmoid_focal_loss(z, x, alpha=None, gamma=0.5),
