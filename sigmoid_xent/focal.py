@@ -413,10 +413,10 @@ def _focal_core(
     """
     if x.dtype != jnp.float32 or (plain and power is None):
         out = _value_plain(x, z, g, a)
-    elif plain:
-        out = _value_power_plain(x, z, power, a)
     elif power is None:
         out = _value_f32(x, z, g, a)
+    elif plain:
+        out = _value_power_plain(x, z, power, a)
     else:
         out = _value_power_f32(x, z, power, a)
     # ``balanced``: alpha is a static number >= 0, so no element disables the balance and the
@@ -562,10 +562,11 @@ def plain_focal_loss(
     average out: a mean over 1024 classes is as close to the exact mean as the accurate
     values' (1.2-1.7 ulp, the float32 mean's own rounding). The gradient is the closed form
     ``alpha_t (gamma (1 - 2z) u**(gamma-1) s (1 - s) bce + u**gamma (p - z))`` in plain
-    float32 (7.7 ulp at ``gamma = 2``, where :func:`sigmoid_focal_loss`'s holds 3.4). Any other ``gamma`` keeps :func:`sigmoid_focal_loss`'s two-float
-    value and gradients (a plain ``(1 - p_t)**gamma`` loses ``|gamma log(1 - p_t)| / 2``
-    ulps). float64 and 16-bit inputs are computed exactly as there (16-bit ones in plain
-    float32 in both: their rounding hides a few float32 ulps).
+    float32 (7.7 ulp at ``gamma = 2``, where :func:`sigmoid_focal_loss`'s holds 3.4).
+    Any other ``gamma`` keeps :func:`sigmoid_focal_loss`'s two-float value and gradients (a
+    plain ``(1 - p_t)**gamma`` loses ``|gamma log(1 - p_t)| / 2`` ulps). float64 and 16-bit
+    inputs are computed exactly as there (16-bit ones in plain float32 in both: their rounding
+    hides a few float32 ulps).
 
     Args:
       labels: Targets of ``logits``' shape, hard or soft.

@@ -355,7 +355,8 @@ def _focal_errors(fn, alpha, gamma):
     worst_loss = worst_dx = 0.0
     for label in LABELS:
         z = np.full_like(x, label)
-        loss, dx, *_, scale, _, _ = both(r_focal, "float32", z, x, np.full_like(x, a), gamma + 0 * x)
+        g = np.full_like(x, gamma)
+        loss, dx, *_, scale, _, _ = both(r_focal, "float32", z, x, np.full_like(x, a), g)
         got = np.asarray(value(z, x, alpha, gamma))
         ok = representable(loss[0], "float32") & np.isfinite(x)
         err = np.where(ok, ulp_err(got, loss, "float32"), 0.0)
@@ -407,7 +408,7 @@ def test_integer_gamma_derivatives_match_mpmath(z, x):
 
     for fn in (sx.sigmoid_focal_loss, plain_focal_loss):
         with x64():
-            f = lambda z, x: fn(z, x, 0.25, 2.0)  # noqa: E731
+            f = lambda z, x, fn=fn: fn(z, x, 0.25, 2.0)  # noqa: E731
             z0, x0 = jnp.float64(z), jnp.float64(x)
             gz, gx = jax.jit(jax.grad(f, argnums=(0, 1)))(z0, x0)
             hzz = jax.jit(jax.hessian(f, argnums=0))(z0, x0)
@@ -425,7 +426,7 @@ def test_integer_gamma_hessian_finite_at_saturation(gamma):
     for fn in (sx.sigmoid_focal_loss, plain_focal_loss):
         for label in (0.0, 1.0, 0.3):
             z = jnp.full_like(x, label)
-            h = jax.jit(jax.hessian(lambda x, z: fn(z, x, 0.25, gamma).sum()))(x, z)
+            h = jax.jit(jax.hessian(lambda x, z, fn=fn: fn(z, x, 0.25, gamma).sum()))(x, z)
             assert np.all(np.isfinite(h)), (fn.__name__, gamma, label, h)
 
 
@@ -457,7 +458,7 @@ def test_plain_focal_loss_mean_over_classes():
         for alpha in (0.25, None):
             a = LD(-1.0 if alpha is None else alpha)
             want = r_focal(ld(z), ld(x), a, LD(2.0))[0].mean(-1)
-            mean = jax.jit(lambda z, x, f: f(z, x, alpha, 2.0).mean(-1), static_argnums=2)
+            mean = jax.jit(lambda z, x, f, a=alpha: f(z, x, a, 2.0).mean(-1), static_argnums=2)
             plain = ulp_err(np.asarray(mean(z, x, plain_focal_loss)), want, "float32").max()
             accurate = ulp_err(np.asarray(mean(z, x, sx.sigmoid_focal_loss)), want, "float32")
             assert plain <= max(accurate.max(), 1.5), (alpha, plain, accurate.max())
