@@ -7,8 +7,12 @@ and the worst loss error of each in float32 ulps against a longdouble reference 
 float32's smallest normal, which XLA:CPU flushes, not counted) on 2^16 logits in [-20, 20], hard
 labels at gamma 3.7 and soft labels (0.3, 1e-6) at gamma 6.
 
-Variants of sigmoid_xent's float32 value (``focal._value_f32``; the custom JVP is the same):
-``dedicated pairs`` is the library's (guard-free pair ``exp``, ``log1p`` on [0, 1] without
+Rows: ``static gamma (products)`` is :func:`sigmoid_xent.sigmoid_focal_loss` with a Python
+``gamma`` (an integer one, 2 here and 6 in the accuracy grid, raises ``1 - p_t`` by two-float
+products, ``focal._value_power_f32``); ``plain_focal_loss`` is the Keras classes' plain float32
+value with the closed-form gradient. The ``traced gamma`` rows pass ``gamma`` as an array, which
+takes the two-float exponential (every real ``gamma``), in two variants of
+``focal._value_f32`` (the custom JVP is the same): ``dedicated pairs`` is the library's (guard-free pair ``exp``, ``log1p`` on [0, 1] without
 exponent-bits reduction, reciprocals by Newton steps instead of divisions: one loop);
 ``generic pairs`` is the formulation before it (the generic guarded ``_twofloat.exp``/``log1p``,
 overflow-guarded products, ``alpha_t`` from four pairs). ``plain float32`` is the formula
@@ -30,6 +34,7 @@ import optax
 import sigmoid_xent as sx
 from sigmoid_xent import _twofloat as twofloat
 from sigmoid_xent import focal
+from sigmoid_xent.focal import plain_focal_loss
 from sigmoid_xent._core import neg_abs, softplus
 
 
@@ -95,9 +100,23 @@ BASE = "optax.sigmoid_focal_loss"
 
 def _losses():
     """name -> (value function or None, elementwise loss(x, z, alpha, gamma))."""
+    # A static integer gamma takes the products (focal._value_power_f32), a traced one the
+    # two-float exponential whose variants are patched in.
     out = {
-        k: (v, lambda x, z, al, g: sx.sigmoid_focal_loss(z, x, al, g)) for k, v in VARIANTS.items()
+        "sigmoid_xent, static gamma (products)": (
+            None,
+            lambda x, z, al, g: sx.sigmoid_focal_loss(z, x, al, float(g)),
+        ),
+        "plain_focal_loss (Keras classes)": (
+            None,
+            lambda x, z, al, g: plain_focal_loss(z, x, al, float(g)),
+        ),
     }
+    for k, v in VARIANTS.items():
+        out[k + ", traced gamma"] = (
+            v,
+            lambda x, z, al, g: sx.sigmoid_focal_loss(z, x, al, jnp.float32(g)),
+        )
     out["plain float32"] = (None, lambda x, z, al, g: plain_focal(z, x, al, g))
     out[BASE] = (None, lambda x, z, al, g: optax.sigmoid_focal_loss(x, z, alpha=al, gamma=g))
     return out
@@ -184,13 +203,13 @@ def main() -> None:
     t = timings()
     worst = accuracy()
     print(
-        f"{'implementation':32s} {'fwd ms':>8s} {'x optax':>8s} {'(cpu)':>6s} "
+        f"{'implementation':40s} {'fwd ms':>8s} {'x optax':>8s} {'(cpu)':>6s} "
         f"{'v&g ms':>8s} {'x optax':>8s} {'(cpu)':>6s} {'worst ulp':>10s}"
     )
     fwd, vag = t["forward"], t["value_and_grad"]
     for k in fwd:
         print(
-            f"{k:32s} {fwd[k][0]:8.2f} {fwd[BASE][0] / fwd[k][0]:8.2f} "
+            f"{k:40s} {fwd[k][0]:8.2f} {fwd[BASE][0] / fwd[k][0]:8.2f} "
             f"{fwd[BASE][1] / fwd[k][1]:6.2f} {vag[k][0]:8.2f} {vag[BASE][0] / vag[k][0]:8.2f} "
             f"{vag[BASE][1] / vag[k][1]:6.2f} {worst[k]:10.2f}"
         )

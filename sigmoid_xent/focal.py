@@ -585,7 +585,7 @@ def plain_focal_loss(
       >>> import jax.numpy as jnp
       >>> from sigmoid_xent.focal import plain_focal_loss
       >>> plain_focal_loss(jnp.array([1., 0.]), jnp.array([2., 2.]))
-      Array([4.508906e-04, 1.237559e+00], dtype=float32)
+      Array([4.5089060e-04, 1.2375586e+00], dtype=float32)
     """
     return _checked_focal(labels, logits, alpha, gamma, "plain_focal_loss", plain=True)
 
