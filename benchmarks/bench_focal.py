@@ -12,8 +12,9 @@ Rows: ``static gamma (products)`` is :func:`sigmoid_xent.sigmoid_focal_loss` wit
 products, ``focal._value_power_f32``); ``plain_focal_loss`` is the Keras classes' plain float32
 value with the closed-form gradient. The ``traced gamma`` rows pass ``gamma`` as an array, which
 takes the two-float exponential (every real ``gamma``), in two variants of
-``focal._value_f32`` (the custom JVP is the same): ``dedicated pairs`` is the library's (guard-free pair ``exp``, ``log1p`` on [0, 1] without
-exponent-bits reduction, reciprocals by Newton steps instead of divisions: one loop);
+``focal._value_f32`` (the custom JVP is the same): ``dedicated pairs`` is the library's
+(guard-free pair ``exp``, ``log1p`` on [0, 1] without exponent-bits reduction, reciprocals
+by Newton steps instead of divisions: one loop);
 ``generic pairs`` is the formulation before it (the generic guarded ``_twofloat.exp``/``log1p``,
 overflow-guarded products, ``alpha_t`` from four pairs). ``plain float32`` is the formula
 sigmoid_xent used before two-float arithmetic: ``exp(gamma log(1 - p_t)) * bce`` with a stable
@@ -34,8 +35,8 @@ import optax
 import sigmoid_xent as sx
 from sigmoid_xent import _twofloat as twofloat
 from sigmoid_xent import focal
-from sigmoid_xent.focal import plain_focal_loss
 from sigmoid_xent._core import neg_abs, softplus
+from sigmoid_xent.focal import plain_focal_loss
 
 
 def plain_focal(z, x, alpha=0.25, gamma=2.0):
