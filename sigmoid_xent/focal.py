@@ -331,9 +331,7 @@ def _value_power_plain(x: Array, z: Array, n: int, a: Array) -> Array:
     return jnp.where(at == 0, jnp.zeros_like(out), out)
 
 
-def _logits_grad_power(
-    x: Array, z: Array, n: int, a: Array, out: Array | None = None
-) -> Array:
+def _logits_grad_power(x: Array, z: Array, n: int, a: Array, out: Array | None = None) -> Array:
     """``d/dx alpha_t u**n bce = alpha_t (n (1 - 2z) u**(n-1) s (1 - s) bce + u**n (p - z))``
     for a static integer ``n``, with ``s = sigmoid(-|x|)`` and ``u = c (1 - s) + q s``.
 
