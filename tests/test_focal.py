@@ -63,13 +63,14 @@ def test_focal_gamma_zero_is_alpha_t_times_bce():
 @pytest.mark.parametrize("gamma", [0.0, 0.1, 0.5, 2.0])
 def test_focal_gradients_finite_at_saturation(gamma):
     x = jnp.array([-INF, -1e30, -200.0, -90.0, -30.0, 0.0, 30.0, 90.0, 200.0, 1e30, INF])
+    # Compiled once for the three labels (a new lambda per label recompiles).
+    grad_x = jax.jit(jax.grad(lambda x, z: sx.sigmoid_focal_loss(z, x, 0.25, gamma).sum()))
+    grad_z = jax.jit(jax.grad(lambda z, x: sx.sigmoid_focal_loss(z, x, 0.25, gamma).sum()))
     for label in (0.0, 1.0, 0.3):
         z = jnp.full_like(x, label)
-        g = jax.jit(jax.grad(lambda x, z: sx.sigmoid_focal_loss(z, x, 0.25, gamma).sum()))(x, z)
+        g = grad_x(x, z)
         assert np.all(np.isfinite(g)), (gamma, label, g)
-        gz = jax.jit(jax.grad(lambda z, x: sx.sigmoid_focal_loss(z, x, 0.25, gamma).sum()))(
-            z[1:-1], x[1:-1]
-        )
+        gz = grad_z(z[1:-1], x[1:-1])
         assert np.all(np.isfinite(gz)), (gamma, label, gz)
     # Where the label agrees and the loss underflows, the gradient is 0, not NaN.
     g = jax.grad(lambda x: sx.sigmoid_focal_loss(jnp.ones(2), x, 0.25, gamma).sum())(
@@ -424,9 +425,9 @@ def test_integer_gamma_derivatives_match_mpmath(z, x):
 def test_integer_gamma_hessian_finite_at_saturation(gamma):
     x = jnp.array([-INF, -3e38, -200.0, -30.0, -1.0, 0.0, 2.0, 30.0, 200.0, 3e38, INF])
     for fn in (sx.sigmoid_focal_loss, plain_focal_loss):
+        hessian = jax.jit(jax.hessian(lambda x, z, fn=fn: fn(z, x, 0.25, gamma).sum()))
         for label in (0.0, 1.0, 0.3):
-            z = jnp.full_like(x, label)
-            h = jax.jit(jax.hessian(lambda x, z, fn=fn: fn(z, x, 0.25, gamma).sum()))(x, z)
+            h = hessian(x, jnp.full_like(x, label))
             assert np.all(np.isfinite(h)), (fn.__name__, gamma, label, h)
 
 
