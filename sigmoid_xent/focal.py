@@ -48,7 +48,7 @@ from sigmoid_xent._core import (
 
 Array = jax.Array
 
-__all__ = ["sigmoid_focal_loss"]
+__all__ = ["plain_focal_loss", "sigmoid_focal_loss"]
 
 
 def _log1p_over(e: Array) -> Array:
