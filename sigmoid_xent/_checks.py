@@ -62,6 +62,8 @@ def float_array(logits: Any, fn: str, name: str = "logits") -> Array:
     """``logits`` (or losses, probabilities, embeddings: any input that must be floating) as a
     float array; integer/bool values are a TypeError naming ``name``."""
     not_none(logits, name, fn)
+    if isinstance(logits, jax.Array) and jnp.issubdtype(logits.dtype, jnp.floating):
+        return logits  # no conversion: even a no-op cast of a masked NaN trips debug_nans
     logits = _nested(logits, name, fn)
     dtype = _numeric_dtype(logits, name, fn)
     if not jnp.issubdtype(dtype, jnp.floating):
@@ -76,6 +78,8 @@ def float_array(logits: Any, fn: str, name: str = "logits") -> Array:
 def as_float(value: Any, dtype: Any, name: str, fn: str) -> Array:
     """Casts integer/bool values to `dtype`; float values keep their own dtype."""
     not_none(value, name, fn)
+    if isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jnp.floating):
+        return value
     value = _nested(value, name, fn)
     value_dtype = _numeric_dtype(value, name, fn)
     if jnp.issubdtype(value_dtype, jnp.complexfloating):
@@ -150,3 +154,17 @@ def static_count(value: Any, name: str, fn: str, hint: str) -> int:
     if result < 0:
         raise ValueError(f"{fn}: `{name}` must be >= 0, got {result}.")
     return result
+
+
+def where_mask(where: Any, shape: tuple[int, ...], fn: str, target: str = "logits") -> Array | None:
+    """``where`` as a bool array broadcastable to ``shape`` (None stays None)."""
+    if where is None:
+        return None
+    where = _nested(where, "where", fn)
+    mask = jnp.asarray(where)
+    if mask.dtype != jnp.bool_:
+        raise TypeError(
+            f"{fn}: `where` must be a boolean mask (True = present), got {describe(mask)}."
+        )
+    broadcastable_to(mask, shape, "where", fn, target=target)
+    return mask

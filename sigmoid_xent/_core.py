@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from sigmoid_xent import _checks
+from sigmoid_xent._mask import hide, keep
 
 Array = jax.Array
 
@@ -154,7 +155,9 @@ def check_labels_logits(labels: ArrayLike, logits: ArrayLike, fn: str) -> tuple[
     return z, x
 
 
-def sigmoid_cross_entropy_with_logits(labels: ArrayLike, logits: ArrayLike) -> Array:
+def sigmoid_cross_entropy_with_logits(
+    labels: ArrayLike, logits: ArrayLike, *, where: ArrayLike | None = None
+) -> Array:
     r"""Sigmoid cross-entropy between labels and logits, elementwise and stable.
 
     The loss of TensorFlow's ``tf.nn.sigmoid_cross_entropy_with_logits`` and PyTorch's
@@ -185,13 +188,16 @@ def sigmoid_cross_entropy_with_logits(labels: ArrayLike, logits: ArrayLike) -> A
         outside are used as given, :func:`validate_inputs` reports them). Integer and bool labels
         are cast to ``logits``' dtype.
       logits: Float logits. float16/bfloat16 are computed in float32.
+      where: Optional bool mask broadcastable to ``logits``; a False element is absent: loss 0
+        and zero gradients, whatever its label and logit hold (NaN included).
 
     Returns:
       The elementwise loss, with ``logits``' shape and dtype.
 
     Raises:
-      TypeError: integer or bool ``logits``.
-      ValueError: ``labels`` and ``logits`` of different shapes (no broadcasting, as TF), or None.
+      TypeError: integer or bool ``logits``, or a non-bool ``where``.
+      ValueError: ``labels`` and ``logits`` of different shapes (no broadcasting, as TF), a
+        ``where`` not broadcastable to them, or None.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -205,13 +211,16 @@ def sigmoid_cross_entropy_with_logits(labels: ArrayLike, logits: ArrayLike) -> A
     References:
       TensorFlow, ``tf.nn.sigmoid_cross_entropy_with_logits``.
     """
-    z, x = check_labels_logits(labels, logits, "sigmoid_cross_entropy_with_logits")
-    return _sce_compiled(x, z)
+    fn = "sigmoid_cross_entropy_with_logits"
+    z, x = check_labels_logits(labels, logits, fn)
+    return _sce_compiled(x, z, _checks.where_mask(where, x.shape, fn))
 
 
 # The checks above run in Python; the loss is one compiled program, so an eager call dispatches
 # once (as jax.nn's functions do), and inside a caller's jit it is simply inlined.
-_sce_compiled = jax.jit(_sce)
+@jax.jit
+def _sce_compiled(x: Array, z: Array, mask: Array | None) -> Array:
+    return keep(mask, _sce(hide(mask, x), hide(mask, z)))
 
 
 def softplus(x: Array) -> Array:
@@ -220,7 +229,7 @@ def softplus(x: Array) -> Array:
 
 
 def weighted_sigmoid_cross_entropy_with_logits(
-    labels: ArrayLike, logits: ArrayLike, pos_weight: ArrayLike
+    labels: ArrayLike, logits: ArrayLike, pos_weight: ArrayLike, *, where: ArrayLike | None = None
 ) -> Array:
     r"""Sigmoid cross-entropy with the positive term scaled by ``pos_weight``.
 
@@ -240,14 +249,16 @@ def weighted_sigmoid_cross_entropy_with_logits(
       logits: Float logits.
       pos_weight: Weight of the positive term: a scalar, or an array broadcastable to
         ``logits``' shape along the last axis (per class, ``[num_classes]``), as PyTorch.
+      where: Optional bool mask broadcastable to ``logits``; False elements are absent (loss 0,
+        zero gradients).
 
     Returns:
       The elementwise loss, with ``logits``' shape and dtype.
 
     Raises:
-      TypeError: integer or bool ``logits``.
-      ValueError: shape mismatch between ``labels`` and ``logits``, ``pos_weight`` not
-        broadcastable to ``logits``' shape, or a None argument.
+      TypeError: integer or bool ``logits``, or a non-bool ``where``.
+      ValueError: shape mismatch between ``labels`` and ``logits``, ``pos_weight`` or ``where``
+        not broadcastable to ``logits``' shape, or a None argument.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -261,11 +272,17 @@ def weighted_sigmoid_cross_entropy_with_logits(
     cd = _checks.compute_dtype(x.dtype)
     pw = _checks.as_float(pos_weight, cd, "pos_weight", fn)
     _checks.broadcastable_to(pw, x.shape, "pos_weight", fn, target="logits")
-    xc, zc = x.astype(cd), z.astype(cd)
+    return _weighted_compiled(x, z, pw, _checks.where_mask(where, x.shape, fn))
+
+
+@jax.jit
+def _weighted_compiled(x: Array, z: Array, pw: Array, mask: Array | None) -> Array:
+    cd = _checks.compute_dtype(x.dtype)
+    xc, zc = hide(mask, x).astype(cd), hide(mask, z).astype(cd)
     # pos_weight keeps its own size (no broadcast array in memory), at the logits' rank (no
     # implicit rank promotion).
     pw = jnp.reshape(pw.astype(cd), (1,) * (xc.ndim - pw.ndim) + pw.shape)
-    return _weighted(xc, zc, pw).astype(x.dtype)
+    return keep(mask, _weighted(xc, zc, pw)).astype(x.dtype)
 
 
 @jax.custom_vjp
@@ -348,7 +365,13 @@ def _absorbing_mul_jvp(
     return _split_mul(a, b), _split_mul(ta, b) + _split_mul(tb, a)
 
 
-def binary_cross_entropy(labels: ArrayLike, probs: ArrayLike, epsilon: float = 1e-7) -> Array:
+def binary_cross_entropy(
+    labels: ArrayLike,
+    probs: ArrayLike,
+    *,
+    epsilon: float = 1e-7,
+    where: ArrayLike | None = None,
+) -> Array:
     r"""Binary cross-entropy on probabilities, exactly as tf.keras 2 computes it.
 
     .. math::
@@ -366,13 +389,16 @@ def binary_cross_entropy(labels: ArrayLike, probs: ArrayLike, epsilon: float = 1
       labels: Targets of ``probs``' shape.
       probs: Float probabilities in [0, 1].
       epsilon: The fuzz factor (Keras' ``backend.epsilon()``).
+      where: Optional bool mask broadcastable to ``probs``; False elements are absent (loss 0,
+        zero gradients).
 
     Returns:
       The elementwise loss, with ``probs``' shape and dtype.
 
     Raises:
-      TypeError: integer or bool ``probs``.
-      ValueError: shape mismatch or a None argument.
+      TypeError: integer or bool ``probs``, or a non-bool ``where``.
+      ValueError: shape mismatch, a ``where`` not broadcastable to ``probs``, or a None
+        argument.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -385,16 +411,16 @@ def binary_cross_entropy(labels: ArrayLike, probs: ArrayLike, epsilon: float = 1
     z = _checks.as_float(labels, p.dtype, "labels", fn)
     _checks.same_shape(z, p, fn, names=("labels", "probs"))
     eps = _checks.as_float(epsilon, _checks.compute_dtype(p.dtype), "epsilon", fn)
-    return _probs_loss(p, z, eps)
+    return _probs_loss(p, z, eps, _checks.where_mask(where, p.shape, fn, target="probs"))
 
 
 @jax.jit
-def _probs_loss(p: Array, z: Array, epsilon: Array) -> Array:
+def _probs_loss(p: Array, z: Array, epsilon: Array, mask: Array | None = None) -> Array:
     cd = _checks.compute_dtype(p.dtype)
-    pc, zc = p.astype(cd), z.astype(cd)
+    pc, zc = hide(mask, p).astype(cd), hide(mask, z).astype(cd)
     # The barrier keeps XLA from reassociating (1 - p) + eps into (1 + eps) - p under jit, which
     # would give 15.249238 instead of TF's 15.333239.
     eps = jax.lax.optimization_barrier(epsilon.astype(cd))
     pc = jnp.clip(pc, eps, 1 - eps)
     loss = -(zc * jnp.log(pc + eps) + (1 - zc) * jnp.log(1 - pc + eps))
-    return loss.astype(p.dtype)
+    return keep(mask, loss).astype(p.dtype)

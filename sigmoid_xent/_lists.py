@@ -21,18 +21,6 @@ from sigmoid_xent.reductions import safe_divide, weighted_reduction
 
 Array = jax.Array
 
-#: Reductions accepted by the ranking losses (any case; ``auto`` = ``sum_over_batch_size``).
-REDUCTIONS = (
-    "none",
-    "sum",
-    "mean",
-    "sum_over_batch_size",
-    "sum_by_nonzero_weights",
-    "per_list",
-    "list_mean",
-)
-
-
 def check_segment_ids(
     segment_ids: Any, shape: tuple[int, ...], num_segments: int, fn: str
 ) -> Array:
@@ -150,17 +138,13 @@ def _local_longest(x: Array) -> Array:
     return jnp.max(x, initial=0)
 
 
-def _local_total(x: Array) -> Array:
-    return jnp.sum(x)
-
-
 def reduce_lists(
     losses: Array,
     lists: Lists,
     reduction: str,
     fn: str,
     *,
-    total: Callable[[Array], Array] = _local_total,
+    total: Callable[[Array], Array] = jnp.sum,
     longest: Callable[[Array], Array] = _local_longest,
     shards: int = 1,
 ) -> Array:

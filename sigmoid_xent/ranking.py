@@ -25,13 +25,12 @@ from jax.typing import ArrayLike
 from sigmoid_xent import _checks
 from sigmoid_xent._core import sigmoid_cross_entropy_with_logits
 from sigmoid_xent._lists import (
-    REDUCTIONS,
     check_segment_ids,
     reduce_lists,
     sort_into_lists,
     where_mask,
 )
-from sigmoid_xent.reductions import Reduction, canonical_name
+from sigmoid_xent.reductions import LISTWISE, Reduction
 
 Array = jax.Array
 
@@ -149,7 +148,7 @@ def sigmoid_cross_entropy(
       Array([0.8042943, 0.752731 ], dtype=float32)
     """
     fn = _FN
-    red = canonical_name(reduction, REDUCTIONS, fn)
+    red = Reduction.parse(reduction, fn, accepted=LISTWISE)
     x = _checks.float_array(logits, fn)
     z = _checks.as_float(labels, x.dtype, "labels", fn)
     ns = None
@@ -450,7 +449,7 @@ class SigmoidCrossEntropyLoss:
     ragged: bool = False
 
     def __post_init__(self) -> None:
-        canonical_name(self.reduction, REDUCTIONS, "ranking.SigmoidCrossEntropyLoss")
+        Reduction.parse(self.reduction, "ranking.SigmoidCrossEntropyLoss", accepted=LISTWISE)
 
     def __call__(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import jax
@@ -14,6 +14,7 @@ from jax.typing import ArrayLike
 
 from sigmoid_xent import _checks
 from sigmoid_xent._core import absorbing_mul
+from sigmoid_xent._mask import hide
 
 Array = jax.Array
 
@@ -21,14 +22,15 @@ __all__ = ["Reduction", "reduce_loss"]
 
 
 class Reduction(enum.StrEnum):
-    """How a loss tensor becomes the value returned to the caller.
+    """How a loss tensor becomes the value returned to the caller: the one table of names.
 
-    A ``str`` enum: members compare equal to their lower-case names. TF's and Keras' spellings are
-    accepted by :meth:`parse` (case-insensitive): ``SUM_OVER_NONZERO_WEIGHTS`` is
+    A ``str`` enum: members compare equal to their lower-case names. :meth:`parse` accepts any
+    case and TF's and Keras's spellings: ``SUM_OVER_NONZERO_WEIGHTS`` is
     ``sum_by_nonzero_weights``, ``AUTO`` is ``sum_over_batch_size`` and ``None`` is ``none``.
+    ``per_list`` and ``list_mean`` are the list reductions of :mod:`sigmoid_xent.ranking`.
 
-    Note: ``MEAN`` is TF v1's *weighted* mean, ``sum(w * l) / sum(w)``. Keras 3's plain ``"mean"``
-    loss reduction means ``SUM_OVER_BATCH_SIZE`` here.
+    Note: ``MEAN`` is TF v1's *weighted* mean, ``sum(w * l) / sum(w)``. Keras 3's plain
+    ``"mean"`` loss reduction means ``SUM_OVER_BATCH_SIZE`` here.
 
     Examples:
       >>> import sigmoid_xent as sx
@@ -44,14 +46,48 @@ class Reduction(enum.StrEnum):
     SUM_OVER_BATCH_SIZE = "sum_over_batch_size"
     SUM_BY_NONZERO_WEIGHTS = "sum_by_nonzero_weights"
     MEAN_WITH_SAMPLE_WEIGHT = "mean_with_sample_weight"
+    PER_LIST = "per_list"
+    LIST_MEAN = "list_mean"
 
     @classmethod
-    def parse(cls, name: Any, fn: str = "Reduction.parse") -> Reduction:
+    def parse(
+        cls,
+        name: Any,
+        fn: str = "Reduction.parse",
+        *,
+        accepted: Collection[Reduction] | None = None,
+        peer: str | None = None,
+    ) -> Reduction:
         """The member named ``name`` (any case, TF/Keras aliases); ValueError otherwise.
 
-        ``fn`` names the public function or class in the error message.
+        ``fn`` names the public function or class in the error message; ``accepted`` is the
+        subset that function takes (default: the elementwise reductions, :data:`ELEMENTWISE`);
+        ``peer`` reads the name in a peer's spelling (:data:`PEER_SPELLINGS`: ``"keras"``,
+        ``"keras_ranking"``, ``"torch"``), where it differs from ours.
         """
-        return cls(canonical_name(name, [m.value for m in cls], fn))
+        valid = ELEMENTWISE if accepted is None else accepted
+        spellings = None if peer is None else PEER_SPELLINGS[peer]
+        if name is None:
+            key = "none"
+        elif isinstance(name, enum.Enum):
+            key = str(name.value)
+        elif isinstance(name, str):
+            key = _ALIASES.get(name.lower(), name.lower())
+        else:
+            key = None
+        member = None
+        if spellings is not None:
+            member = spellings.get(key) if key is not None else None
+        elif key in cls._value2member_map_:
+            member = cls(key)
+            member = member if member in valid else None
+        if member is None:
+            names = list(spellings) if spellings is not None else [m.value for m in cls if m in valid]
+            raise ValueError(
+                f"{fn}: unknown reduction {name!r}; expected one of {names} (any case), or "
+                "'auto', 'sum_over_nonzero_weights' or None."
+            )
+        return member
 
 
 _ALIASES = {
@@ -59,26 +95,36 @@ _ALIASES = {
     "sum_over_nonzero_weights": "sum_by_nonzero_weights",
 }
 
+#: The reductions of an elementwise loss tensor (:func:`reduce_loss`).
+ELEMENTWISE = frozenset(Reduction) - {Reduction.PER_LIST, Reduction.LIST_MEAN}
+#: The reductions of the ranking losses (TF-Ranking's, and the list ones).
+LISTWISE = frozenset(Reduction) - {Reduction.MEAN_WITH_SAMPLE_WEIGHT}
+#: The scale losses (every elementwise reduction but Keras 3's weight-sum one).
+SCALE = ELEMENTWISE - {Reduction.MEAN_WITH_SAMPLE_WEIGHT}
 
-def canonical_name(name: Any, valid: Iterable[str], fn: str) -> str:
-    """Lower-case canonical spelling of a reduction name among ``valid``; ValueError if unknown.
+_KERAS = {
+    "sum_over_batch_size": Reduction.SUM_OVER_BATCH_SIZE,
+    "sum": Reduction.SUM,
+    "mean": Reduction.SUM_OVER_BATCH_SIZE,  # Keras 3's "mean" is the plain mean over elements
+    "mean_with_sample_weight": Reduction.MEAN_WITH_SAMPLE_WEIGHT,
+    "none": Reduction.NONE,
+}
 
-    ``fn`` is the public function or class the user called; the error names it.
-    """
-    valid = list(valid)
-    if name is None:
-        key = "none"
-    elif isinstance(name, str):  # Reduction members are str too.
-        key = name.value if isinstance(name, enum.Enum) else name.lower()
-        key = _ALIASES.get(key, key)
-    else:
-        key = None
-    if key not in valid:
-        raise ValueError(
-            f"{fn}: unknown reduction {name!r}; expected one of {valid} (any case), or 'auto', "
-            "'sum_over_nonzero_weights' or None."
-        )
-    return key
+#: Peers' reduction names, where they differ from ours, as members (aliases apply first).
+PEER_SPELLINGS: dict[str, dict[str, Reduction]] = {
+    "keras": _KERAS,
+    # TF-Ranking's Keras loss: Keras's names and TF-Ranking's; its weighted mean divides by the
+    # weights of the valid items, which is the ranking losses' ``mean``.
+    "keras_ranking": {
+        **_KERAS,
+        "mean_with_sample_weight": Reduction.MEAN,
+        "sum_by_nonzero_weights": Reduction.SUM_BY_NONZERO_WEIGHTS,
+        "per_list": Reduction.PER_LIST,
+        "list_mean": Reduction.LIST_MEAN,
+    },
+    # PyTorch's "mean" is the plain mean over elements.
+    "torch": {"none": Reduction.NONE, "mean": Reduction.SUM_OVER_BATCH_SIZE, "sum": Reduction.SUM},
+}
 
 
 def accumulation_dtype(dtype: Any) -> Any:
@@ -113,17 +159,14 @@ def safe_divide(num: Array, den: Array) -> Array:
     return jnp.where(ok, _divide(num, jnp.where(ok, den, jnp.ones_like(den))), jnp.zeros_like(num))
 
 
-def _local_total(x: Array) -> Array:
-    return jnp.sum(x)
-
-
 def weighted_reduction(
     losses: ArrayLike,
     weights: ArrayLike | None,
     reduction: Any,
     fn: str,
     *,
-    total: Callable[[Array], Array] = _local_total,
+    where: Array | None = None,
+    total: Callable[[Array], Array] = jnp.sum,
     shards: int = 1,
     given_total: Callable[[Array], Array] | None = None,
 ) -> Array:
@@ -135,20 +178,24 @@ def weighted_reduction(
     arrays of ``losses``' shape make up the global one (for ``sum_over_batch_size``), and
     ``given_total`` sums the weights as given (``mean_with_sample_weight``; default ``total``).
     A zero weight makes its element absent: ``0 * inf`` is 0, in the value and the gradients.
+    ``where`` (bool, broadcastable to ``losses``) makes an element absent from every sum and
+    count, whatever its loss and weight hold.
     """
     red = Reduction.parse(reduction, fn)
-    losses = _checks.float_array(losses, fn, name="losses")
+    losses = hide(where, _checks.float_array(losses, fn, name="losses"))
     shape = tuple(losses.shape)
     acc = accumulation_dtype(losses.dtype)
     if weights is None:
         w_given = None
-        weighted = losses.astype(acc)
-        w = jnp.ones(shape, acc)
+        w = jnp.ones(shape, acc) if where is None else jnp.broadcast_to(where, shape).astype(acc)
     else:
         w_given = _checks.as_float(weights, acc, "weights", fn)
         _checks.broadcastable_to(w_given, shape, "weights", fn)
-        w = jnp.broadcast_to(w_given.astype(acc), shape)
-        weighted = absorbing_mul(w, losses.astype(acc))
+        # Masked before the cast; broadcast only as far as `where` needs (the weights as given,
+        # for mean_with_sample_weight).
+        w_given = hide(where, w_given).astype(acc)
+        w = jnp.broadcast_to(w_given, shape)
+    weighted = absorbing_mul(w, losses.astype(acc))
     if red is Reduction.NONE:
         return weighted.astype(losses.dtype)
     num = total(weighted)
@@ -157,12 +204,15 @@ def weighted_reduction(
     elif red is Reduction.MEAN:
         out = safe_divide(num, total(w))
     elif red is Reduction.SUM_OVER_BATCH_SIZE or w_given is None:  # mean_with_sample_weight too
-        size = int(np.prod(shape, dtype=np.int64)) * shards
-        out = safe_divide(num, jnp.asarray(size, acc))
+        if where is None:
+            size = jnp.asarray(int(np.prod(shape, dtype=np.int64)) * shards, acc)
+        else:
+            size = total(jnp.broadcast_to(where, shape).astype(acc))
+        out = safe_divide(num, size)
     elif red is Reduction.SUM_BY_NONZERO_WEIGHTS:
         out = safe_divide(num, total((w != 0).astype(acc)))
     else:  # MEAN_WITH_SAMPLE_WEIGHT: the weights as given, each element counted once.
-        out = safe_divide(num, (given_total or total)(w_given.astype(acc)))
+        out = safe_divide(num, (given_total or total)(w_given))
     return out.astype(losses.dtype)
 
 
@@ -170,6 +220,8 @@ def reduce_loss(
     losses: ArrayLike,
     weights: ArrayLike | None = None,
     reduction: str | Reduction | None = Reduction.SUM_BY_NONZERO_WEIGHTS,
+    *,
+    where: ArrayLike | None = None,
 ) -> Array:
     r"""Weights and reduces a loss tensor, as TF v1's ``compute_weighted_loss`` and Keras.
 
@@ -185,20 +237,24 @@ def reduce_loss(
                                   given, before broadcasting; ``size`` when ``weights`` is None)
     ============================  ============================================================
 
-    Every quotient is 0 when its denominator is 0, with finite gradients. Sums accumulate in at
-    least float32; the result has ``losses``' dtype. Pure, jittable and vmappable.
+    Every quotient is 0 when its denominator is 0, with finite gradients. An element where
+    ``where`` is False is absent: it adds to no sum and no count (``size`` is the number of
+    present elements), and its loss and weight get a zero gradient even if they are NaN or inf.
+    Sums accumulate in at least float32; the result has ``losses``' dtype.
 
     Args:
       losses: Float loss tensor.
       weights: None (all ones), or an array broadcastable to ``losses``' shape.
       reduction: A :class:`Reduction` or its name, any case; TF/Keras aliases accepted.
+      where: Optional bool mask broadcastable to ``losses``; False elements are absent.
 
     Returns:
-      A scalar, or for ``none`` an array of ``losses``' shape.
+      A scalar, or for ``none`` an array of ``losses``' shape (0 at absent elements).
 
     Raises:
-      ValueError: ``weights`` not broadcastable to ``losses``, or an unknown reduction.
-      TypeError: integer ``losses``.
+      ValueError: ``weights`` or ``where`` not broadcastable to ``losses``, or an unknown
+        reduction.
+      TypeError: integer ``losses``, or a ``where`` that is not boolean.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -216,10 +272,13 @@ def reduce_loss(
     losses = _checks.float_array(losses, fn, name="losses")
     if weights is not None:
         weights = _checks.as_float(weights, accumulation_dtype(losses.dtype), "weights", fn)
-    return compiled_reduction(losses, weights, red, fn)
+    mask = _checks.where_mask(where, losses.shape, fn, target="losses")
+    return compiled_reduction(losses, weights, red, fn, mask)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
-def compiled_reduction(losses: Array, weights: Array | None, red: Reduction, fn: str) -> Array:
+def compiled_reduction(
+    losses: Array, weights: Array | None, red: Reduction, fn: str, where: Array | None = None
+) -> Array:
     """:func:`weighted_reduction` as one program per signature: one dispatch per eager call."""
-    return weighted_reduction(losses, weights, red, fn)
+    return weighted_reduction(losses, weights, red, fn, where=where)

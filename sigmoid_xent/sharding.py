@@ -26,7 +26,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from sigmoid_xent import _checks
-from sigmoid_xent._lists import REDUCTIONS, check_segment_ids, reduce_lists, sort_into_lists
+from sigmoid_xent._lists import check_segment_ids, reduce_lists, sort_into_lists
 from sigmoid_xent._mesh_axes import (
     AxisName,
     axes_size,
@@ -36,12 +36,7 @@ from sigmoid_xent._mesh_axes import (
     psum_over,
     varying_axes,
 )
-from sigmoid_xent.reductions import (
-    Reduction,
-    accumulation_dtype,
-    canonical_name,
-    weighted_reduction,
-)
+from sigmoid_xent.reductions import LISTWISE, Reduction, accumulation_dtype, weighted_reduction
 
 Array = jax.Array
 
@@ -218,7 +213,7 @@ def reduce_ranking_loss_sharded(
       Array(0.5776227, dtype=float32)
     """
     fn = "reduce_ranking_loss_sharded"
-    red = canonical_name(reduction, REDUCTIONS, fn)
+    red = Reduction.parse(reduction, fn, accepted=LISTWISE)
     names = axis_names(axis_name, fn)
     losses = _checks.float_array(losses, fn, name="losses")
     _checks.not_none(labels, "labels", fn)

@@ -118,7 +118,7 @@ TABLE = [
         lambda: sx.binary_cross_entropy(Z3, Z2), ValueError,
         f"binary_cross_entropy: `labels` and `probs` {SAME} labels shape (3,) and dtype float32 "
         "and probs shape (2, 3) and dtype float32."),
-    Row("None epsilon", lambda: sx.binary_cross_entropy(Z3, Z3, None), ValueError,
+    Row("None epsilon", lambda: sx.binary_cross_entropy(Z3, Z3, epsilon=None), ValueError,
         "binary_cross_entropy: `epsilon` must be an array, got None.",),
     # ----------------------------------------------------------------- reduce_loss
     Row("unknown reduction", lambda: sx.reduce_loss(Z3, None, "average"), ValueError,

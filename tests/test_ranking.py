@@ -16,9 +16,10 @@ from jax.experimental import checkify
 
 import sigmoid_xent as sx
 from sigmoid_xent import ranking
+from sigmoid_xent.reductions import LISTWISE
 
 sce = ranking.sigmoid_cross_entropy
-REDUCTIONS = list(ranking.REDUCTIONS)
+REDUCTIONS = sorted(LISTWISE)
 SCALAR_REDUCTIONS = [r for r in REDUCTIONS if r not in ("none", "per_list")]
 WEIGHT_FORMS = ["none", "scalar", "item", "list"]
 
