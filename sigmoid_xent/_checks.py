@@ -168,3 +168,44 @@ def where_mask(where: Any, shape: tuple[int, ...], fn: str, target: str = "logit
         )
     broadcastable_to(mask, shape, "where", fn, target=target)
     return mask
+
+
+def label_smoothing(value: Any, shape: tuple[int, ...], dtype: Any, fn: str) -> Array | None:
+    """``label_smoothing`` checked against the labels' shape; None for a static 0 (no-op).
+
+    Any real dtype (cast to ``dtype``) and any shape broadcastable to the labels' shape; a
+    concrete value outside [0, 1] is a ValueError (a traced one is used as given).
+    """
+    if static_scalar(value) == 0.0:
+        return None
+    s = as_float(value, dtype, "label_smoothing", fn)
+    broadcastable_to(s, shape, "label_smoothing", fn, target="labels")
+    in_range(s, "label_smoothing", fn, low=0.0, high=1.0)
+    return s
+
+
+def in_range(
+    value: Any,
+    name: str,
+    fn: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    high_open: bool = False,
+) -> None:
+    """A concrete ``value`` (every element) must lie in ``[low, high]`` (``[low, high)`` with
+    ``high_open``); a ValueError naming ``fn`` and ``name``. Traced values are not checked."""
+    if value is None or is_traced(value):
+        return
+    host = np.asarray(value, dtype=np.float64)
+    bad = np.isnan(host)
+    if low is not None:
+        bad |= host < low
+    if high is not None:
+        bad |= (host >= high) if high_open else (host > high)
+    if bad.any():
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        span = f"[{lo}, {hi}{')' if high_open or high is None else ']'}"
+        first = host.reshape(-1)[int(np.argmax(bad.reshape(-1)))]
+        raise ValueError(f"{fn}: `{name}` must lie in {span}, got {first:g}.")

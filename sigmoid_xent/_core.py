@@ -7,6 +7,8 @@ from it (the focal loss, in :mod:`sigmoid_xent.focal`, from its pieces).
 
 from __future__ import annotations
 
+from typing import Any
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -333,6 +335,14 @@ def _weighted_bwd(res: tuple[Array, Array, Array], g: Array) -> tuple[Array, Arr
 
 
 _weighted.defvjp(_weighted_fwd, _weighted_bwd)
+
+
+def smooth_labels(labels: Array, smoothing: Array | None, dtype: Any) -> Array:
+    """``z (1 - s) + s / 2`` in ``dtype``: labels squeezed towards 1/2 (TF v1 and Keras)."""
+    if smoothing is None:
+        return labels.astype(dtype)
+    s = jnp.broadcast_to(smoothing.astype(dtype), labels.shape)
+    return labels.astype(dtype) * (1 - s) + 0.5 * s
 
 
 def _split_mul(a: Array, b: Array) -> Array:

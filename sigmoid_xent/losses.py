@@ -13,33 +13,16 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from sigmoid_xent import _checks, ranking
-from sigmoid_xent._core import binary_cross_entropy, sigmoid_cross_entropy_with_logits
+from sigmoid_xent._core import (
+    binary_cross_entropy,
+    sigmoid_cross_entropy_with_logits,
+    smooth_labels,
+)
 from sigmoid_xent.reductions import Reduction, compiled_reduction, weighted_reduction
 
 Array = jax.Array
 
 __all__ = ["BinaryCrossentropy", "binary_crossentropy", "sigmoid_cross_entropy"]
-
-
-def smoothing_arg(label_smoothing: ArrayLike, shape: tuple[int, ...], dtype: Any, fn: str) -> Any:
-    """``label_smoothing`` checked against the labels' shape; None for a static 0 (no-op).
-
-    Any real dtype (it is cast to ``dtype``) and any shape broadcastable to the labels' shape;
-    None or another shape is a ValueError naming it.
-    """
-    if _checks.static_scalar(label_smoothing) == 0.0:
-        return None
-    s = _checks.as_float(label_smoothing, dtype, "label_smoothing", fn)
-    _checks.broadcastable_to(s, shape, "label_smoothing", fn, target="labels")
-    return s
-
-
-def smooth_labels(labels: Array, smoothing: Array | None, dtype: Any) -> Array:
-    """``z * (1 - s) + 0.5 * s`` in ``dtype`` (labels squeezed towards 1/2, as TF and Keras)."""
-    if smoothing is None:
-        return labels.astype(dtype)
-    s = jnp.broadcast_to(smoothing.astype(dtype), labels.shape)
-    return labels.astype(dtype) * (1 - s) + 0.5 * s
 
 
 def sigmoid_cross_entropy(
@@ -104,7 +87,7 @@ def sigmoid_cross_entropy(
             f"{x.ndim} with every dimension 1 or equal to the losses shape {x.shape} "
             "(use [batch, 1] for per-sample weights)."
         )
-    smoothing = smoothing_arg(label_smoothing, z.shape, _checks.compute_dtype(x.dtype), fn)
+    smoothing = _checks.label_smoothing(label_smoothing, z.shape, _checks.compute_dtype(x.dtype), fn)
     return _tf_v1_loss(z, x, weights, smoothing, Reduction.parse(reduction, fn))
 
 
@@ -164,7 +147,7 @@ def binary_crossentropy(
         ) from None
     if not -max(pred.ndim, 1) <= axis < max(pred.ndim, 1) or pred.ndim == 0:
         raise ValueError(f"{fn}: `axis` {axis} is out of range for y_pred of shape {pred.shape}.")
-    smoothing = smoothing_arg(label_smoothing, true.shape, _checks.compute_dtype(pred.dtype), fn)
+    smoothing = _checks.label_smoothing(label_smoothing, true.shape, _checks.compute_dtype(pred.dtype), fn)
     return _keras_loss(true, pred, smoothing, bool(from_logits), axis)
 
 
