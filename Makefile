@@ -18,7 +18,7 @@ OLDEST := .ci/oldest-jax.txt
 $(STAMP): pyproject.toml $(OLDEST)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,flax,equinox,keras,notebooks]' -c $(OLDEST)
+	$(PY) -m pip install -q -e '.[demo,test,flax,equinox,keras,notebooks]' -c $(OLDEST)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -78,9 +78,12 @@ $(LINT_STAMP): $(STAMP)
 notebooks: $(STAMP)
 	$(PY) notebooks/build.py
 
+# Every Python file of the repository (explicit paths: ruff would also format the code blocks of
+# the Markdown files under a directory); .pre-commit-config.yaml runs the same on each commit.
+LINT_PATHS := $(wildcard sigmoid_xent tests benchmarks notebooks/*.py notebooks/src docs/conf.py .ci conftest.py)
 lint: $(LINT_STAMP)
-	$(PY) -m ruff check sigmoid_xent tests $(wildcard benchmarks)
-	$(PY) -m ruff format --check sigmoid_xent
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
 	$(PY) -m mypy sigmoid_xent
 
 # The documentation site (Sphinx, sphinx-book-theme, myst-nb) into build/docs/html, warnings as

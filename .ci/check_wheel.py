@@ -25,8 +25,9 @@ import zipfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = "sigmoid_xent"
-# Imports an installed module may lack: the extras' packages, never the core dependencies.
-OPTIONAL = ("keras", "torch", "flax", "equinox", "matplotlib", "tensorflow")
+# Imports an installed module may lack: the extras' packages (optax: the `demo` extra), never the
+# core dependencies.
+OPTIONAL = ("keras", "torch", "flax", "equinox", "matplotlib", "tensorflow", "optax")
 DOCTEST_FLAGS = "NORMALIZE_WHITESPACE NUMBER"  # as pyproject.toml's [tool.pytest.ini_options]
 
 # Run by the fresh environment's interpreter: which installed modules import, which are optional.

@@ -1,5 +1,7 @@
 """sigmoid_xent: every sigmoid cross-entropy loss for JAX, exact to TF, Keras and TF-Ranking."""
 
+from importlib.metadata import version as _version
+
 from sigmoid_xent import compat, ranking, sharding
 from sigmoid_xent._core import (
     binary_cross_entropy,
@@ -14,7 +16,8 @@ from sigmoid_xent.reductions import Reduction, reduce_loss
 from sigmoid_xent.sharding import reduce_loss_sharded
 from sigmoid_xent.validation import validate_inputs
 
-__version__ = "0.1.0"
+# The one version string is pyproject.toml's, read from the installed metadata.
+__version__ = _version("sigmoid_xent")
 
 __all__ = [
     "BinaryCrossentropy",

@@ -20,9 +20,15 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 import sigmoid_xent as sx
+
+try:
+    import optax
+except ImportError as error:  # the `demo` extra's, not a dependency of the package
+    raise ImportError(
+        "sigmoid_xent.demo trains with optax: pip install 'sigmoid_xent[demo]'", name="optax"
+    ) from error
 
 DEFAULT_PLOT_PATH = os.path.join("build", "demo_learning_curve.png")
 

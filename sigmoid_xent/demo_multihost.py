@@ -8,13 +8,10 @@ machine, four virtual CPU devices each (gloo collectives), and each device holds
 head's ``[C, H]`` weights, their gradient and optimizer state: no device ever holds the whole
 head. The features ``h`` are replicated, so their gradient is summed over the class axis.
 
-The launcher prints the per-device temp memory of one training step beside the same step
+The demo prints the per-device temp memory of one training step beside the same step
 unsharded on one device, then each epoch's loss. ``python -m sigmoid_xent.demo_multihost
 --help`` for the options. On a real cluster the worker code is unchanged: see "Scaling out" in
 the README (the coordinator address, the process ids and the mesh are what change).
-
-:func:`launch_local` (start ``n`` local workers, bounded waits, retry on a taken port, no process
-left behind) is also what ``tests/test_multiprocess.py`` uses.
 """
 
 from __future__ import annotations
@@ -28,123 +25,109 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
 # Environment variables by which the launcher tells each worker who it is.
 ENV_COORDINATOR = "SIGMOID_XENT_COORDINATOR"
 ENV_NUM_PROCESSES = "SIGMOID_XENT_NUM_PROCESSES"
 ENV_PROCESS_ID = "SIGMOID_XENT_PROCESS_ID"
-# What a coordinator prints when its port was taken between probing and binding.
-PORT_TAKEN = ("Failed to start RPC server", "Address already in use")
 
-
-class WorkerError(RuntimeError):
-    """A worker process failed or hung; the message holds every worker's output."""
+Workers = list[tuple[subprocess.Popen, IO[str]]]
 
 
 def free_port() -> int:
-    """A TCP port that was free a moment ago (another process may still take it: retry)."""
+    """A TCP port that was free a moment ago (another process may still take it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    # Each worker leads its own process group (start_new_session), so this ends it and anything
-    # it started, and nothing else.
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def launch_local(
+def start_workers(
     argv: Sequence[str],
-    num_processes: int = 2,
-    devices_per_process: int = 4,
-    timeout: float = 120.0,
-    retries: int = 3,
+    num_processes: int,
+    devices_per_process: int,
+    port: int,
     env: dict[str, str] | None = None,
-) -> list[str]:
-    """Runs ``python *argv`` as ``num_processes`` workers of one JAX job on this machine.
+) -> Workers:
+    """Starts ``python *argv`` as the ``num_processes`` workers of one JAX job on this machine.
 
-    Each worker gets ``devices_per_process`` virtual CPU devices and, in its environment, the
-    coordinator address (``127.0.0.1`` and a free port), the number of processes and its id
-    (read by :func:`initialize_from_env`). Every wait is bounded: if a worker fails, the others
-    get a few seconds and are then killed; if the job runs past ``timeout`` seconds, all are
-    killed. If the coordinator could not bind its port (taken between probing and binding), the
-    job is restarted on a new port, up to ``retries`` times. No worker outlives the call.
-
-    Returns:
-      Each worker's combined stdout and stderr, in process order.
-
-    Raises:
-      WorkerError: a worker exited with a non-zero status or the job hung; the message holds
-        every worker's output.
+    Each gets ``devices_per_process`` virtual CPU devices and, in its environment, the
+    coordinator ``127.0.0.1:port``, the number of processes and its id (read by
+    :func:`initialize_from_env`); its output goes to a temporary file. Returns each worker's
+    process and output file, for :func:`stop_workers`.
     """
     base = dict(os.environ if env is None else env)
     base["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices_per_process}"
     base.setdefault("JAX_PLATFORMS", "cpu")
     base["PYTHONHASHSEED"] = "0"
-    for attempt in range(retries + 1):
-        port = free_port()
-        procs, logs = [], []
+    workers: Workers = []
+    try:
+        for i in range(num_processes):
+            log = tempfile.TemporaryFile(mode="w+")
+            worker_env = dict(base)
+            worker_env[ENV_COORDINATOR] = f"127.0.0.1:{port}"
+            worker_env[ENV_NUM_PROCESSES] = str(num_processes)
+            worker_env[ENV_PROCESS_ID] = str(i)
+            # Each worker leads its own process group, so that stop_workers ends all it started.
+            proc = subprocess.Popen(
+                [sys.executable, *argv],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=worker_env,
+                start_new_session=True,
+            )
+            workers.append((proc, log))
+    except BaseException:
+        stop_workers(workers)
+        raise
+    return workers
+
+
+def stop_workers(workers: Workers) -> list[str]:
+    """Kills every worker still running (and what it started); returns each one's output."""
+    outputs = []
+    for proc, log in workers:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         try:
-            for i in range(num_processes):
-                log = tempfile.TemporaryFile(mode="w+")
-                worker_env = dict(base)
-                worker_env.update(
-                    {
-                        ENV_COORDINATOR: f"127.0.0.1:{port}",
-                        ENV_NUM_PROCESSES: str(num_processes),
-                        ENV_PROCESS_ID: str(i),
-                    }
-                )
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, *argv],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        env=worker_env,
-                        start_new_session=True,
-                    )
-                )
-                logs.append(log)
-            deadline = time.monotonic() + timeout
-            failed_at = None
-            while None in (codes := [p.poll() for p in procs]):  # poll every worker
-                now = time.monotonic()
-                if failed_at is None and any(c not in (None, 0) for c in codes):
-                    failed_at = now  # the partners of a dead worker hang: give them 5 s.
-                if now > deadline or (failed_at is not None and now > failed_at + 5):
-                    break
-                time.sleep(0.05)
-            hung = [i for i, p in enumerate(procs) if p.poll() is None]
-        finally:
-            for p in procs:
-                _kill(p)
-        outputs = []
-        for log in logs:
-            log.seek(0)
-            outputs.append(log.read())
-            log.close()
-        codes = [p.returncode for p in procs]
-        if not hung and all(c == 0 for c in codes):
-            return outputs
-        if attempt < retries and any(s in outputs[0] for s in PORT_TAKEN):
-            continue
-        what = f"hung (killed after {timeout:.0f} s or 5 s after a partner failed)"
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        log.seek(0)
+        outputs.append(log.read())
+        log.close()
+    return outputs
+
+
+def run_workers(
+    argv: Sequence[str], num_processes: int, devices_per_process: int, timeout: float
+) -> list[str]:
+    """Runs the workers of one job (:func:`start_workers`) to the end; returns their outputs.
+
+    Every worker still running after ``timeout`` seconds is killed; a worker whose partner died
+    fails by itself (the bounded waits of :func:`initialize_from_env`). Raises ``RuntimeError``
+    with every worker's output if any failed.
+    """
+    workers = start_workers(argv, num_processes, devices_per_process, free_port())
+    deadline = time.monotonic() + timeout
+    try:
+        for proc, _ in workers:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        outputs = stop_workers(workers)
+    codes = [proc.returncode for proc, _ in workers]
+    if any(code != 0 for code in codes):
         report = "\n".join(
-            f"--- worker {i}: {what if i in hung else f'exit status {codes[i]}'} ---\n{out}"
-            for i, out in enumerate(outputs)
+            f"--- worker {i}: exit status {code} ---\n{out}"
+            for i, (code, out) in enumerate(zip(codes, outputs, strict=True))
         )
-        raise WorkerError(f"launch_local: {' '.join(argv)} failed.\n{report}")
-    raise AssertionError("unreachable")
+        raise RuntimeError(f"{' '.join(argv)} failed (-9: killed after {timeout:.0f} s).\n{report}")
+    return outputs
 
 
 def initialize_from_env(timeout: int = 60) -> tuple[int, int]:
@@ -310,11 +293,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             ("learning-rate", args.learning_rate),
         )
     ]
-    outputs = launch_local(
+    outputs = run_workers(
         ["-m", "sigmoid_xent.demo_multihost", "--worker", *flags],
-        num_processes=args.processes,
-        devices_per_process=args.devices_per_process,
-        timeout=args.timeout,
+        args.processes,
+        args.devices_per_process,
+        args.timeout,
     )
     lines = outputs[0].splitlines()
     memory = next(ln for ln in lines if ln.startswith("MEMORY"))

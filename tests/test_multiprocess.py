@@ -6,7 +6,7 @@ time, one reference process with 8 devices and no distributed runtime. All three
 :func:`compute` on the same seeded data: the SigLIP ring, ``reduce_loss_sharded``,
 ``reduce_ranking_loss_sharded`` and the sharded ``linear_sigmoid_cross_entropy`` (rows,
 classes, 2-D), values and gradients, gathered to the host and saved. Every wait is bounded
-(:func:`sigmoid_xent.demo_multihost.launch_local`): a worker that dies or hangs fails the test
+(``launch_local`` of ``tests/multihost.py``): a worker that dies or hangs fails the test
 with every worker's output, and no process outlives it.
 
 Run as a script (``python tests/test_multiprocess.py OUT_DIR``) it is one worker.
@@ -24,6 +24,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # the worker imports this checkout's sigmoid_xent.
     sys.path.insert(0, ROOT)
+
+from multihost import WorkerError, launch_local  # noqa: E402 (tests/; imports no jax)
 
 from sigmoid_xent import demo_multihost  # noqa: E402 (imports no jax)
 
@@ -187,8 +189,8 @@ def test_two_processes_equal_one_process_with_all_devices(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     t0 = time.monotonic()
     with ThreadPoolExecutor(2) as pool:
-        two = pool.submit(demo_multihost.launch_local, argv, 2, 4, 150.0, 3, env)
-        one = pool.submit(demo_multihost.launch_local, argv, 1, 8, 150.0, 0, env)
+        two = pool.submit(launch_local, argv, 2, 4, 150.0, 3, env)
+        one = pool.submit(launch_local, argv, 1, 8, 150.0, 0, env)
         outputs = two.result() + one.result()  # each raises WorkerError with all outputs.
     elapsed = time.monotonic() - t0
     ref = dict(np.load(tmp_path / "1procs_0.npz"))
@@ -245,12 +247,12 @@ def test_launcher_fails_with_output_and_leaves_no_process(tmp_path):
     script.write_text(FAKE_WORKER)
     # Worker 1 dies; worker 0 would wait forever and is killed (5 s after), not waited for.
     with pytest.raises(
-        demo_multihost.WorkerError,
+        WorkerError,
         match=r"(?s)worker 0: hung.*worker 1: exit status 3 ---\nworker 1 gives up",
     ):
-        demo_multihost.launch_local([str(script), str(tmp_path), "die"], timeout=120)
-    with pytest.raises(demo_multihost.WorkerError, match="hung"):
-        demo_multihost.launch_local([str(script), str(tmp_path), "hang"], timeout=2)
+        launch_local([str(script), str(tmp_path), "die"], timeout=120)
+    with pytest.raises(WorkerError, match="hung"):
+        launch_local([str(script), str(tmp_path), "hang"], timeout=2)
     pids = _pids(tmp_path)
     assert len(pids) == 4 and not any(_alive(p) for p in pids), pids
 
@@ -258,7 +260,7 @@ def test_launcher_fails_with_output_and_leaves_no_process(tmp_path):
 def test_launcher_retries_when_the_port_was_taken(tmp_path):
     script = tmp_path / "fake.py"
     script.write_text(FAKE_WORKER)
-    outputs = demo_multihost.launch_local([str(script), str(tmp_path), "port"], timeout=60)
+    outputs = launch_local([str(script), str(tmp_path), "port"], timeout=60)
     assert [o.strip() for o in outputs] == ["done 0", "done 1"]
     assert len(_pids(tmp_path)) == 4  # two attempts of two workers
 
