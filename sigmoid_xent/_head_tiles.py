@@ -17,8 +17,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from sigmoid_xent._chunks import scan_chunks
-from sigmoid_xent._core import absorbing_mul, log1p_unit, logits_grad, loss_value, neg_abs
-from sigmoid_xent._core import smooth_labels
+from sigmoid_xent._core import (
+    absorbing_mul,
+    log1p_unit,
+    logits_grad,
+    loss_value,
+    neg_abs,
+    smooth_labels,
+)
 from sigmoid_xent._mask import hide, keep
 from sigmoid_xent._mesh_axes import union_varying_axes
 
@@ -347,7 +353,9 @@ def values_grad(
         name: None if ops.get(name) is None else gather_at(ops[name], kinds[name], idx)
         for name in ("weights", "mask", "pos_weight", "smoothing")
     }
-    scale = _elementwise_scale(at["weights"], rows_ct[:, None] if rows_ct is not None else None, inv, cd)
+    scale = _elementwise_scale(
+        at["weights"], rows_ct[:, None] if rows_ct is not None else None, inv, cd
+    )
     if at["smoothing"] is not None:
         scale = _times(scale, 1 - at["smoothing"])
     d = _scaled(scale, label_grad(x, at["pos_weight"]))

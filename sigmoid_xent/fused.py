@@ -19,7 +19,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.typing import ArrayLike
 
 from sigmoid_xent import _checks
@@ -27,8 +26,6 @@ from sigmoid_xent._chunks import check_chunk_size
 from sigmoid_xent._core import absorbing_mul
 from sigmoid_xent._head_tiles import (
     COL,
-    FULL,
-    ROW,
     gather_at,
     grid_operand,
     grid_sum,
