@@ -270,7 +270,7 @@ def sweep(
             out["labels"] = lax.dynamic_update_slice(carry["labels"], d_z, (r0, c0))
         if "weights" in out:
             g = keep(m_t, _scaled(_elementwise_scale(None, g_t, inv, cd), loss))
-            out["weights"] = _reduce_to(carry["weights"], wk, g, fresh, r0, c0)
+            out["weights"] = _reduce_to(carry["weights"], kinds["weights"], g, fresh, r0, c0)
         if "pos_weight" in out:
             g = keep(m_t, _scaled(_times(scale, zs), loss_value(x, jnp.ones_like(x))))
             pk = kinds["pos_weight"]
@@ -297,7 +297,7 @@ def sweep(
     return out.pop("value"), out
 
 
-def _add_value(acc: Array, lk: Array, w_t: Array | None, wk: str | None, r0: Any, per_row: bool):
+def _add_value(acc: Array, lk: Array, w_t: Any, wk: str | None, r0: Any, per_row: bool) -> Array:
     """Adds the tile's weighted, kept losses: per row, or to the total. Per-row and per-class
     weights multiply the row or class sums (``0 * inf = 0``: a zero weight drops an infinite
     loss); per-element ones multiply each loss."""
@@ -349,10 +349,10 @@ def values_grad(
     present = ids >= 0
     idx = jnp.where(present, ids, 0)
     x = jnp.sum(h[:, None, :] * w[idx], axis=-1) + bias[idx]
-    at = {
-        name: None if ops.get(name) is None else gather_at(ops[name], kinds[name], idx)
-        for name in ("weights", "mask", "pos_weight", "smoothing")
-    }
+    at: dict[str, Array | None] = {}
+    for name in ("weights", "mask", "pos_weight", "smoothing"):
+        op = ops.get(name)
+        at[name] = None if op is None else gather_at(op, kinds[name], idx)
     scale = _elementwise_scale(
         at["weights"], rows_ct[:, None] if rows_ct is not None else None, inv, cd
     )

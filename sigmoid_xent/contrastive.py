@@ -302,7 +302,7 @@ def _prepare(img_emb, txt_emb, t, b, img_ids, txt_ids, chunk_size, fn, names) ->
         raise ValueError(
             f"{fn}: the batch is empty (`{names[0]}` {img.shape}, `{names[1]}` {txt.shape})."
         )
-    ids = None
+    ids: Any = None
     if img_ids is not None:
         ids = tuple(
             _ids(x, name, rows, fn)
@@ -502,9 +502,9 @@ def siglip_loss_ring(
     img, txt = img.astype(cd), txt.astype(cd)
     t_c, b_c = p.t.reshape(()).astype(cd), p.b.reshape(()).astype(cd)
     t_c, b_c = pcast_varying((t_c, b_c), union_varying_axes(img, txt, p.ids))
-    ids = p.ids
-    if ids is not None:  # the global number of present images
-        ids = (*ids, psum_over(jnp.sum(ids[0] >= 0).astype(cd), (axis_name,)))
+    ids: Any = None
+    if p.ids is not None:  # with the global number of present images
+        ids = (*p.ids, psum_over(jnp.sum(p.ids[0] >= 0).astype(cd), (axis_name,)))
     part = _ring_part(img, txt, t_c, b_c, ids, axis_name, p.chunk, n * img.shape[0])
     # The psum stays outside the custom VJP: its transpose hands each device its cotangent.
     return lax.psum(part, axis_name).astype(p.out_dtype)

@@ -89,6 +89,13 @@ def _wanted(primals: dict[str, Any]) -> tuple[str, ...]:
     return tuple(name for name, p in primals.items() if p is not None and p.perturbed)
 
 
+def _values(*primals: Any) -> tuple:
+    """The arrays of the fwd rule's ``CustomVJPPrimal`` arguments (the last: the operands)."""
+    *arrays, ops = primals
+    values = tuple(None if x is None else x.value for x in arrays)
+    return (*values, {k: None if v is None else v.value for k, v in ops.items()})
+
+
 def _primals(h, w, bias, labels, ops) -> dict[str, Any]:
     return {"h": h, "w": w, "bias": bias, "labels": labels, **ops}
 
@@ -120,10 +127,9 @@ def _head_sum_fwd(h, w, bias, labels, ids, ops, kinds, bn, cc, count):
     # one is [batch, classes]). The loss is a scalar, so the gradients for a unit cotangent are
     # the residuals and the backward pass only scales them.
     want = _wanted(_primals(h, w, bias, labels, ops))
-    values = [x.value if x is not None else None for x in (h, w, bias, labels, ids)]
-    ops = {k: None if v is None else v.value for k, v in ops.items()}
+    h, w, bias, labels, ids, ops = _values(h, w, bias, labels, ids, ops)
     inv = None if count is None else 1 / count
-    total, grads = _all_grads(*values, ops, kinds, bn, cc, inv, want)
+    total, grads = _all_grads(h, w, bias, labels, ids, ops, kinds, bn, cc, inv, want)
     value = total if count is None else total / jnp.asarray(count, total.dtype)
     return value, (grads, {k: None for k in ops})
 
@@ -150,18 +156,18 @@ def _head_rows(h, w, bias, labels, ids, ops, kinds, bn, cc):
 
 def _head_rows_fwd(h, w, bias, labels, ids, ops, kinds, bn, cc):
     want = {name: None for name in _wanted(_primals(h, w, bias, labels, ops))}
-    values = [x.value if x is not None else None for x in (h, w, bias, labels, ids)]
-    ops = {k: None if v is None else v.value for k, v in ops.items()}
-    rows = sweep(*values, ops, dict(kinds), bn, cc, None, (), per_row=True)[0]
-    return rows, (values, ops, want)
+    h, w, bias, labels, ids, ops = _values(h, w, bias, labels, ids, ops)
+    rows = sweep(h, w, bias, labels, ids, ops, dict(kinds), bn, cc, None, (), per_row=True)[0]
+    return rows, ((h, w, bias, labels, ids), ops, want)
 
 
 def _head_rows_bwd(kinds, bn, cc, res, g):
-    values, ops, want = res
+    (h, w, bias, labels, ids), ops, want = res
     if isinstance(g, jax.custom_derivatives.SymbolicZero):
         return None, None, None, None, None, {k: None for k in ops}
-    g = jnp.asarray(g).astype(values[0].dtype)
-    _, grads = _all_grads(*values, ops, kinds, bn, cc, None, tuple(want), rows_ct=g)
+    g = jnp.asarray(g).astype(h.dtype)
+    want = tuple(want)
+    _, grads = _all_grads(h, w, bias, labels, ids, ops, kinds, bn, cc, None, want, rows_ct=g)
     return _cotangents(grads, ops)
 
 
@@ -181,7 +187,7 @@ class _Config(NamedTuple):
     names: tuple  # the axes the elements are split over (summed)
     class_axes: tuple  # those that split the classes (ids' offsets, "none")
     classes: int  # the global number of classes
-    count: int | None  # the static element count of the plain mean
+    elements: int | None  # the static element count of the plain mean
     cd: Any
     out_dtype: Any
 
@@ -257,10 +263,10 @@ def _head(h, w, labels, ids, values, bias, weights, mask, pos_weight, smoothing,
             out = psum_over(out, cfg.class_axes)
         out = out.reshape(cfg.batch_shape)
     else:
-        out = _head_sum(h, w, bias, z, rel, ops, static_kinds, cfg.bn, cfg.cc, cfg.count)
+        out = _head_sum(h, w, bias, z, rel, ops, static_kinds, cfg.bn, cfg.cc, cfg.elements)
         if cfg.names:  # the psum stays outside the custom VJP: its transpose hands each
             out = psum_over(out, cfg.names)  # device its part.
-        if cfg.count is None and red is not Reduction.SUM:
+        if cfg.elements is None and red is not Reduction.SUM:
             den = _denominator(red, ops, kinds, grid, cd)
             out = safe_divide(out, psum_over(den, cfg.names) if cfg.names else den)
     if out_of_range is not None:
@@ -315,52 +321,44 @@ def linear_sigmoid_cross_entropy(
 
         \ell(z, x) = p \, z \log(1 + e^{-x}) + (1 - z) \log(1 + e^{x})
 
-    and the result is ``reduce_loss(loss, weights, reduction, where=where)`` (default: the mean;
-    ``"none"``: each row's sum over classes). Logits exist one tile at a time (``chunk_size``
-    classes, or ``(rows, classes)``, per tile), in the forward pass and in ``value_and_grad``,
-    which forms each tile once (three matrix products). Labels are dense, or ``label_ids``: the
-    classes of each row whose label is ``label_values`` (default 1), all others 0, never formed
-    as ``[..., C]``. Computed in float32 at least; returns the dtype of ``h`` and ``w``
-    promoted. Custom VJP: gradients to ``h``, ``w``, ``bias``, float ``labels``,
-    ``label_values``, ``weights``, ``pos_weight`` and ``label_smoothing``; ``jax.hessian``
-    works, ``jax.jvp`` is refused by JAX (use ``jax.jacrev``).
+    and the result is ``reduce_loss(loss, weights, reduction, where=where)`` (``"none"``: each
+    row's sum over classes). The logits exist one tile at a time, in the forward pass and in
+    ``value_and_grad`` (which forms each tile once: three matrix products). Labels are dense, or
+    ``label_ids``: the classes of each row whose label is ``label_values``, all others 0, never
+    formed as ``[..., C]``. Computed in float32 at least, returned in ``h``'s and ``w``'s dtype.
+    Custom VJP: gradients to every float input; ``jax.hessian`` works, ``jax.jvp`` does not.
 
     Inside ``jax.shard_map``, ``axis_name`` names the mesh axes the elements are split over:
     rows (``h``, labels and per-row arrays split alike), classes (``w``, ``bias``, the labels'
-    last axis and per-class arrays split alike; ``label_ids`` stay global class ids), or both.
-    The result is the global one (``"none"``: this device's rows, summed over classes). The
-    class offset of a device comes from the axes ``w`` varies over, which JAX records under
-    ``check_vma=True`` (the default): with ``check_vma=False``, ``label_ids`` and ``"none"``
-    under ``axis_name`` are refused.
+    last axis and per-class arrays split alike; ``label_ids`` stay global) or both. The result
+    is global (``"none"``: this device's rows). A device's first class comes from the axes ``w``
+    varies over, which JAX records under ``check_vma=True`` (the default): with
+    ``check_vma=False``, ``label_ids`` and ``"none"`` under ``axis_name`` are refused.
 
     Args:
       h: Features ``[..., H]``.
       w: Class weights ``[C, H]`` (a ``Dense`` kernel transposed).
-      labels: Dense targets ``[..., C]``, float, int or bool; or None, given ``label_ids``.
+      labels: Dense targets ``[..., C]`` (float, int or bool), or None with ``label_ids``.
       label_ids: Integer ``[..., K]`` classes per row; ids < 0 are padding, a class listed
-        twice counts once with its larger value (the first on a tie gets the gradient).
+        twice counts once with its larger value (the first of equal ones gets the gradient).
       label_values: ``[..., K]`` labels of ``label_ids``' classes (default 1).
       bias: Optional ``[C]`` class bias.
-      weights: Broadcastable to ``[..., C]``: per row ``[..., 1]``, per class ``[C]``, or per
-        element.
-      where: Bool, broadcastable like ``weights``; a False element is absent: no share in any
-        sum or count, zero gradients, even where its labels or weights are NaN.
+      weights: Broadcastable to ``[..., C]``: per row ``[..., 1]``, class ``[C]`` or element.
+      where: Bool, broadcastable likewise; a False element is absent: no share in any sum or
+        count, zero gradients, even where its labels or weights are NaN.
       pos_weight: Scalar or ``[C]`` weight of the positive term.
       label_smoothing: In [0, 1] (a traced value is used as given).
       reduction: A :class:`Reduction` name but ``mean_with_sample_weight``.
-      chunk_size: Classes per tile, or a ``(rows, classes)`` pair (None: about ``2**22``
-        logits per tile), counted on this device's shard.
-      axis_name: The ``shard_map`` axis name(s) the elements are split over (None: local).
+      chunk_size: Classes per tile, or ``(rows, classes)`` (None: about ``2**22`` logits).
+      axis_name: The ``shard_map`` axis name(s) the elements are split over.
 
     Returns:
       A scalar, or for ``"none"`` the per-row loss of shape ``h.shape[:-1]``.
 
     Raises:
       TypeError: non-float ``h``/``w``, non-integer ``label_ids``, complex or non-bool inputs.
-      ValueError: shapes that disagree (both named; in ``shard_map``, the shards'), both or none
-        of ``labels``/``label_ids``, an id >= C (NaN for every entry under ``jit``), a bad
-        option, or an ``axis_name`` that is unbound (also a ``NameError``) or over which
-        ``labels`` are replicated.
+      ValueError: disagreeing shapes (both named), both or none of ``labels``/``label_ids``, an
+        id >= C (under ``jit``: NaN for every entry), a bad option, an unbound ``axis_name``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -469,7 +467,7 @@ def linear_sigmoid_cross_entropy(
         names=names,
         class_axes=class_axes,
         classes=classes,
-        count=n * num_classes * devices if static else None,
+        elements=n * num_classes * devices if static else None,
         cd=cd,
         out_dtype=out_dtype,
     )
