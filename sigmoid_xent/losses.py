@@ -18,7 +18,13 @@ from sigmoid_xent._core import (
     sigmoid_cross_entropy_with_logits,
     smooth_labels,
 )
-from sigmoid_xent.reductions import Reduction, compiled_reduction, weighted_reduction
+from sigmoid_xent._mask import hide
+from sigmoid_xent.reductions import (
+    Reduction,
+    compiled_reduction,
+    safe_divide,
+    weighted_reduction,
+)
 
 Array = jax.Array
 
@@ -31,6 +37,8 @@ def sigmoid_cross_entropy(
     weights: ArrayLike = 1.0,
     label_smoothing: ArrayLike = 0.0,
     reduction: str | Reduction | None = Reduction.SUM_BY_NONZERO_WEIGHTS,
+    *,
+    where: ArrayLike | None = None,
 ) -> Array:
     r"""``tf.compat.v1.losses.sigmoid_cross_entropy``: weighted, label-smoothed and reduced.
 
@@ -49,16 +57,18 @@ def sigmoid_cross_entropy(
       weights: A scalar, or an array of the losses' rank whose every dimension is 1 or equal to
         the loss dimension (``[batch, 1]`` per sample). A bare ``[batch]`` vector for 2-D losses is
         a ValueError, as in TF (despite its docstring).
-      label_smoothing: Smoothing towards 1/2, ``s`` above.
+      label_smoothing: Smoothing towards 1/2, ``s`` above, in [0, 1].
       reduction: A :class:`Reduction` or its name (TF spellings accepted).
+      where: Optional bool mask broadcastable to ``logits``; a False element is absent from
+        every sum and count (as :func:`reduce_loss`), with zero gradients.
 
     Returns:
       The reduced loss in ``logits``' dtype; ``logits``' shape for ``none``, else a scalar.
 
     Raises:
       ValueError: None arguments, shape mismatch, weights of another rank or of a dimension
-        neither 1 nor equal, or an unknown reduction.
-      TypeError: integer ``logits``.
+        neither 1 nor equal, ``label_smoothing`` outside [0, 1], or an unknown reduction.
+      TypeError: integer ``logits``, or a non-bool ``where``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -87,17 +97,26 @@ def sigmoid_cross_entropy(
             f"{x.ndim} with every dimension 1 or equal to the losses shape {x.shape} "
             "(use [batch, 1] for per-sample weights)."
         )
-    smoothing = _checks.label_smoothing(label_smoothing, z.shape, _checks.compute_dtype(x.dtype), fn)
-    return _tf_v1_loss(z, x, weights, smoothing, Reduction.parse(reduction, fn))
+    cd = _checks.compute_dtype(x.dtype)
+    smoothing = _checks.label_smoothing(label_smoothing, z.shape, cd, fn)
+    mask = _checks.where_mask(where, x.shape, fn)
+    return _tf_v1_loss(z, x, weights, smoothing, mask, Reduction.parse(reduction, fn))
 
 
-@functools.partial(jax.jit, static_argnums=(4,))
+@functools.partial(jax.jit, static_argnums=(5,))
 def _tf_v1_loss(
-    z: Array, x: Array, weights: Array, smoothing: Array | None, reduction: Reduction
+    z: Array,
+    x: Array,
+    weights: Array,
+    smoothing: Array | None,
+    mask: Array | None,
+    reduction: Reduction,
 ) -> Array:
     cd = _checks.compute_dtype(x.dtype)
+    z, x = hide(mask, z), hide(mask, x)
     losses = sigmoid_cross_entropy_with_logits(smooth_labels(z, smoothing, cd), x.astype(cd))
-    return weighted_reduction(losses, weights, reduction, "sigmoid_cross_entropy").astype(x.dtype)
+    out = weighted_reduction(losses, weights, reduction, "sigmoid_cross_entropy", where=mask)
+    return out.astype(x.dtype)
 
 
 def binary_crossentropy(
@@ -106,6 +125,8 @@ def binary_crossentropy(
     from_logits: bool = False,
     label_smoothing: ArrayLike = 0.0,
     axis: int = -1,
+    *,
+    where: ArrayLike | None = None,
 ) -> Array:
     r"""Keras' ``binary_crossentropy`` function: elementwise loss, then the mean over ``axis``.
 
@@ -117,15 +138,18 @@ def binary_crossentropy(
       y_true: Targets of ``y_pred``' shape.
       y_pred: Probabilities, or logits if ``from_logits``.
       from_logits: Whether ``y_pred`` holds logits.
-      label_smoothing: Smoothing towards 1/2.
+      label_smoothing: Smoothing towards 1/2, in [0, 1].
       axis: The axis averaged over.
+      where: Optional bool mask broadcastable to ``y_pred``: each sample's loss is the mean over
+        its present elements (0 for a sample with none), with zero gradients at the others.
 
     Returns:
       The per-sample loss: ``y_pred``' shape without ``axis``, in ``y_pred``' dtype.
 
     Raises:
-      ValueError: shape mismatch, a None argument, or ``axis`` out of range.
-      TypeError: integer ``y_pred``.
+      ValueError: shape mismatch, a None argument, ``label_smoothing`` outside [0, 1], or
+        ``axis`` out of range.
+      TypeError: integer ``y_pred``, or a non-bool ``where``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -134,6 +158,18 @@ def binary_crossentropy(
       ...                        jnp.array([[0.6, 0.4], [0.4, 0.6]]))
       Array([0.9162905 , 0.71355796], dtype=float32)
     """
+    return _keras_per_sample(y_true, y_pred, from_logits, label_smoothing, axis, where)[0]
+
+
+def _keras_per_sample(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    from_logits: bool,
+    label_smoothing: ArrayLike,
+    axis: int,
+    where: ArrayLike | None,
+) -> tuple[Array, Array | None]:
+    """:func:`binary_crossentropy`'s checks and per-sample loss, with the samples' presence."""
     fn = "binary_crossentropy"
     pred = _checks.float_array(y_pred, fn, name="y_pred")
     true = _checks.as_float(y_true, pred.dtype, "y_true", fn)
@@ -147,33 +183,53 @@ def binary_crossentropy(
         ) from None
     if not -max(pred.ndim, 1) <= axis < max(pred.ndim, 1) or pred.ndim == 0:
         raise ValueError(f"{fn}: `axis` {axis} is out of range for y_pred of shape {pred.shape}.")
-    smoothing = _checks.label_smoothing(label_smoothing, true.shape, _checks.compute_dtype(pred.dtype), fn)
-    return _keras_loss(true, pred, smoothing, bool(from_logits), axis)
-
-
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _keras_loss(
-    true: Array, pred: Array, smoothing: Array | None, from_logits: bool, axis: int
-) -> Array:
     cd = _checks.compute_dtype(pred.dtype)
+    smoothing = _checks.label_smoothing(label_smoothing, true.shape, cd, fn)
+    mask = _checks.where_mask(where, pred.shape, fn, target="y_pred")
+    return _keras_loss(true, pred, smoothing, mask, bool(from_logits), axis)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _keras_loss(
+    true: Array,
+    pred: Array,
+    smoothing: Array | None,
+    mask: Array | None,
+    from_logits: bool,
+    axis: int,
+) -> tuple[Array, Array | None]:
+    """The per-sample loss, and which samples have a present element (None without a mask)."""
+    cd = _checks.compute_dtype(pred.dtype)
+    true, pred = hide(mask, true), hide(mask, pred, 0 if from_logits else 0.5)
     true = smooth_labels(true, smoothing, cd)
     if from_logits:
-        elementwise = sigmoid_cross_entropy_with_logits(true, pred.astype(cd))
+        elementwise = sigmoid_cross_entropy_with_logits(true, pred.astype(cd), where=mask)
     else:
-        elementwise = binary_cross_entropy(true, pred.astype(cd))
-    return jnp.mean(elementwise, axis=axis).astype(pred.dtype)
+        elementwise = binary_cross_entropy(true, pred.astype(cd), where=mask)
+    if mask is None:
+        return jnp.mean(elementwise, axis=axis).astype(pred.dtype), None
+    present = jnp.broadcast_to(mask, pred.shape)
+    count = jnp.sum(present.astype(cd), axis=axis)
+    per_sample = safe_divide(jnp.sum(elementwise.astype(cd), axis=axis), count)
+    return per_sample.astype(pred.dtype), jnp.any(present, axis=axis)
 
 
-def keras_sample_weight(sample_weight: Any, loss_shape: tuple[int, ...], fn: str) -> Array:
-    """Keras 2's rules: ``[batch]`` is per sample; one extra trailing 1 is squeezed."""
+def keras_sample_weight(
+    sample_weight: Any, loss_shape: tuple[int, ...], fn: str
+) -> tuple[Array, tuple[int, ...]]:
+    """Keras 2's rules: ``[batch]`` is per sample; one extra trailing 1 is squeezed.
+
+    Returns the weights as given (checked) and the shape they take; the reshape is left to the
+    compiled reduction, so that it never touches a masked NaN weight outside it.
+    """
     w = _checks.as_float(sample_weight, jnp.float32, "sample_weight", fn)
-    shape = tuple(w.shape)
+    shape = target = tuple(w.shape)
     if len(shape) == len(loss_shape) + 1 and shape[-1] == 1:
-        w = w.reshape(shape[:-1])
+        target = shape[:-1]
     elif len(shape) == 1 and len(loss_shape) > 1 and shape[0] == loss_shape[0]:
-        w = w.reshape(shape + (1,) * (len(loss_shape) - 1))
+        target = shape + (1,) * (len(loss_shape) - 1)
     try:
-        ok = np.broadcast_shapes(w.shape, loss_shape) == tuple(loss_shape)
+        ok = np.broadcast_shapes(target, loss_shape) == tuple(loss_shape)
     except ValueError:
         ok = False
     if not ok:
@@ -182,7 +238,7 @@ def keras_sample_weight(sample_weight: Any, loss_shape: tuple[int, ...], fn: str
             f"to the per-sample loss shape {tuple(loss_shape)} (one more trailing dimension of "
             "size 1 is squeezed)."
         )
-    return w
+    return w, target
 
 
 def _is_ragged(value: Any) -> bool:
@@ -296,22 +352,35 @@ class BinaryCrossentropy:
         Reduction.parse(self.reduction, "BinaryCrossentropy")  # Fail at construction.
 
     def __call__(
-        self, y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None
+        self,
+        y_true: ArrayLike,
+        y_pred: ArrayLike,
+        sample_weight: ArrayLike | None = None,
+        *,
+        where: ArrayLike | None = None,
     ) -> Array:
-        """The reduced loss (per-sample losses of shape ``[batch, d0, .., dN-1]`` for none)."""
+        """The reduced loss (per-sample losses of shape ``[batch, d0, .., dN-1]`` for none).
+
+        ``where`` (bool, broadcastable to ``y_pred``): each sample's loss is the mean over its
+        present elements, and a sample with none present is absent from the reduction.
+        """
         fn = "BinaryCrossentropy"
+        present = None
         if _is_ragged(y_true) or _is_ragged(y_pred):
+            if where is not None:
+                raise ValueError(f"{fn}: `where` is not supported with ragged input.")
             per_sample = _ragged_per_sample(
                 y_true, y_pred, self.from_logits, self.label_smoothing, self.axis, fn
             )
         else:
-            per_sample = binary_crossentropy(
-                y_true, y_pred, self.from_logits, self.label_smoothing, self.axis
+            per_sample, present = _keras_per_sample(
+                y_true, y_pred, self.from_logits, self.label_smoothing, self.axis, where
             )
-        weights = None
+        weights, shape = None, None
         if sample_weight is not None:
-            weights = keras_sample_weight(sample_weight, per_sample.shape, fn)
-        return compiled_reduction(per_sample, weights, Reduction.parse(self.reduction, fn), fn)
+            weights, shape = keras_sample_weight(sample_weight, per_sample.shape, fn)
+        red = Reduction.parse(self.reduction, fn)
+        return compiled_reduction(per_sample, weights, red, fn, present, shape)
 
     def get_config(self) -> dict[str, Any]:
         """A plain dict of the constructor arguments (the reduction as given)."""

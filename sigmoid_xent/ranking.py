@@ -28,8 +28,8 @@ from sigmoid_xent._lists import (
     check_segment_ids,
     reduce_lists,
     sort_into_lists,
-    where_mask,
 )
+from sigmoid_xent._mask import hide
 from sigmoid_xent.reductions import LISTWISE, Reduction
 
 Array = jax.Array
@@ -92,9 +92,10 @@ def sigmoid_cross_entropy(
     whose id they carry, so give them the id of a short list, or use another reduction.
 
     Segment ids are checked whenever they are concrete (eagerly, outside ``jit`` and ``vmap``).
-    Inside ``jit``/``vmap`` an item whose id lies outside ``[0, num_segments)`` is dropped: it
-    is treated as padding and does not count in any list length. Catch such ids with
-    :func:`sigmoid_xent.validate_inputs` under ``jax.experimental.checkify``.
+    Inside ``jit``/``vmap``, where nothing can raise, an id outside ``[0, num_segments)`` makes
+    the whole result NaN (every entry, for ``none`` and ``per_list`` too), never a number
+    computed without that item. :func:`sigmoid_xent.validate_inputs` under
+    ``jax.experimental.checkify`` names such ids.
 
     Works under ``jit``, ``vmap``, ``grad`` (w.r.t. logits, labels and weights). 16-bit inputs
     are computed in float32; the result has the logits' dtype (float64 stays float64).
@@ -195,7 +196,9 @@ def _as_list_batch(
                 f"{lead + (1,)}, got {_checks.describe(weights)}."
             )
     if where is not None:
-        where = where_mask(where, z.shape, fn).reshape(lists, size)
+        mask = _checks.where_mask(where, z.shape, fn, target="labels")
+        assert mask is not None
+        where = jnp.broadcast_to(mask, z.shape).reshape(lists, size)
     return z.reshape(lists, size), x.reshape(lists, size), weights, where
 
 
@@ -231,9 +234,8 @@ def _sigmoid_cross_entropy(
     cd = _checks.compute_dtype(x.dtype)
     lists = sort_into_lists(z, where, segment_ids, ns, weights, cd, fn)
     # Padded items get label 0 and logit 0 before the loss, so nothing there reaches it.
-    zeros = jnp.zeros(z.shape, cd)
-    zc = jnp.where(lists.valid, z.astype(cd), zeros)
-    xc = jnp.where(lists.valid, x.astype(cd), zeros)
+    zc = hide(lists.valid, z).astype(cd)
+    xc = hide(lists.valid, x).astype(cd)
     out = reduce_lists(sigmoid_cross_entropy_with_logits(zc, xc), lists, reduction, fn)
     if segment_ids is None and reduction == "none":
         out = out.reshape(shape)

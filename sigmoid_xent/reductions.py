@@ -78,11 +78,13 @@ class Reduction(enum.StrEnum):
         member = None
         if spellings is not None:
             member = spellings.get(key) if key is not None else None
-        elif key in cls._value2member_map_:
+        elif key is not None and key in cls._value2member_map_:
             member = cls(key)
             member = member if member in valid else None
         if member is None:
-            names = list(spellings) if spellings is not None else [m.value for m in cls if m in valid]
+            names = (
+                list(spellings) if spellings is not None else [m.value for m in cls if m in valid]
+            )
             raise ValueError(
                 f"{fn}: unknown reduction {name!r}; expected one of {names} (any case), or "
                 "'auto', 'sum_over_nonzero_weights' or None."
@@ -276,9 +278,19 @@ def reduce_loss(
     return compiled_reduction(losses, weights, red, fn, mask)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
+@functools.partial(jax.jit, static_argnums=(2, 3, 5))
 def compiled_reduction(
-    losses: Array, weights: Array | None, red: Reduction, fn: str, where: Array | None = None
+    losses: Array,
+    weights: Array | None,
+    red: Reduction,
+    fn: str,
+    where: Array | None = None,
+    weight_shape: tuple[int, ...] | None = None,
 ) -> Array:
-    """:func:`weighted_reduction` as one program per signature: one dispatch per eager call."""
+    """:func:`weighted_reduction` as one program per signature: one dispatch per eager call.
+
+    ``weight_shape``: the shape the weights take first (a Keras rule), inside the program.
+    """
+    if weight_shape is not None and weights is not None:
+        weights = jnp.reshape(weights, weight_shape)
     return weighted_reduction(losses, weights, red, fn, where=where)

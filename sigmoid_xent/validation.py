@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 from jax.experimental import checkify
 from jax.typing import ArrayLike
@@ -19,13 +21,19 @@ def validate_inputs(
     num_segments: int | None = None,
     allow_padding: bool = False,
 ) -> None:
-    """Checks the values the losses cannot check at trace time, with ``checkify.check``.
+    """Checks the values the losses cannot check at trace time; inside ``jit`` only under
+    ``jax.experimental.checkify.checkify``.
+
+    Called on concrete arrays it raises a ``ValueError`` at once. Inside a traced function it
+    uses ``checkify.check``: wrap the step in ``checkify.checkify(...)`` (``checkify(jit(f))``
+    and ``jit(checkify(f))`` both work) and read the returned error, which is None for valid
+    inputs. Under a plain ``jit`` JAX itself refuses to compile the step ("Cannot abstractly
+    evaluate a checkify.check which was not functionalized"); that error is raised while JAX
+    lowers the program, after this function returned, so it cannot be replaced here.
 
     Reports labels outside [0, 1] (NaN included; labels < 0 are padding and allowed when
     ``allow_padding`` or ``segment_ids`` is given), non-finite logits, and segment ids outside
-    ``[0, num_segments)``. Called eagerly it raises at once; inside ``jax.jit`` wrap the step in
-    ``checkify.checkify(...)`` and read the returned error (none for valid inputs). The losses
-    never call it themselves, so plain ``jit`` keeps working.
+    ``[0, num_segments)``. The losses never call it, so plain ``jit`` of a loss keeps working.
 
     Args:
       labels: Labels of any shape.
@@ -35,11 +43,10 @@ def validate_inputs(
       allow_padding: Accept labels < 0 (ranking padding).
 
     Raises:
-      ValueError: ``logits`` or ``segment_ids`` of another shape than ``labels``;
-        ``segment_ids`` without a static ``num_segments``, with a non-integer dtype, or with a
-        negative ``num_segments``.
+      ValueError: a failed value check on concrete inputs; ``logits`` or ``segment_ids`` of
+        another shape than ``labels``; ``segment_ids`` without a static ``num_segments``, with
+        a non-integer dtype, or with a negative ``num_segments``.
       TypeError: non-numeric ``labels``/``logits``, or a ``num_segments`` that is not an int.
-      jax.experimental.checkify.JaxRuntimeError: eagerly, for a failed value check.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -55,6 +62,14 @@ def validate_inputs(
       True
     """
     fn = "validate_inputs"
+    concrete = not any(_checks.is_traced(v) for v in (labels, logits, segment_ids) if v is not None)
+
+    def _check(ok: Any, msg: str, **fmt: Any) -> None:
+        if not concrete:
+            checkify.check(ok, msg, **fmt)
+        elif not bool(ok):
+            raise ValueError(msg.format(**{k: int(v) for k, v in fmt.items()}))
+
     _checks.not_none(labels, "labels", fn)
     z = _checks.as_float(labels, jnp.float32, "labels", fn)
     if logits is not None:
@@ -70,7 +85,7 @@ def validate_inputs(
     # Integer and bool labels (cast to float above) are checked too: the losses use them as is.
     padding = allow_padding or segment_ids is not None
     low_ok = (z >= 0) | (z < 0) & padding
-    checkify.check(
+    _check(
         jnp.all(low_ok & (z <= 1)),
         "validate_inputs: labels must lie in [0, 1]"
         + (" (or < 0 for padding)" if padding else "")
@@ -80,7 +95,7 @@ def validate_inputs(
     )
     if logits is not None:
         finite = jnp.isfinite(x)
-        checkify.check(
+        _check(
             jnp.all(finite),
             "validate_inputs: logits must be finite; found {bad} NaN/inf logit(s), first at "
             "flat index {idx}.",
@@ -89,7 +104,7 @@ def validate_inputs(
         )
     if segment_ids is not None:
         ok = (ids >= 0) & (ids < n_segments)
-        checkify.check(
+        _check(
             jnp.all(ok),
             f"validate_inputs: segment ids must lie in [0, {n_segments}); found "
             "{bad} out of range, first at flat index {idx}.",

@@ -226,8 +226,8 @@ TABLE = [
         lambda: ranking.sigmoid_cross_entropy(Z3, Z3, segment_ids=np.array([0, 2, 5]),
                                               num_segments=2), ValueError,
         "ranking.sigmoid_cross_entropy: `segment_ids` must lie in [0, num_segments) = [0, 2); "
-        "found 2 out of range, the first 2 at index 1. (Inside jit/vmap such items are dropped "
-        "as padding.)"),
+        "found 2 out of range, the first 2 at index 1. (Inside jit/vmap such an id makes the whole "
+        "result NaN.)"),
     Row("ranking: float segment ids",
         lambda: ranking.sigmoid_cross_entropy(Z3, Z3, segment_ids=Z3, num_segments=2),
         ValueError,
@@ -281,7 +281,7 @@ TABLE = [
         f"sigmoid_cross_entropy: unknown reduction 'bogus'; {VALID}"),
     Row("ranking: a non-bool where mask",
         lambda: ranking.sigmoid_cross_entropy(Z2, Z2, where=np.ones((2, 3))), TypeError,
-        "ranking.sigmoid_cross_entropy: `where` must be a boolean mask (True = real item), got "
+        "ranking.sigmoid_cross_entropy: `where` must be a boolean mask (True = present), got "
         "shape (2, 3) and dtype float32."),
     Row("ranking: dense weights of a bad shape",
         lambda: ranking.sigmoid_cross_entropy(Z2, Z2, weights=np.ones(3)), ValueError,
