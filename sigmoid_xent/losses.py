@@ -44,38 +44,31 @@ def sigmoid_cross_entropy(
 
     .. math::
 
-        z' = z (1 - s) + s / 2, \qquad
-        L = \mathrm{reduce}\big(w \cdot \ell(z', x)\big)
+        L = \mathrm{reduce}\big(w \cdot \ell(z (1 - s) + s / 2, \ x)\big)
 
-    with :math:`\ell` the stable elementwise loss and ``reduce`` as in :func:`reduce_loss`. The
-    default ``sum_by_nonzero_weights`` divides by the number of non-zero broadcast weights
-    (negative ones count); ``mean`` divides by their sum; both give 0 when the denominator is 0.
+    with :math:`\ell` :func:`sigmoid_cross_entropy_with_logits` and ``reduce`` :func:`reduce_loss`.
 
     Args:
       multi_class_labels: ``[batch, num_classes]`` labels in [0, 1] (int, bool or float).
       logits: Float logits of the labels' shape.
-      weights: A scalar, or an array of the losses' rank whose every dimension is 1 or equal to
-        the loss dimension (``[batch, 1]`` per sample). A bare ``[batch]`` vector for 2-D losses is
-        a ValueError, as in TF (despite its docstring).
+      weights: A scalar, or an array of the losses' rank whose every dimension is 1 or the loss
+        dimension (``[batch, 1]`` per sample; a bare ``[batch]`` is an error, as in TF).
       label_smoothing: Smoothing towards 1/2, ``s`` above, in [0, 1].
       reduction: A :class:`Reduction` or its name (TF spellings accepted).
-      where: Optional bool mask broadcastable to ``logits``; a False element is absent from
-        every sum and count (as :func:`reduce_loss`), with zero gradients.
+      where: Optional bool mask broadcastable to ``logits``; False elements are absent.
 
     Returns:
-      The reduced loss in ``logits``' dtype; ``logits``' shape for ``none``, else a scalar.
+      The reduced loss in ``logits``' dtype: a scalar, or ``logits``' shape for ``none``.
 
     Raises:
-      ValueError: None arguments, shape mismatch, weights of another rank or of a dimension
-        neither 1 nor equal, ``label_smoothing`` outside [0, 1], or an unknown reduction.
+      ValueError: None, mismatched shapes or weights, smoothing outside [0, 1], a bad reduction.
       TypeError: integer ``logits``, or a non-bool ``where``.
 
     Examples:
       >>> import jax.numpy as jnp
       >>> import sigmoid_xent as sx
-      >>> labels = jnp.array([[0., 1.], [1., 0.]])
-      >>> logits = jnp.array([[-2., 3.], [0.5, 1.]])
-      >>> sx.sigmoid_cross_entropy(labels, logits, weights=jnp.array([[1.], [0.]]))
+      >>> sx.sigmoid_cross_entropy(jnp.array([[0., 1.], [1., 0.]]),
+      ...     jnp.array([[-2., 3.], [0.5, 1.]]), weights=jnp.array([[1.], [0.]]))
       Array(0.08775769, dtype=float32)
     """
     fn = "sigmoid_cross_entropy"
@@ -128,28 +121,29 @@ def binary_crossentropy(
     *,
     where: ArrayLike | None = None,
 ) -> Array:
-    r"""Keras' ``binary_crossentropy`` function: elementwise loss, then the mean over ``axis``.
+    r"""Keras' ``binary_crossentropy`` function: the elementwise loss, averaged over ``axis``.
 
-    With ``from_logits=True`` the elementwise loss is the stable
-    :func:`sigmoid_cross_entropy_with_logits`; otherwise the probability-space
-    :func:`binary_cross_entropy` of tf.keras 2. Labels are smoothed to ``z (1 - s) + s / 2``.
+    .. math::
+
+        z' = z (1 - s) + s / 2, \qquad L = \frac{1}{n} \sum_{\mathrm{axis}} \ell(z', y)
+
+    with :math:`\ell` :func:`sigmoid_cross_entropy_with_logits` if ``from_logits``, else
+    :func:`binary_cross_entropy`, and :math:`n` the number of present elements along ``axis``.
 
     Args:
-      y_true: Targets of ``y_pred``' shape.
+      y_true: Targets of ``y_pred``'s shape.
       y_pred: Probabilities, or logits if ``from_logits``.
       from_logits: Whether ``y_pred`` holds logits.
-      label_smoothing: Smoothing towards 1/2, in [0, 1].
+      label_smoothing: Smoothing towards 1/2, ``s`` above, in [0, 1].
       axis: The axis averaged over.
-      where: Optional bool mask broadcastable to ``y_pred``: each sample's loss is the mean over
-        its present elements (0 for a sample with none), with zero gradients at the others.
+      where: Optional bool mask broadcastable to ``y_pred``; False elements are absent.
 
     Returns:
-      The per-sample loss: ``y_pred``' shape without ``axis``, in ``y_pred``' dtype.
+      The per-sample loss: ``y_pred``'s shape without ``axis``, in ``y_pred``'s dtype.
 
     Raises:
-      ValueError: shape mismatch, a None argument, ``label_smoothing`` outside [0, 1], or
-        ``axis`` out of range.
-      TypeError: integer ``y_pred``, or a non-bool ``where``.
+      ValueError: mismatched shapes, None, ``label_smoothing`` outside [0, 1], or a bad ``axis``.
+      TypeError: integer ``y_pred``, a non-int ``axis`` or a non-bool ``where``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -290,56 +284,34 @@ def _ragged_per_sample(
 
 @dataclasses.dataclass(frozen=True)
 class BinaryCrossentropy:
-    """Keras' ``BinaryCrossentropy`` loss object for plain JAX code, immutable and hashable.
+    r"""Keras' ``BinaryCrossentropy`` loss object for plain JAX code, immutable and hashable.
 
-    ``__call__(y_true, y_pred, sample_weight=None)`` computes :func:`binary_crossentropy` per
-    sample, multiplies by ``sample_weight`` (a scalar, ``[batch]``, or broadcastable to the
-    per-sample loss shape ``[batch, d0, .., dN-1]``; one more trailing dimension of 1 is squeezed,
-    as Keras 2) and applies ``reduction`` (``auto`` = ``sum_over_batch_size``). Unlike Keras 2,
-    ``y_true`` and ``y_pred`` must have equal shapes.
+    Calling it averages over ``axis`` per sample (:func:`binary_crossentropy`), weights each
+    sample and reduces, as Keras 2; ragged rows are averaged over their own length:
 
-    Ragged input, as tf.keras 2's class takes ``tf.RaggedTensor``: ``y_true`` and ``y_pred`` may
-    be Python lists of 1-D rows of unequal lengths (the same lengths in both). Each row's loss is
-    the mean over its own length; ``sample_weight`` (a scalar or ``[rows]``) and the reduction
-    then apply to the ``[rows]`` per-row losses.
+    .. math::
 
-    Being a frozen dataclass, an instance can be closed over or passed as a static argument to
-    ``jax.jit``. ``get_config()`` / ``from_config()`` round-trip it.
+        L = \mathrm{reduce}\big(w_b \, \mathrm{binary\_crossentropy}(y_b, p_b)\big)
 
-    **Keras users**: pass :class:`sigmoid_xent.keras.BinaryCrossentropy` to ``model.compile``,
-    not this class. Keras treats any loss that is not a ``keras.losses.Loss`` as a plain function
-    and multiplies its result by ``sample_weight`` itself; this object has already reduced to a
-    scalar, so weighted ``fit``/``evaluate`` values come out wrong, masks are ignored and a
-    saved model does not load. The Keras class returns per-sample losses and lets Keras weight,
-    mask and reduce them, and it is registered for saving.
+    For Keras models pass :class:`sigmoid_xent.keras.BinaryCrossentropy` to ``model.compile``
+    instead: Keras weights, masks and saves only a ``keras.losses.Loss``.
 
     Args:
-      from_logits: Whether ``y_pred`` holds logits (recommended: exact) or probabilities.
+      from_logits: Whether ``y_pred`` holds logits (exact) or probabilities.
       label_smoothing: Smoothing towards 1/2.
       axis: The axis averaged over per sample (-1 for ragged rows).
-      reduction: A :class:`Reduction` or its name; kept as given in the config.
+      reduction: A :class:`Reduction` or its name (default ``auto``); kept as given in the config.
       name: A name, for the config.
+
+    Raises:
+      ValueError: an unknown reduction.
 
     Examples:
       >>> import jax.numpy as jnp
       >>> import sigmoid_xent as sx
-      >>> y_true = jnp.array([[0., 1.], [0., 0.]])
-      >>> y_pred = jnp.array([[0.6, 0.4], [0.4, 0.6]])
       >>> bce = sx.BinaryCrossentropy()
-      >>> bce(y_true, y_pred)
+      >>> bce(jnp.array([[0., 1.], [0., 0.]]), jnp.array([[0.6, 0.4], [0.4, 0.6]]))
       Array(0.81492424, dtype=float32)
-      >>> bce(y_true, y_pred, sample_weight=jnp.array([1., 0.]))
-      Array(0.45814526, dtype=float32)
-      >>> sx.BinaryCrossentropy(reduction="sum")(y_true, y_pred)
-      Array(1.6298485, dtype=float32)
-
-      Ragged rows (each row's mean over its own length, then the mean over rows):
-
-      >>> ragged = sx.BinaryCrossentropy(reduction="none")
-      >>> ragged([[0., 1.], [0., 0., 1.]], [[0.6, 0.4], [0.4, 0.6, 0.5]])
-      Array([0.9162905 , 0.70675427], dtype=float32)
-      >>> bce([[0., 1.], [0., 0., 1.]], [[0.6, 0.4], [0.4, 0.6, 0.5]])
-      Array(0.81152236, dtype=float32)
     """
 
     from_logits: bool = False
@@ -359,10 +331,30 @@ class BinaryCrossentropy:
         *,
         where: ArrayLike | None = None,
     ) -> Array:
-        """The reduced loss (per-sample losses of shape ``[batch, d0, .., dN-1]`` for none).
+        """The reduced loss of ``y_pred`` against ``y_true``.
 
-        ``where`` (bool, broadcastable to ``y_pred``): each sample's loss is the mean over its
-        present elements, and a sample with none present is absent from the reduction.
+        Args:
+          y_true: Targets of ``y_pred``'s shape, or ragged rows (a list of 1-D rows).
+          y_pred: Probabilities, or logits if ``from_logits``; ragged like ``y_true``.
+          sample_weight: None, a scalar, ``[batch]``, or broadcastable to the per-sample loss
+            ``[batch, d0, .., dN-1]`` (one more trailing dimension of 1 is squeezed).
+          where: Optional bool mask broadcastable to ``y_pred``: a sample's loss is the mean over
+            its present elements, and a sample with none is absent from the reduction.
+
+        Returns:
+          A scalar in ``y_pred``'s dtype; the per-sample losses for ``none``.
+
+        Raises:
+          ValueError: :func:`binary_crossentropy`'s errors, a ``sample_weight`` of another shape,
+            ragged rows of different lengths, or ``where`` with ragged rows.
+          TypeError: integer ``y_pred``, or a non-bool ``where``.
+
+        Examples:
+          >>> import jax.numpy as jnp
+          >>> import sigmoid_xent as sx
+          >>> y_true, y_pred = jnp.array([[0., 1.], [0., 0.]]), jnp.array([[0.6, 0.4], [0.4, 0.6]])
+          >>> sx.BinaryCrossentropy()(y_true, y_pred, sample_weight=jnp.array([1., 0.]))
+          Array(0.45814526, dtype=float32)
         """
         fn = "BinaryCrossentropy"
         present = None
@@ -383,10 +375,32 @@ class BinaryCrossentropy:
         return compiled_reduction(per_sample, weights, red, fn, present, shape)
 
     def get_config(self) -> dict[str, Any]:
-        """A plain dict of the constructor arguments (the reduction as given)."""
+        """The constructor's arguments as a plain dict, the reduction as given.
+
+        Returns:
+          ``{"from_logits", "label_smoothing", "axis", "reduction", "name"}`` and their values.
+
+        Examples:
+          >>> import sigmoid_xent as sx
+          >>> sx.BinaryCrossentropy(from_logits=True).get_config()["from_logits"]
+          True
+        """
         return dataclasses.asdict(self)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> BinaryCrossentropy:
-        """Rebuilds the object from :meth:`get_config`'s dict."""
+        """Rebuilds the object from :meth:`get_config`'s dict.
+
+        Args:
+          config: A dict of constructor arguments.
+
+        Returns:
+          A loss object equal to the one the config came from.
+
+        Examples:
+          >>> import sigmoid_xent as sx
+          >>> bce = sx.BinaryCrossentropy(reduction="sum")
+          >>> sx.BinaryCrossentropy.from_config(bce.get_config()) == bce
+          True
+        """
         return cls(**config)

@@ -21,45 +21,35 @@ def validate_inputs(
     num_segments: int | None = None,
     allow_padding: bool = False,
 ) -> None:
-    """Checks the values the losses cannot check at trace time; inside ``jit`` only under
-    ``jax.experimental.checkify.checkify``.
+    r"""Checks the values the losses cannot check at trace time: labels, logits and segment ids.
 
-    Called on concrete arrays it raises a ``ValueError`` at once. Inside a traced function it
-    uses ``checkify.check``: wrap the step in ``checkify.checkify(...)`` (``checkify(jit(f))``
-    and ``jit(checkify(f))`` both work) and read the returned error, which is None for valid
-    inputs. Under a plain ``jit`` JAX itself refuses to compile the step ("Cannot abstractly
-    evaluate a checkify.check which was not functionalized"); that error is raised while JAX
-    lowers the program, after this function returned, so it cannot be replaced here.
+    .. math::
 
-    Reports labels outside [0, 1] (NaN included; labels < 0 are padding and allowed when
-    ``allow_padding`` or ``segment_ids`` is given), non-finite logits, and segment ids outside
-    ``[0, num_segments)``. The losses never call it, so plain ``jit`` of a loss keeps working.
+        0 \le z \le 1 \ (\text{or } z < 0 \text{, padding}), \qquad x \text{ finite}, \qquad
+        0 \le \mathrm{segment\_id} < \mathrm{num\_segments}
+
+    On concrete arrays a failed check raises at once; in a traced function it is a
+    ``checkify.check`` (wrap the step in ``checkify.checkify``, inside or outside ``jit``).
 
     Args:
-      labels: Labels of any shape.
+      labels: Labels of any shape; NaN fails the range check.
       logits: Optional logits, checked for NaN and inf.
       segment_ids: Optional integer segment ids of the packed ranking layout.
       num_segments: Number of segments, required with ``segment_ids``.
-      allow_padding: Accept labels < 0 (ranking padding).
+      allow_padding: Accept labels < 0 (ranking padding; implied by ``segment_ids``).
 
     Raises:
-      ValueError: a failed value check on concrete inputs; ``logits`` or ``segment_ids`` of
-        another shape than ``labels``; ``segment_ids`` without a static ``num_segments``, with
-        a non-integer dtype, or with a negative ``num_segments``.
-      TypeError: non-numeric ``labels``/``logits``, or a ``num_segments`` that is not an int.
+      ValueError: a failed check (concrete inputs), mismatched shapes, non-integer
+        ``segment_ids``, or a missing or negative ``num_segments``.
+      TypeError: non-numeric ``labels`` or ``logits``, or a non-int ``num_segments``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
       >>> from jax.experimental import checkify
       >>> import sigmoid_xent as sx
-      >>> step = jax.jit(checkify.checkify(
-      ...     lambda z, x: sx.validate_inputs(z, x)))
-      >>> err, _ = step(jnp.array([0., 1.5]), jnp.array([0., 1.]))
+      >>> err, _ = jax.jit(checkify.checkify(sx.validate_inputs))(jnp.array([0., 1.5]))
       >>> print(err.get())  # doctest: +ELLIPSIS
       validate_inputs: labels must lie in [0, 1]...
-      >>> err, _ = step(jnp.array([0., 1.]), jnp.array([0., 1.]))
-      >>> err.get() is None
-      True
     """
     fn = "validate_inputs"
     concrete = not any(_checks.is_traced(v) for v in (labels, logits, segment_ids) if v is not None)

@@ -1,4 +1,4 @@
-"""The table of bad inputs and the exact exception each gets (issue 11; SPEC §6).
+"""The table of bad inputs and the exact exception each gets (issue 11).
 
 ``TABLE`` is the data: one row per bad input, with the exception type and the exact message.
 tests/README.md shows the same table rendered as markdown (``render_markdown()``; a test keeps

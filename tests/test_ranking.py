@@ -236,7 +236,7 @@ def test_packed_equals_dense_and_reference(data):
 
 
 def test_out_of_range_ids_under_jit_give_nan_everywhere():
-    # Three packed lists summed as two: no plausible finite number (SPEC: loud under jit).
+    # Three packed lists summed as two: NaN, never a plausible finite number, under jit.
     z = jnp.array([1.0, 0.0, 0.0, 1.0, 0.0, 1.0])
     x = jnp.array([0.6, 0.8, 0.5, 0.8, 0.4, 0.3])
     ids = jnp.array([0, 0, 1, 1, 1, 2])

@@ -41,7 +41,7 @@ SHAPES = [(), (3,), (2, 3), (2, 1, 3), (2, 2, 1, 3)]
 
 
 def r_reduce(losses, weights, reduction):
-    """SPEC §2 in longdouble."""
+    """Every reduction of ``reduce_loss`` (0 where a denominator is 0) in longdouble."""
     losses = np.asarray(losses, LD)
     given_w = np.asarray(1.0 if weights is None else weights, LD)
     w = np.broadcast_to(given_w, losses.shape)
@@ -90,8 +90,8 @@ loss_values = st.one_of(st.sampled_from([0.0, 1.0]), st.floats(0, 1e3, width=32)
 @fuzz()
 @given(data=st.data())
 def test_reduce_loss_every_reduction_and_weight_shape(data):
-    """All six reductions against SPEC §2 for weights of every broadcastable shape, negative and
-    zero weights included (negative ones count as non-zero, -0.0 does not)."""
+    """All six reductions against their longdouble formulas, for weights of every broadcastable
+    shape, negative and zero weights included (negative ones count as non-zero, -0.0 does not)."""
     shape = data.draw(st.sampled_from(SHAPES), "shape")
     losses = data.draw(hnp.arrays(np.float32, shape, elements=loss_values), "losses")
     w_shape = data.draw(broadcastable_shapes(shape), "weights shape")

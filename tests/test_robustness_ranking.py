@@ -173,7 +173,7 @@ def test_garbage_in_padding_never_leaks_dense_and_packed(case, seed):
 
 
 def r_ranking(z, x, w, reduction):
-    """TF-Ranking's semantics (SPEC §4) in longdouble on dense [lists, slots] inputs."""
+    """TF-Ranking's reductions (label < 0 is padding) in longdouble on dense [lists, slots]."""
     z, x, w = ld(z), ld(x), ld(w)
     valid = ~(z < 0)
     w = np.where(valid, w, LD(0))
