@@ -146,9 +146,10 @@ def reduce_lists(
     out = _reduce_lists(losses, lists, reduction, fn, total, longest, shards)
     if lists.in_range is None:
         return out
-    # An id outside [0, num_lists) (only possible under jit) makes every entry NaN: the result
-    # without its item would be a plausible wrong number.
-    return jnp.where(jnp.all(lists.in_range), out, jnp.full_like(out, jnp.nan))
+    # An id outside [0, num_lists) (only possible under jit) makes every entry NaN, on every
+    # shard (counted through `total`): the result without its item would be a wrong number.
+    bad = total((~lists.in_range).astype(jnp.int32))
+    return jnp.where(bad == 0, out, jnp.full_like(out, jnp.nan))
 
 
 def _reduce_lists(
