@@ -381,6 +381,7 @@ class SigmoidCrossEntropyLoss:
         *,
         segment_ids: ArrayLike | None = None,
         num_segments: int | None = None,
+        where: ArrayLike | None = None,
     ) -> Array:
         """The reduced loss of ``y_pred`` (logits) against ``y_true`` (labels, < 0 padding).
 
@@ -392,6 +393,8 @@ class SigmoidCrossEntropyLoss:
             per item (padded with 0) or per list (``[lists, 1]`` or ``[lists]``).
           segment_ids: Packed layout only; not with ``ragged=True``.
           num_segments: Packed layout only: the number of lists.
+          where: :func:`sigmoid_cross_entropy`'s ``where`` (False = padding); not with ragged
+            input.
 
         Returns:
           As :func:`sigmoid_cross_entropy`; for ragged input and ``none``, ``[lists, longest]``.
@@ -410,9 +413,10 @@ class SigmoidCrossEntropyLoss:
         logits: Any = y_pred
         weights: Any = sample_weight
         if self.ragged:
-            if segment_ids is not None:
+            if segment_ids is not None or where is not None:
+                name = "segment_ids" if segment_ids is not None else "where"
                 raise ValueError(
-                    f"{fn}: `segment_ids` cannot be combined with ragged=True; pass packed "
+                    f"{fn}: `{name}` cannot be combined with ragged=True; pass packed "
                     "items with ragged=False."
                 )
             labels, logits, weights = self._to_dense(labels, logits, weights, fn)
@@ -422,6 +426,7 @@ class SigmoidCrossEntropyLoss:
             segment_ids=segment_ids,
             num_segments=num_segments,
             weights=weights,
+            where=where,
             reduction=self.reduction,
         )
 

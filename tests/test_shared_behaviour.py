@@ -61,10 +61,7 @@ def _keras_object(z, x, w=None, where=None):
 
 
 def _ranking_object(z, x, w=None, where=None):
-    loss = ranking.SigmoidCrossEntropyLoss(reduction="sum")
-    if where is not None:  # the loss object marks padding by label < 0, as TF-Ranking
-        z = jnp.where(where, z, -1.0)
-    return loss(z, x, sample_weight=w)
+    return ranking.SigmoidCrossEntropyLoss(reduction="sum")(z, x, sample_weight=w, where=where)
 
 
 LOSSES = [
