@@ -1,4 +1,11 @@
-"""sigmoid_xent: every sigmoid cross-entropy loss for JAX, exact to TF, Keras and TF-Ranking."""
+"""Every sigmoid cross-entropy loss for JAX, exact to TensorFlow, Keras and TF-Ranking.
+
+One calling convention: the data arrays are positional, in TensorFlow's order (``labels,
+logits``); options are keyword-only unless a peer's signature (TF, Keras) fixes them; a boolean
+``where`` makes an element absent. Listwise losses are in :mod:`sigmoid_xent.ranking`,
+reductions inside ``shard_map`` in :mod:`sigmoid_xent.sharding`, Keras 3 losses in
+:mod:`sigmoid_xent.keras` and peers' signatures in :mod:`sigmoid_xent.compat`.
+"""
 
 from importlib.metadata import version as _version
 

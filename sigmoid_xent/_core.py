@@ -162,34 +162,23 @@ def sigmoid_cross_entropy_with_logits(
 ) -> Array:
     r"""Sigmoid cross-entropy between labels and logits, elementwise and stable.
 
-    The loss of TensorFlow's ``tf.nn.sigmoid_cross_entropy_with_logits`` and PyTorch's
-    ``binary_cross_entropy_with_logits(reduction="none")``, accurate for every finite input and
-    for infinite logits, with gradients from a custom VJP.
+    TensorFlow's ``tf.nn.sigmoid_cross_entropy_with_logits`` and PyTorch's
+    ``binary_cross_entropy_with_logits(reduction="none")``, with gradients from a custom VJP:
 
     .. math::
 
-        \ell(z, x) = \max(x, 0) - x z + \log(1 + e^{-|x|})
-        = -z \log\sigma(x) - (1 - z) \log(1 - \sigma(x))
+        \ell(z, x) = \max(x, 0) - x z + \log(1 + e^{-|x|}), \qquad
+        \frac{\partial\ell}{\partial x} = \sigma(x) - z, \qquad
+        \frac{\partial\ell}{\partial z} = -x
 
-    Gradients: :math:`\partial\ell/\partial x = \sigma(x) - z`, computed as
-    :math:`(1 - z) - \sigma(-x)` for :math:`x \ge 0` so that hard labels never cancel (at
-    ``x = 30, z = 1`` it returns ``-9.357623e-14`` where ``sigmoid(x) - z`` gives 0), and
-    :math:`\partial\ell/\partial z = -x`. The second derivative in ``x`` is
-    :math:`\sigma(x)\sigma(-x)`, again without cancellation.
-
-    For ``logits = ±inf`` the loss is 0 where a hard label agrees, ``inf`` where it disagrees and
-    ``inf`` for soft labels, and the logits gradient is the finite ``sigmoid(±inf) - z`` (TF,
-    PyTorch and optax return NaN there). NaN propagates.
-
-    Works under ``jit``, ``vmap``, ``grad``, ``jax.checkpoint`` and ``jax.hessian`` /
-    ``jax.jacrev(jax.jacrev(f))``. JAX refuses forward mode (``jax.jvp``, ``jax.jacfwd``) on a
-    ``custom_vjp`` function: use ``jax.jacrev``, or ``jax.hessian`` for second derivatives.
+    :math:`\sigma(x) - z` is formed as :math:`(1 - z) - \sigma(-x)` for :math:`x \ge 0`, so hard
+    labels never cancel. At ``x = ±inf`` the loss is 0 where a hard label agrees, else ``inf``,
+    and the gradient the finite :math:`\sigma(\pm\infty) - z`. NaN propagates. Differentiate with
+    ``grad``, ``jacrev`` or ``hessian`` (JAX refuses ``jvp`` on a ``custom_vjp``).
 
     Args:
-      labels: Targets of ``logits``' shape, any value in [0, 1] (soft labels allowed; values
-        outside are used as given, :func:`validate_inputs` reports them). Integer and bool labels
-        are cast to ``logits``' dtype.
-      logits: Float logits. float16/bfloat16 are computed in float32.
+      labels: Targets of ``logits``' shape in [0, 1], soft allowed (int and bool are cast).
+      logits: Float logits; float16 and bfloat16 are computed in float32.
       where: Optional bool mask broadcastable to ``logits``; a False element is absent: loss 0
         and zero gradients, whatever its label and logit hold (NaN included).
 
@@ -204,14 +193,10 @@ def sigmoid_cross_entropy_with_logits(
     Examples:
       >>> import jax.numpy as jnp
       >>> import sigmoid_xent as sx
-      >>> logits = jnp.array([1., -1., 0., 1., -1., 0., 0.])
-      >>> labels = jnp.array([0., 0., 0., 1., 1., 1., 0.5])
-      >>> sx.sigmoid_cross_entropy_with_logits(labels, logits)
+      >>> sx.sigmoid_cross_entropy_with_logits(
+      ...     jnp.array([0., 0., 0., 1., 1., 1., 0.5]), jnp.array([1., -1., 0., 1., -1., 0., 0.]))
       Array([1.3132617, 0.3132617, 0.6931472, 0.3132617, 1.3132617, 0.6931472,
              0.6931472], dtype=float32)
-
-    References:
-      TensorFlow, ``tf.nn.sigmoid_cross_entropy_with_logits``.
     """
     fn = "sigmoid_cross_entropy_with_logits"
     z, x = check_labels_logits(labels, logits, fn)
@@ -236,31 +221,26 @@ def weighted_sigmoid_cross_entropy_with_logits(
     r"""Sigmoid cross-entropy with the positive term scaled by ``pos_weight``.
 
     TensorFlow's ``tf.nn.weighted_cross_entropy_with_logits`` and PyTorch's
-    ``BCEWithLogitsLoss(pos_weight=...)``, elementwise:
+    ``BCEWithLogitsLoss(pos_weight=...)``, elementwise and stable for any ``x``:
 
     .. math::
 
         \ell = w_+ \, z \, \mathrm{softplus}(-x) + (1 - z) \, \mathrm{softplus}(x)
 
-    Each softplus comes from the stable core, so nothing cancels: at labels ``[1, .5, 0]``,
-    logits ``[1.5, -0.1, -10]``, ``pos_weight=1.5`` the last element is ``4.5399e-05`` (TF's
-    float32 formula prints ``4.5776e-05``).
-
     Args:
       labels: Targets of ``logits``' shape (soft labels allowed).
       logits: Float logits.
-      pos_weight: Weight of the positive term: a scalar, or an array broadcastable to
-        ``logits``' shape along the last axis (per class, ``[num_classes]``), as PyTorch.
-      where: Optional bool mask broadcastable to ``logits``; False elements are absent (loss 0,
-        zero gradients).
+      pos_weight: :math:`w_+`: a scalar, or an array broadcastable to ``logits`` (per class,
+        ``[num_classes]``, as PyTorch).
+      where: Optional bool mask broadcastable to ``logits``; False elements are absent.
 
     Returns:
       The elementwise loss, with ``logits``' shape and dtype.
 
     Raises:
       TypeError: integer or bool ``logits``, or a non-bool ``where``.
-      ValueError: shape mismatch between ``labels`` and ``logits``, ``pos_weight`` or ``where``
-        not broadcastable to ``logits``' shape, or a None argument.
+      ValueError: mismatched ``labels`` and ``logits``, ``pos_weight`` or ``where`` not
+        broadcastable to ``logits``, or None.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -389,26 +369,21 @@ def binary_cross_entropy(
         p' = \mathrm{clip}(p, \epsilon, 1 - \epsilon), \quad
         \ell = -\big(z \log(p' + \epsilon) + (1 - z) \log(1 - p' + \epsilon)\big)
 
-    Computed in the input dtype for float32/float64 (as TF does; 16-bit in float32), so float32
-    gives ``15.333239`` for ``p=1, z=0`` and ``15.424949`` for ``p=0, z=1``. Keras 3 adds no
-    epsilon inside the logs (``15.942`` and ``16.118``), and PyTorch's ``BCELoss`` clamps each log
-    at -100 instead of clipping ``p``. Prefer :func:`sigmoid_cross_entropy_with_logits` on logits:
-    it is exact where this one is capped.
+    Computed in the input dtype (16-bit in float32), as TF does. The loss is capped near
+    :math:`-\log\epsilon`: :func:`sigmoid_cross_entropy_with_logits` on logits is exact there.
 
     Args:
       labels: Targets of ``probs``' shape.
       probs: Float probabilities in [0, 1].
       epsilon: The fuzz factor (Keras' ``backend.epsilon()``).
-      where: Optional bool mask broadcastable to ``probs``; False elements are absent (loss 0,
-        zero gradients).
+      where: Optional bool mask broadcastable to ``probs``; False elements are absent.
 
     Returns:
       The elementwise loss, with ``probs``' shape and dtype.
 
     Raises:
       TypeError: integer or bool ``probs``, or a non-bool ``where``.
-      ValueError: shape mismatch, a ``where`` not broadcastable to ``probs``, or a None
-        argument.
+      ValueError: mismatched shapes, a ``where`` not broadcastable to ``probs``, or None.
 
     Examples:
       >>> import jax.numpy as jnp

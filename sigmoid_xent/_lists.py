@@ -17,9 +17,11 @@ import numpy as np
 
 from sigmoid_xent import _checks
 from sigmoid_xent._checks import describe
+from sigmoid_xent._mask import hide
 from sigmoid_xent.reductions import safe_divide, weighted_reduction
 
 Array = jax.Array
+
 
 def check_segment_ids(
     segment_ids: Any, shape: tuple[int, ...], num_segments: int, fn: str
@@ -45,22 +47,9 @@ def check_segment_ids(
             raise ValueError(
                 f"{fn}: `segment_ids` must lie in [0, num_segments) = [0, {num_segments}); "
                 f"found {int(bad.sum())} out of range, the first {host[first]} at index {first}. "
-                "(Inside jit/vmap such items are dropped as padding.)"
+                "(Inside jit/vmap such an id makes the whole result NaN.)"
             )
     return ids
-
-
-def where_mask(where: Any, shape: tuple[int, ...], fn: str) -> Array:
-    mask = jnp.asarray(where)
-    if mask.dtype != jnp.bool_:
-        raise TypeError(
-            f"{fn}: `where` must be a boolean mask (True = real item), got {describe(mask)}."
-        )
-    if mask.shape != tuple(shape):
-        raise ValueError(
-            f"{fn}: `where` must have the labels' shape {tuple(shape)}, got {describe(mask)}."
-        )
-    return mask
 
 
 def item_weights(
@@ -74,7 +63,7 @@ def item_weights(
     """Weights broadcast to one per item: scalar, per item, or per list (never per position)."""
     if weights is None:
         return jnp.ones(shape, dtype)
-    w = _checks.as_float(weights, dtype, "weights", fn).astype(dtype)
+    w = _checks.as_float(weights, dtype, "weights", fn)
     if w.shape == ():
         return jnp.broadcast_to(w, shape)
     if w.shape == tuple(shape):
@@ -122,16 +111,16 @@ def sort_into_lists(
     ``[lists, list_size]``; packed ones ``[n]`` with ``segment_ids``.
     """
     valid = ~(labels < 0)
-    if where is not None:
-        valid = valid & where_mask(where, labels.shape, fn)
+    mask = _checks.where_mask(where, labels.shape, fn, target="labels")
+    if mask is not None:
+        valid = valid & jnp.broadcast_to(mask, labels.shape)
     in_range = None
     if segment_ids is not None:
         in_range = (segment_ids >= 0) & (segment_ids < num_lists)
         valid = valid & in_range
         segment_ids = jnp.where(in_range, segment_ids, jnp.zeros_like(segment_ids))
-    w = item_weights(weights, labels.shape, segment_ids, num_lists, dtype, fn)
-    w = jnp.where(valid, w, jnp.zeros_like(w))
-    return Lists(valid, w, segment_ids, in_range, num_lists)
+    w = hide(valid, item_weights(weights, labels.shape, segment_ids, num_lists, dtype, fn))
+    return Lists(valid, w.astype(dtype), segment_ids, in_range, num_lists)
 
 
 def _local_longest(x: Array) -> Array:
@@ -154,17 +143,34 @@ def reduce_lists(
     shard, and ``shards`` is how many shards hold lists of this shape. Returns the
     accumulation dtype; ``none`` and ``per_list`` are local.
     """
+    out = _reduce_lists(losses, lists, reduction, fn, total, longest, shards)
+    if lists.in_range is None:
+        return out
+    # An id outside [0, num_lists) (only possible under jit) makes every entry NaN, on every
+    # shard (counted through `total`): the result without its item would be a wrong number.
+    bad = total((~lists.in_range).astype(jnp.int32))
+    return jnp.where(bad == 0, out, jnp.full_like(out, jnp.nan))
+
+
+def _reduce_lists(
+    losses: Array,
+    lists: Lists,
+    reduction: str,
+    fn: str,
+    total: Callable[[Array], Array],
+    longest: Callable[[Array], Array],
+    shards: int,
+) -> Array:
     ids, num_lists = lists.segment_ids, lists.num_lists
     w = lists.weights
-    clean = jnp.where(lists.valid, losses.astype(w.dtype), jnp.zeros_like(w))
+    clean = hide(lists.valid, losses).astype(w.dtype)
     if reduction in ("none", "sum", "mean", "sum_by_nonzero_weights"):
         # w is 0 at padding, so these are reduce_loss's formulas over the valid items.
         return weighted_reduction(clean, w, reduction, fn, total=total, shards=shards)
     weighted = clean * w
     if reduction == "sum_over_batch_size":
-        # Summing each list first, then the lists, rounds better than one flat fused sum (the
-        # seed's 0.6444636 instead of 0.64446354) and is the same order in both layouts. The
-        # barrier stops XLA from merging the two sums back into one flat reduction.
+        # Each list first, then the lists: TF-Ranking's 0.6444636 (not 0.64446354), one order for
+        # both layouts. The barrier keeps XLA from merging the two sums into one flat sum.
         num = total(jax.lax.optimization_barrier(list_sum(weighted, ids, num_lists)))
         if ids is None:  # dense: every slot of every list, padding columns included
             slots = jnp.asarray(int(np.prod(weighted.shape)) * shards, w.dtype)

@@ -18,7 +18,13 @@ from sigmoid_xent._core import (
     sigmoid_cross_entropy_with_logits,
     smooth_labels,
 )
-from sigmoid_xent.reductions import Reduction, compiled_reduction, weighted_reduction
+from sigmoid_xent._mask import hide
+from sigmoid_xent.reductions import (
+    Reduction,
+    compiled_reduction,
+    safe_divide,
+    weighted_reduction,
+)
 
 Array = jax.Array
 
@@ -31,41 +37,38 @@ def sigmoid_cross_entropy(
     weights: ArrayLike = 1.0,
     label_smoothing: ArrayLike = 0.0,
     reduction: str | Reduction | None = Reduction.SUM_BY_NONZERO_WEIGHTS,
+    *,
+    where: ArrayLike | None = None,
 ) -> Array:
     r"""``tf.compat.v1.losses.sigmoid_cross_entropy``: weighted, label-smoothed and reduced.
 
     .. math::
 
-        z' = z (1 - s) + s / 2, \qquad
-        L = \mathrm{reduce}\big(w \cdot \ell(z', x)\big)
+        L = \mathrm{reduce}\big(w \cdot \ell(z (1 - s) + s / 2, \ x)\big)
 
-    with :math:`\ell` the stable elementwise loss and ``reduce`` as in :func:`reduce_loss`. The
-    default ``sum_by_nonzero_weights`` divides by the number of non-zero broadcast weights
-    (negative ones count); ``mean`` divides by their sum; both give 0 when the denominator is 0.
+    with :math:`\ell` :func:`sigmoid_cross_entropy_with_logits` and ``reduce`` :func:`reduce_loss`.
 
     Args:
       multi_class_labels: ``[batch, num_classes]`` labels in [0, 1] (int, bool or float).
       logits: Float logits of the labels' shape.
-      weights: A scalar, or an array of the losses' rank whose every dimension is 1 or equal to
-        the loss dimension (``[batch, 1]`` per sample). A bare ``[batch]`` vector for 2-D losses is
-        a ValueError, as in TF (despite its docstring).
-      label_smoothing: Smoothing towards 1/2, ``s`` above.
+      weights: A scalar, or an array of the losses' rank whose every dimension is 1 or the loss
+        dimension (``[batch, 1]`` per sample; a bare ``[batch]`` is an error, as in TF).
+      label_smoothing: Smoothing towards 1/2, ``s`` above, in [0, 1].
       reduction: A :class:`Reduction` or its name (TF spellings accepted).
+      where: Optional bool mask broadcastable to ``logits``; False elements are absent.
 
     Returns:
-      The reduced loss in ``logits``' dtype; ``logits``' shape for ``none``, else a scalar.
+      The reduced loss in ``logits``' dtype: a scalar, or ``logits``' shape for ``none``.
 
     Raises:
-      ValueError: None arguments, shape mismatch, weights of another rank or of a dimension
-        neither 1 nor equal, or an unknown reduction.
-      TypeError: integer ``logits``.
+      ValueError: None, mismatched shapes or weights, smoothing outside [0, 1], a bad reduction.
+      TypeError: integer ``logits``, or a non-bool ``where``.
 
     Examples:
       >>> import jax.numpy as jnp
       >>> import sigmoid_xent as sx
-      >>> labels = jnp.array([[0., 1.], [1., 0.]])
-      >>> logits = jnp.array([[-2., 3.], [0.5, 1.]])
-      >>> sx.sigmoid_cross_entropy(labels, logits, weights=jnp.array([[1.], [0.]]))
+      >>> sx.sigmoid_cross_entropy(jnp.array([[0., 1.], [1., 0.]]),
+      ...     jnp.array([[-2., 3.], [0.5, 1.]]), weights=jnp.array([[1.], [0.]]))
       Array(0.08775769, dtype=float32)
     """
     fn = "sigmoid_cross_entropy"
@@ -87,17 +90,26 @@ def sigmoid_cross_entropy(
             f"{x.ndim} with every dimension 1 or equal to the losses shape {x.shape} "
             "(use [batch, 1] for per-sample weights)."
         )
-    smoothing = _checks.label_smoothing(label_smoothing, z.shape, _checks.compute_dtype(x.dtype), fn)
-    return _tf_v1_loss(z, x, weights, smoothing, Reduction.parse(reduction, fn))
+    cd = _checks.compute_dtype(x.dtype)
+    smoothing = _checks.label_smoothing(label_smoothing, z.shape, cd, fn)
+    mask = _checks.where_mask(where, x.shape, fn)
+    return _tf_v1_loss(z, x, weights, smoothing, mask, Reduction.parse(reduction, fn))
 
 
-@functools.partial(jax.jit, static_argnums=(4,))
+@functools.partial(jax.jit, static_argnums=(5,))
 def _tf_v1_loss(
-    z: Array, x: Array, weights: Array, smoothing: Array | None, reduction: Reduction
+    z: Array,
+    x: Array,
+    weights: Array,
+    smoothing: Array | None,
+    mask: Array | None,
+    reduction: Reduction,
 ) -> Array:
     cd = _checks.compute_dtype(x.dtype)
+    z, x = hide(mask, z), hide(mask, x)
     losses = sigmoid_cross_entropy_with_logits(smooth_labels(z, smoothing, cd), x.astype(cd))
-    return weighted_reduction(losses, weights, reduction, "sigmoid_cross_entropy").astype(x.dtype)
+    out = weighted_reduction(losses, weights, reduction, "sigmoid_cross_entropy", where=mask)
+    return out.astype(x.dtype)
 
 
 def binary_crossentropy(
@@ -106,26 +118,32 @@ def binary_crossentropy(
     from_logits: bool = False,
     label_smoothing: ArrayLike = 0.0,
     axis: int = -1,
+    *,
+    where: ArrayLike | None = None,
 ) -> Array:
-    r"""Keras' ``binary_crossentropy`` function: elementwise loss, then the mean over ``axis``.
+    r"""Keras' ``binary_crossentropy`` function: the elementwise loss, averaged over ``axis``.
 
-    With ``from_logits=True`` the elementwise loss is the stable
-    :func:`sigmoid_cross_entropy_with_logits`; otherwise the probability-space
-    :func:`binary_cross_entropy` of tf.keras 2. Labels are smoothed to ``z (1 - s) + s / 2``.
+    .. math::
+
+        z' = z (1 - s) + s / 2, \qquad L = \frac{1}{n} \sum_{\mathrm{axis}} \ell(z', y)
+
+    with :math:`\ell` :func:`sigmoid_cross_entropy_with_logits` if ``from_logits``, else
+    :func:`binary_cross_entropy`, and :math:`n` the number of present elements along ``axis``.
 
     Args:
-      y_true: Targets of ``y_pred``' shape.
+      y_true: Targets of ``y_pred``'s shape.
       y_pred: Probabilities, or logits if ``from_logits``.
       from_logits: Whether ``y_pred`` holds logits.
-      label_smoothing: Smoothing towards 1/2.
+      label_smoothing: Smoothing towards 1/2, ``s`` above, in [0, 1].
       axis: The axis averaged over.
+      where: Optional bool mask broadcastable to ``y_pred``; False elements are absent.
 
     Returns:
-      The per-sample loss: ``y_pred``' shape without ``axis``, in ``y_pred``' dtype.
+      The per-sample loss: ``y_pred``'s shape without ``axis``, in ``y_pred``'s dtype.
 
     Raises:
-      ValueError: shape mismatch, a None argument, or ``axis`` out of range.
-      TypeError: integer ``y_pred``.
+      ValueError: mismatched shapes, None, ``label_smoothing`` outside [0, 1], or a bad ``axis``.
+      TypeError: integer ``y_pred``, a non-int ``axis`` or a non-bool ``where``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -134,6 +152,18 @@ def binary_crossentropy(
       ...                        jnp.array([[0.6, 0.4], [0.4, 0.6]]))
       Array([0.9162905 , 0.71355796], dtype=float32)
     """
+    return _keras_per_sample(y_true, y_pred, from_logits, label_smoothing, axis, where)[0]
+
+
+def _keras_per_sample(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    from_logits: bool,
+    label_smoothing: ArrayLike,
+    axis: int,
+    where: ArrayLike | None,
+) -> tuple[Array, Array | None]:
+    """:func:`binary_crossentropy`'s checks and per-sample loss, with the samples' presence."""
     fn = "binary_crossentropy"
     pred = _checks.float_array(y_pred, fn, name="y_pred")
     true = _checks.as_float(y_true, pred.dtype, "y_true", fn)
@@ -147,33 +177,53 @@ def binary_crossentropy(
         ) from None
     if not -max(pred.ndim, 1) <= axis < max(pred.ndim, 1) or pred.ndim == 0:
         raise ValueError(f"{fn}: `axis` {axis} is out of range for y_pred of shape {pred.shape}.")
-    smoothing = _checks.label_smoothing(label_smoothing, true.shape, _checks.compute_dtype(pred.dtype), fn)
-    return _keras_loss(true, pred, smoothing, bool(from_logits), axis)
-
-
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _keras_loss(
-    true: Array, pred: Array, smoothing: Array | None, from_logits: bool, axis: int
-) -> Array:
     cd = _checks.compute_dtype(pred.dtype)
+    smoothing = _checks.label_smoothing(label_smoothing, true.shape, cd, fn)
+    mask = _checks.where_mask(where, pred.shape, fn, target="y_pred")
+    return _keras_loss(true, pred, smoothing, mask, bool(from_logits), axis)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _keras_loss(
+    true: Array,
+    pred: Array,
+    smoothing: Array | None,
+    mask: Array | None,
+    from_logits: bool,
+    axis: int,
+) -> tuple[Array, Array | None]:
+    """The per-sample loss, and which samples have a present element (None without a mask)."""
+    cd = _checks.compute_dtype(pred.dtype)
+    true, pred = hide(mask, true), hide(mask, pred, 0 if from_logits else 0.5)
     true = smooth_labels(true, smoothing, cd)
     if from_logits:
-        elementwise = sigmoid_cross_entropy_with_logits(true, pred.astype(cd))
+        elementwise = sigmoid_cross_entropy_with_logits(true, pred.astype(cd), where=mask)
     else:
-        elementwise = binary_cross_entropy(true, pred.astype(cd))
-    return jnp.mean(elementwise, axis=axis).astype(pred.dtype)
+        elementwise = binary_cross_entropy(true, pred.astype(cd), where=mask)
+    if mask is None:
+        return jnp.mean(elementwise, axis=axis).astype(pred.dtype), None
+    present = jnp.broadcast_to(mask, pred.shape)
+    count = jnp.sum(present.astype(cd), axis=axis)
+    per_sample = safe_divide(jnp.sum(elementwise.astype(cd), axis=axis), count)
+    return per_sample.astype(pred.dtype), jnp.any(present, axis=axis)
 
 
-def keras_sample_weight(sample_weight: Any, loss_shape: tuple[int, ...], fn: str) -> Array:
-    """Keras 2's rules: ``[batch]`` is per sample; one extra trailing 1 is squeezed."""
+def keras_sample_weight(
+    sample_weight: Any, loss_shape: tuple[int, ...], fn: str
+) -> tuple[Array, tuple[int, ...]]:
+    """Keras 2's rules: ``[batch]`` is per sample; one extra trailing 1 is squeezed.
+
+    Returns the weights as given (checked) and the shape they take; the reshape is left to the
+    compiled reduction, so that it never touches a masked NaN weight outside it.
+    """
     w = _checks.as_float(sample_weight, jnp.float32, "sample_weight", fn)
-    shape = tuple(w.shape)
+    shape = target = tuple(w.shape)
     if len(shape) == len(loss_shape) + 1 and shape[-1] == 1:
-        w = w.reshape(shape[:-1])
+        target = shape[:-1]
     elif len(shape) == 1 and len(loss_shape) > 1 and shape[0] == loss_shape[0]:
-        w = w.reshape(shape + (1,) * (len(loss_shape) - 1))
+        target = shape + (1,) * (len(loss_shape) - 1)
     try:
-        ok = np.broadcast_shapes(w.shape, loss_shape) == tuple(loss_shape)
+        ok = np.broadcast_shapes(target, loss_shape) == tuple(loss_shape)
     except ValueError:
         ok = False
     if not ok:
@@ -182,7 +232,7 @@ def keras_sample_weight(sample_weight: Any, loss_shape: tuple[int, ...], fn: str
             f"to the per-sample loss shape {tuple(loss_shape)} (one more trailing dimension of "
             "size 1 is squeezed)."
         )
-    return w
+    return w, target
 
 
 def _is_ragged(value: Any) -> bool:
@@ -234,56 +284,34 @@ def _ragged_per_sample(
 
 @dataclasses.dataclass(frozen=True)
 class BinaryCrossentropy:
-    """Keras' ``BinaryCrossentropy`` loss object for plain JAX code, immutable and hashable.
+    r"""Keras' ``BinaryCrossentropy`` loss object for plain JAX code, immutable and hashable.
 
-    ``__call__(y_true, y_pred, sample_weight=None)`` computes :func:`binary_crossentropy` per
-    sample, multiplies by ``sample_weight`` (a scalar, ``[batch]``, or broadcastable to the
-    per-sample loss shape ``[batch, d0, .., dN-1]``; one more trailing dimension of 1 is squeezed,
-    as Keras 2) and applies ``reduction`` (``auto`` = ``sum_over_batch_size``). Unlike Keras 2,
-    ``y_true`` and ``y_pred`` must have equal shapes.
+    Calling it averages over ``axis`` per sample (:func:`binary_crossentropy`), weights each
+    sample and reduces, as Keras 2; ragged rows are averaged over their own length:
 
-    Ragged input, as tf.keras 2's class takes ``tf.RaggedTensor``: ``y_true`` and ``y_pred`` may
-    be Python lists of 1-D rows of unequal lengths (the same lengths in both). Each row's loss is
-    the mean over its own length; ``sample_weight`` (a scalar or ``[rows]``) and the reduction
-    then apply to the ``[rows]`` per-row losses.
+    .. math::
 
-    Being a frozen dataclass, an instance can be closed over or passed as a static argument to
-    ``jax.jit``. ``get_config()`` / ``from_config()`` round-trip it.
+        L = \mathrm{reduce}\big(w_b \, \mathrm{binary\_crossentropy}(y_b, p_b)\big)
 
-    **Keras users**: pass :class:`sigmoid_xent.keras.BinaryCrossentropy` to ``model.compile``,
-    not this class. Keras treats any loss that is not a ``keras.losses.Loss`` as a plain function
-    and multiplies its result by ``sample_weight`` itself; this object has already reduced to a
-    scalar, so weighted ``fit``/``evaluate`` values come out wrong, masks are ignored and a
-    saved model does not load. The Keras class returns per-sample losses and lets Keras weight,
-    mask and reduce them, and it is registered for saving.
+    For Keras models pass :class:`sigmoid_xent.keras.BinaryCrossentropy` to ``model.compile``
+    instead: Keras weights, masks and saves only a ``keras.losses.Loss``.
 
     Args:
-      from_logits: Whether ``y_pred`` holds logits (recommended: exact) or probabilities.
+      from_logits: Whether ``y_pred`` holds logits (exact) or probabilities.
       label_smoothing: Smoothing towards 1/2.
       axis: The axis averaged over per sample (-1 for ragged rows).
-      reduction: A :class:`Reduction` or its name; kept as given in the config.
+      reduction: A :class:`Reduction` or its name (default ``auto``); kept as given in the config.
       name: A name, for the config.
+
+    Raises:
+      ValueError: an unknown reduction.
 
     Examples:
       >>> import jax.numpy as jnp
       >>> import sigmoid_xent as sx
-      >>> y_true = jnp.array([[0., 1.], [0., 0.]])
-      >>> y_pred = jnp.array([[0.6, 0.4], [0.4, 0.6]])
       >>> bce = sx.BinaryCrossentropy()
-      >>> bce(y_true, y_pred)
+      >>> bce(jnp.array([[0., 1.], [0., 0.]]), jnp.array([[0.6, 0.4], [0.4, 0.6]]))
       Array(0.81492424, dtype=float32)
-      >>> bce(y_true, y_pred, sample_weight=jnp.array([1., 0.]))
-      Array(0.45814526, dtype=float32)
-      >>> sx.BinaryCrossentropy(reduction="sum")(y_true, y_pred)
-      Array(1.6298485, dtype=float32)
-
-      Ragged rows (each row's mean over its own length, then the mean over rows):
-
-      >>> ragged = sx.BinaryCrossentropy(reduction="none")
-      >>> ragged([[0., 1.], [0., 0., 1.]], [[0.6, 0.4], [0.4, 0.6, 0.5]])
-      Array([0.9162905 , 0.70675427], dtype=float32)
-      >>> bce([[0., 1.], [0., 0., 1.]], [[0.6, 0.4], [0.4, 0.6, 0.5]])
-      Array(0.81152236, dtype=float32)
     """
 
     from_logits: bool = False
@@ -296,28 +324,83 @@ class BinaryCrossentropy:
         Reduction.parse(self.reduction, "BinaryCrossentropy")  # Fail at construction.
 
     def __call__(
-        self, y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None
+        self,
+        y_true: ArrayLike,
+        y_pred: ArrayLike,
+        sample_weight: ArrayLike | None = None,
+        *,
+        where: ArrayLike | None = None,
     ) -> Array:
-        """The reduced loss (per-sample losses of shape ``[batch, d0, .., dN-1]`` for none)."""
+        """The reduced loss of ``y_pred`` against ``y_true``.
+
+        Args:
+          y_true: Targets of ``y_pred``'s shape, or ragged rows (a list of 1-D rows).
+          y_pred: Probabilities, or logits if ``from_logits``; ragged like ``y_true``.
+          sample_weight: None, a scalar, ``[batch]``, or broadcastable to the per-sample loss
+            ``[batch, d0, .., dN-1]`` (one more trailing dimension of 1 is squeezed).
+          where: Optional bool mask broadcastable to ``y_pred``: a sample's loss is the mean over
+            its present elements, and a sample with none is absent from the reduction.
+
+        Returns:
+          A scalar in ``y_pred``'s dtype; the per-sample losses for ``none``.
+
+        Raises:
+          ValueError: :func:`binary_crossentropy`'s errors, a ``sample_weight`` of another shape,
+            ragged rows of different lengths, or ``where`` with ragged rows.
+          TypeError: integer ``y_pred``, or a non-bool ``where``.
+
+        Examples:
+          >>> import jax.numpy as jnp
+          >>> import sigmoid_xent as sx
+          >>> y_true, y_pred = jnp.array([[0., 1.], [0., 0.]]), jnp.array([[0.6, 0.4], [0.4, 0.6]])
+          >>> sx.BinaryCrossentropy()(y_true, y_pred, sample_weight=jnp.array([1., 0.]))
+          Array(0.45814526, dtype=float32)
+        """
         fn = "BinaryCrossentropy"
+        present = None
         if _is_ragged(y_true) or _is_ragged(y_pred):
+            if where is not None:
+                raise ValueError(f"{fn}: `where` is not supported with ragged input.")
             per_sample = _ragged_per_sample(
                 y_true, y_pred, self.from_logits, self.label_smoothing, self.axis, fn
             )
         else:
-            per_sample = binary_crossentropy(
-                y_true, y_pred, self.from_logits, self.label_smoothing, self.axis
+            per_sample, present = _keras_per_sample(
+                y_true, y_pred, self.from_logits, self.label_smoothing, self.axis, where
             )
-        weights = None
+        weights, shape = None, None
         if sample_weight is not None:
-            weights = keras_sample_weight(sample_weight, per_sample.shape, fn)
-        return compiled_reduction(per_sample, weights, Reduction.parse(self.reduction, fn), fn)
+            weights, shape = keras_sample_weight(sample_weight, per_sample.shape, fn)
+        red = Reduction.parse(self.reduction, fn)
+        return compiled_reduction(per_sample, weights, red, fn, present, shape)
 
     def get_config(self) -> dict[str, Any]:
-        """A plain dict of the constructor arguments (the reduction as given)."""
+        """The constructor's arguments as a plain dict, the reduction as given.
+
+        Returns:
+          ``{"from_logits", "label_smoothing", "axis", "reduction", "name"}`` and their values.
+
+        Examples:
+          >>> import sigmoid_xent as sx
+          >>> sx.BinaryCrossentropy(from_logits=True).get_config()["from_logits"]
+          True
+        """
         return dataclasses.asdict(self)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> BinaryCrossentropy:
-        """Rebuilds the object from :meth:`get_config`'s dict."""
+        """Rebuilds the object from :meth:`get_config`'s dict.
+
+        Args:
+          config: A dict of constructor arguments.
+
+        Returns:
+          A loss object equal to the one the config came from.
+
+        Examples:
+          >>> import sigmoid_xent as sx
+          >>> bce = sx.BinaryCrossentropy(reduction="sum")
+          >>> sx.BinaryCrossentropy.from_config(bce.get_config()) == bce
+          True
+        """
         return cls(**config)

@@ -1,13 +1,10 @@
 """Listwise sigmoid cross-entropy for ranking, exact to TF-Ranking, in two layouts.
 
-Lists of items, each item with a label and a score (logit). Labels ``< 0`` mark padding, as in
-TF-Ranking. The *dense* layout is TF-Ranking's ``[batch, list_size]`` padded with label ``-1``;
+Lists of items, each with a label and a score (logit); labels ``< 0`` mark padding, as in
+TF-Ranking. The *dense* layout is TF-Ranking's ``[batch, list_size]``, padded with label ``-1``;
 the *packed* layout keeps only real items, flat, with integer ``segment_ids`` naming each item's
-list and a static ``num_segments``. Both give the same numbers; the packed one works in O(n)
-with :func:`jax.ops.segment_sum` (rax's segment utilities build O(n²) ``[n, n]`` masks) and rows
-of packed items (``[batch, n]`` with per-row segment ids) can be :func:`jax.vmap`-ped.
-
-:func:`pack` and :func:`pad` convert between the layouts.
+list and a static ``num_segments``. Both give the same numbers; :func:`pack` and :func:`pad`
+convert between them.
 """
 
 from __future__ import annotations
@@ -28,8 +25,8 @@ from sigmoid_xent._lists import (
     check_segment_ids,
     reduce_lists,
     sort_into_lists,
-    where_mask,
 )
+from sigmoid_xent._mask import hide
 from sigmoid_xent.reductions import LISTWISE, Reduction
 
 Array = jax.Array
@@ -51,101 +48,49 @@ def sigmoid_cross_entropy(
 ) -> Array:
     r"""TF-Ranking's sigmoid cross-entropy over lists, dense or packed.
 
-    Each item :math:`i` of list :math:`k` is valid unless its label is negative or ``where`` is
-    False there. Padded items get label 0, logit 0 and weight 0 *before* the loss (as
-    TF-Ranking), through selects, so NaN or inf in padded labels, logits or weights never reaches
-    the value or any gradient. With :math:`\ell_i` the stable elementwise loss
-    (:func:`sigmoid_xent.sigmoid_cross_entropy_with_logits`) and :math:`w_i` the item weights
-    (0 at padding):
+    An item is padding where its label is < 0 or ``where`` is False: its label, logit and weight
+    become 0 before the loss, so nothing there reaches the value or a gradient. With
+    :math:`\ell_i` the elementwise loss, :math:`w_i` the item weights, :math:`K` lists and
+    :math:`n_k` the items of list :math:`k` (padding included):
 
     .. math::
 
-        \mathrm{sum} = \sum_i w_i \ell_i, \qquad
-        \mathrm{auto} = \frac{\sum_i w_i \ell_i}{K \cdot \max_k n_k}, \qquad
-        \mathrm{mean} = \frac{\sum_i w_i \ell_i}{\sum_i w_i}, \qquad
-        \mathrm{sum\_by\_nonzero\_weights} = \frac{\sum_i w_i \ell_i}{\#\{i : w_i \ne 0\}}
+        \mathrm{auto} = \frac{\sum_i w_i \ell_i}{K \max_k n_k}, \quad
+        \mathrm{mean} = \frac{\sum_i w_i \ell_i}{\sum_i w_i}, \quad
+        \mathrm{per\_list}_k = \frac{\sum_{i \in k} w_i \ell_i}{\sum_{i \in k} w_i}
 
-        \mathrm{per\_list}_k = \frac{\sum_{i \in k} w_i \ell_i}{\sum_{i \in k} w_i}, \qquad
-        \mathrm{list\_mean} = \frac{\sum_k \mathrm{per\_list}_k}
-        {\#\{k : \sum_{i \in k} w_i \ne 0\}}
-
-    where :math:`K` is the number of lists and :math:`n_k` the length of list :math:`k`. For
-    ``auto`` (= ``sum_over_batch_size``, TF-Ranking's Keras default) the denominator counts
-    *slots*: dense ``batch * list_size`` (padding columns count even if no list reaches them);
-    packed ``num_segments * longest list``, where a list's length counts all its items, label < 0
-    and ``where=False`` ones included, and empty segments count as lists. So the packed layout
-    equals the dense one on :func:`pad`'s output (``0.6444636`` for TF-Ranking's ragged example).
-    The longest list is computed inside the trace, so this works under ``jit`` and ``vmap``.
-    ``none`` returns :math:`w_i \ell_i` per item (0 at padding; ``[n]`` packed,
-    ``[batch, list_size]`` dense); ``per_list`` the ``[num_segments]`` (or ``[batch]``) vector
-    above, 0 for a list with no weight (TF-Ranking's ``compute_per_list``). In ``list_mean`` every
-    list counts once: per-list weights include or exclude lists, they do not re-weight them.
-    Every quotient is 0 when its denominator is 0, with finite gradients.
-
-    Labels are used as given: graded relevance labels (``2``, ``3``, ...) enter the formula
-    :math:`\max(s, 0) - s z + \log(1 + e^{-|s|})` unchanged, as in TF-Ranking, so the loss can then
-    be **negative** (and unbounded below in the logit). A NaN label is not padding: it gives NaN.
-
-    Packed rows: for ``[batch, n]`` items with per-row segment ids, ``jax.vmap`` this function
-    over the rows (``num_segments`` closed over); each row is reduced on its own. Items that only
-    fill a row up should have a label < 0; for ``auto`` they count in the length of the list
-    whose id they carry, so give them the id of a short list, or use another reduction.
-
-    Segment ids are checked whenever they are concrete (eagerly, outside ``jit`` and ``vmap``).
-    Inside ``jit``/``vmap`` an item whose id lies outside ``[0, num_segments)`` is dropped: it
-    is treated as padding and does not count in any list length. Catch such ids with
-    :func:`sigmoid_xent.validate_inputs` under ``jax.experimental.checkify``.
-
-    Works under ``jit``, ``vmap``, ``grad`` (w.r.t. logits, labels and weights). 16-bit inputs
-    are computed in float32; the result has the logits' dtype (float64 stays float64).
+    A quotient whose denominator is 0 is 0. Labels are used as given (graded labels can make the
+    loss negative); a NaN label is not padding.
 
     Args:
-      labels: Relevance labels, ``[batch, list_size]`` (dense) or ``[n]`` (packed); < 0 is
-        padding. Int and bool labels are cast to the logits' dtype.
+      labels: Relevance labels, dense ``[..., list_size]`` or packed ``[n]``.
       logits: Float scores of the labels' shape.
-      segment_ids: Packed layout only: integer ``[n]`` ids in ``[0, num_segments)``, the list of
-        each item (any order).
-      num_segments: Packed layout only, required there: the number of lists, a static Python
-        int (close over it or mark it static under ``jit``).
-      weights: None (ones); a scalar; per item (the labels' shape); or per list: ``[num_segments]``
-        packed, ``[batch]`` or ``[batch, 1]`` dense. A ``[batch]`` vector is always per list
-        (TF-Ranking applies it per position or fails). A packed vector whose length equals both
-        ``n`` and ``num_segments`` is per item.
-      where: Optional boolean mask of the labels' shape; False items are padding exactly like
-        label < 0.
-      reduction: One of ``auto``/``sum_over_batch_size``, ``mean``, ``sum``,
-        ``sum_by_nonzero_weights`` (TF-Ranking's estimator default), ``none``, ``per_list``,
-        ``list_mean``; any case, TF spellings such as ``SUM_OVER_NONZERO_WEIGHTS`` accepted.
+      segment_ids: Packed layout only: integer ``[n]`` list ids in ``[0, num_segments)``.
+      num_segments: Packed layout only, required there: the number of lists, a static int.
+      weights: None, a scalar, per item or per list (``[num_segments]``; dense ``[batch]``).
+      where: Optional bool mask broadcastable to the labels; False items are padding.
+      reduction: ``auto`` (= ``sum_over_batch_size``), ``mean``, ``sum``, ``none``,
+        ``sum_by_nonzero_weights``, ``per_list`` or ``list_mean`` (``per_list`` averaged over
+        the lists of non-zero weight).
 
     Returns:
-      A scalar in the logits' dtype; for ``none`` the labels' shape; for ``per_list`` a
-      ``[num_segments]`` (packed) or ``[batch]`` (dense) vector.
+      A scalar in the logits' dtype; per item for ``none``; per list for ``per_list``.
 
     Raises:
-      TypeError: integer ``logits``, non-bool ``where``, non-integer ``num_segments``.
-      ValueError: shape mismatch (labels/logits, segment ids, where, weights), labels of the wrong
-        rank for the layout, non-integer or (when concrete) out-of-range ``segment_ids``, missing
-        or traced ``num_segments``, ``num_segments`` without ``segment_ids``, or an unknown
-        reduction.
+      TypeError: integer ``logits``, a non-bool ``where`` or a non-integer ``num_segments``.
+      ValueError: mismatched shapes or ranks, non-integer or out-of-range ``segment_ids`` (under
+        ``jit`` such an id makes the whole result NaN), a missing, traced or unused
+        ``num_segments``, or an unknown reduction.
 
     Examples:
       >>> import jax.numpy as jnp
       >>> from sigmoid_xent import ranking
-      >>> ranking.sigmoid_cross_entropy(jnp.array([[1., 0.]]), jnp.array([[0.6, 0.8]]))
-      Array(0.8042943, dtype=float32)
-
-      The same two lists, dense (padded with -1) and packed:
-
-      >>> labels = jnp.array([[1., 0., -1.], [0., 1., 0.]])
-      >>> logits = jnp.array([[0.6, 0.8, 0.], [0.5, 0.8, 0.4]])
-      >>> ranking.sigmoid_cross_entropy(labels, logits)
+      >>> labels = jnp.array([[1., 0., -1.], [0., 1., 0.]])  # -1: padding
+      >>> ranking.sigmoid_cross_entropy(labels, jnp.array([[0.6, 0.8, 0.], [0.5, 0.8, 0.4]]))
       Array(0.6444636, dtype=float32)
-      >>> ranking.sigmoid_cross_entropy(
-      ...     jnp.array([1., 0., 0., 1., 0.]), jnp.array([0.6, 0.8, 0.5, 0.8, 0.4]),
-      ...     segment_ids=jnp.array([0, 0, 1, 1, 1]), num_segments=2)
-      Array(0.6444636, dtype=float32)
-      >>> ranking.sigmoid_cross_entropy(labels, logits, reduction="per_list")
-      Array([0.8042943, 0.752731 ], dtype=float32)
+
+    References:
+      TF-Ranking, ``tfr.keras.losses.SigmoidCrossEntropyLoss``.
     """
     fn = _FN
     red = Reduction.parse(reduction, fn, accepted=LISTWISE)
@@ -195,11 +140,13 @@ def _as_list_batch(
                 f"{lead + (1,)}, got {_checks.describe(weights)}."
             )
     if where is not None:
-        where = where_mask(where, z.shape, fn).reshape(lists, size)
+        mask = _checks.where_mask(where, z.shape, fn, target="labels")
+        assert mask is not None
+        where = jnp.broadcast_to(mask, z.shape).reshape(lists, size)
     return z.reshape(lists, size), x.reshape(lists, size), weights, where
 
 
-# One compiled program per signature: eager calls dispatch once instead of once per primitive.
+# Jitted whole, so that an eager call runs one compiled program (small inputs are common).
 @functools.partial(jax.jit, static_argnames=("num_segments", "reduction"))
 def _sigmoid_cross_entropy(
     z: Array,
@@ -231,9 +178,8 @@ def _sigmoid_cross_entropy(
     cd = _checks.compute_dtype(x.dtype)
     lists = sort_into_lists(z, where, segment_ids, ns, weights, cd, fn)
     # Padded items get label 0 and logit 0 before the loss, so nothing there reaches it.
-    zeros = jnp.zeros(z.shape, cd)
-    zc = jnp.where(lists.valid, z.astype(cd), zeros)
-    xc = jnp.where(lists.valid, x.astype(cd), zeros)
+    zc = hide(lists.valid, z).astype(cd)
+    xc = hide(lists.valid, x).astype(cd)
     out = reduce_lists(sigmoid_cross_entropy_with_logits(zc, xc), lists, reduction, fn)
     if segment_ids is None and reduction == "none":
         out = out.reshape(shape)
@@ -251,16 +197,15 @@ def pack(lists: Sequence[ArrayLike]) -> tuple[Array, Array]:
         \mathrm{segment\_ids} = (\underbrace{0, \dots, 0}_{n_0}, \underbrace{1, \dots, 1}_{n_1},
         \dots)
 
-    The inverse of :func:`pad` (with ``num_segments = len(lists)``). Empty lists contribute no
-    items but keep their id. Works on Python lists and on arrays (traced ones too: the lengths
-    are static shapes), and items may have trailing dimensions (``[n_k, d]``).
+    The inverse of :func:`pad` (with ``num_segments = len(lists)``). An empty list contributes no
+    items but keeps its id. Traced arrays work too (their lengths are static shapes).
 
     Args:
       lists: A sequence of 1-D (or ``[n_k, ...]``) array-likes.
 
     Returns:
-      ``(values, segment_ids)``: ``values`` of shape ``[sum n_k, ...]`` in the lists' common dtype
-      (Python floats give the default float dtype), ``segment_ids`` int32 ``[sum n_k]``, sorted.
+      ``(values, segment_ids)``: ``values`` ``[sum n_k, ...]`` in the lists' common dtype and
+      ``segment_ids`` int32 ``[sum n_k]``, sorted.
 
     Raises:
       ValueError: ``lists`` is None or a scalar, a list is a scalar, or non-empty lists disagree in
@@ -268,11 +213,8 @@ def pack(lists: Sequence[ArrayLike]) -> tuple[Array, Array]:
 
     Examples:
       >>> from sigmoid_xent import ranking
-      >>> values, segment_ids = ranking.pack([[1., 0.], [], [0., 1., 0.]])
-      >>> values
-      Array([1., 0., 0., 1., 0.], dtype=float32)
-      >>> segment_ids
-      Array([0, 0, 2, 2, 2], dtype=int32)
+      >>> ranking.pack([[1., 0.], [], [0., 1., 0.]])
+      (Array([1., 0., 0., 1., 0.], dtype=float32), Array([0, 0, 2, 2, 2], dtype=int32))
     """
     fn = "ranking.pack"
     _checks.not_none(lists, "lists", fn)
@@ -319,31 +261,25 @@ def pad(
 
     .. math::
 
-        \mathrm{out}[k, j] = \begin{cases} \text{the } j\text{-th item (in order) with id } k
-        & j < n_k \\ \mathrm{fill\_value} & \text{otherwise} \end{cases}
+        \mathrm{out}[k, j] = x_{k,j} \text{ if } j < n_k \text{ else } \mathrm{fill\_value}
 
-    The inverse of :func:`pack`. Items keep their order within each list; segment ids need not
-    be sorted (an O(n log n) stable sort ranks them). Items beyond ``list_size`` are dropped, and
-    so are items with ids outside ``[0, num_segments)`` inside ``jit``/``vmap`` (eagerly they are
-    a ValueError). Differentiable w.r.t. ``values``. Use ``fill_value=-1`` (the default) for
-    labels and ``0`` for logits and weights.
+    with :math:`x_{k,j}` the :math:`j`-th item with id :math:`k`; the inverse of :func:`pack`.
+    Items beyond ``list_size``, and out-of-range ids under ``jit``, are dropped.
 
     Args:
       values: ``[n]`` (or ``[n, ...]``) packed items.
       segment_ids: Integer ``[n]`` list ids.
-      num_segments: The number of lists, a static Python int.
-      list_size: The dense width, a static Python int. Defaults to the longest list, which needs
-        concrete segment ids: inside ``jit``/``vmap`` it is required.
-      fill_value: The value of the padding slots, cast to ``values``' dtype.
+      num_segments: The number of lists, a static int.
+      list_size: The dense width, a static int; default the longest list (concrete ids only).
+      fill_value: The padding value: -1 (default) for labels, 0 for logits and weights.
 
     Returns:
       ``[num_segments, list_size, ...]`` in ``values``' dtype.
 
     Raises:
-      ValueError: non-integer, mis-shaped or (when concrete) out-of-range ``segment_ids``;
-        missing or traced ``num_segments``; ``list_size`` None under a transformation, or
-        traced.
-      TypeError: non-integer ``num_segments`` or ``list_size``.
+      ValueError: bad ``segment_ids``, a missing or traced ``num_segments``, or no ``list_size``
+        under ``jit``.
+      TypeError: a non-integer ``num_segments`` or ``list_size``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -403,45 +339,31 @@ def _densify(rows: Sequence[Any], list_size: int, fill_value: float) -> Array:
 class SigmoidCrossEntropyLoss:
     r"""TF-Ranking's ``tfr.keras.losses.SigmoidCrossEntropyLoss`` as an immutable loss object.
 
-    ``__call__(y_true, y_pred, sample_weight=None, *, segment_ids=None, num_segments=None)``
-    computes :func:`sigmoid_cross_entropy` with ``weights=sample_weight``:
+    Calling it computes :func:`sigmoid_cross_entropy` with ``weights=sample_weight``:
 
     .. math::
 
-        L = \mathrm{reduce}\big(w_i \, \mathrm{bce}(y_i, s_i)\big), \quad
-        \text{padding } (y_i < 0) \text{ excluded}
+        L = \mathrm{reduce}\big(w_i \, \ell(y_i, s_i)\big), \quad \text{items with } y_i < 0
+        \text{ excluded}
 
     With ``ragged=True``, ``y_true`` and ``y_pred`` may be Python lists of lists of unequal
-    lengths (TF's ragged tensors): they are padded to ``[lists, longest]`` with label -1 and
-    logit 0, and ``sample_weight`` may be ragged per item (padded with 0) or per list
-    (``[lists, 1]`` or ``[lists]``). The ``auto`` denominator then counts ``lists * longest``
-    slots, as TF-Ranking. ``none`` returns that dense ``[lists, longest]`` array with 0 at
-    padding.
-
-    Being a frozen dataclass, an instance is hashable: close over it or pass it as a static
-    argument to ``jax.jit``. ``get_config()`` / ``from_config()`` round-trip it.
+    lengths (TF's ragged tensors), padded to ``[lists, longest]``. A frozen dataclass: hashable,
+    so it can be closed over or passed as a static argument to ``jax.jit``.
 
     Args:
-      reduction: A reduction name of :func:`sigmoid_cross_entropy` (default ``auto`` =
-        ``sum_over_batch_size``), kept as given in the config.
+      reduction: A reduction name of :func:`sigmoid_cross_entropy` (default ``auto``), kept as
+        given in the config.
       name: A name, for the config.
       ragged: Accept ragged Python lists.
 
     Raises:
-      ValueError: an unknown reduction (at construction); in ``__call__`` the errors of
-        :func:`sigmoid_cross_entropy`, ragged ``y_true``/``y_pred`` of different list lengths,
-        and ``segment_ids`` with ``ragged=True``.
+      ValueError: an unknown reduction.
 
     Examples:
       >>> from sigmoid_xent import ranking
-      >>> loss = ranking.SigmoidCrossEntropyLoss()
-      >>> loss([[1., 0.]], [[0.6, 0.8]])
-      Array(0.8042943, dtype=float32)
       >>> loss = ranking.SigmoidCrossEntropyLoss(ragged=True)
       >>> loss([[1., 0.], [0., 1., 0.]], [[0.6, 0.8], [0.5, 0.8, 0.4]])
       Array(0.6444636, dtype=float32)
-      >>> loss.get_config()
-      {'reduction': 'auto', 'name': None, 'ragged': True}
     """
 
     reduction: str | Reduction | None = "auto"
@@ -459,16 +381,42 @@ class SigmoidCrossEntropyLoss:
         *,
         segment_ids: ArrayLike | None = None,
         num_segments: int | None = None,
+        where: ArrayLike | None = None,
     ) -> Array:
-        """The reduced loss of ``y_pred`` (logits) against ``y_true`` (labels, < 0 padding)."""
+        """The reduced loss of ``y_pred`` (logits) against ``y_true`` (labels, < 0 padding).
+
+        Args:
+          y_true: Labels as :func:`sigmoid_cross_entropy` takes them; with ``ragged=True`` also a
+            list of lists (padded with -1).
+          y_pred: Logits of the labels' shape (ragged like ``y_true``, padded with 0).
+          sample_weight: :func:`sigmoid_cross_entropy`'s ``weights``; with ragged input also ragged
+            per item (padded with 0) or per list (``[lists, 1]`` or ``[lists]``).
+          segment_ids: Packed layout only; not with ``ragged=True``.
+          num_segments: Packed layout only: the number of lists.
+          where: :func:`sigmoid_cross_entropy`'s ``where`` (False = padding); not with ragged
+            input.
+
+        Returns:
+          As :func:`sigmoid_cross_entropy`; for ragged input and ``none``, ``[lists, longest]``.
+
+        Raises:
+          ValueError: :func:`sigmoid_cross_entropy`'s errors, ragged ``y_true`` and ``y_pred`` of
+            different list lengths, or ``segment_ids`` with ``ragged=True``.
+
+        Examples:
+          >>> from sigmoid_xent import ranking
+          >>> ranking.SigmoidCrossEntropyLoss()([[1., 0.]], [[0.6, 0.8]])
+          Array(0.8042943, dtype=float32)
+        """
         fn = "ranking.SigmoidCrossEntropyLoss"
         labels: Any = y_true
         logits: Any = y_pred
         weights: Any = sample_weight
         if self.ragged:
-            if segment_ids is not None:
+            if segment_ids is not None or where is not None:
+                name = "segment_ids" if segment_ids is not None else "where"
                 raise ValueError(
-                    f"{fn}: `segment_ids` cannot be combined with ragged=True; pass packed "
+                    f"{fn}: `{name}` cannot be combined with ragged=True; pass packed "
                     "items with ragged=False."
                 )
             labels, logits, weights = self._to_dense(labels, logits, weights, fn)
@@ -478,6 +426,7 @@ class SigmoidCrossEntropyLoss:
             segment_ids=segment_ids,
             num_segments=num_segments,
             weights=weights,
+            where=where,
             reduction=self.reduction,
         )
 
@@ -511,10 +460,32 @@ class SigmoidCrossEntropyLoss:
         return dense_true, dense_pred, sample_weight
 
     def get_config(self) -> dict[str, Any]:
-        """``{"reduction", "name", "ragged"}``, the reduction as given."""
+        """The constructor's arguments as a dict, the reduction as given.
+
+        Returns:
+          ``{"reduction": ..., "name": ..., "ragged": ...}``.
+
+        Examples:
+          >>> from sigmoid_xent import ranking
+          >>> ranking.SigmoidCrossEntropyLoss(ragged=True).get_config()
+          {'reduction': 'auto', 'name': None, 'ragged': True}
+        """
         return dataclasses.asdict(self)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SigmoidCrossEntropyLoss:
-        """Rebuilds the object from :meth:`get_config`'s dict."""
+        """Rebuilds the object from :meth:`get_config`'s dict.
+
+        Args:
+          config: A dict of constructor arguments.
+
+        Returns:
+          A loss object equal to the one the config came from.
+
+        Examples:
+          >>> from sigmoid_xent import ranking
+          >>> loss = ranking.SigmoidCrossEntropyLoss(reduction="list_mean")
+          >>> ranking.SigmoidCrossEntropyLoss.from_config(loss.get_config()) == loss
+          True
+        """
         return cls(**config)

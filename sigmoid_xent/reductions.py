@@ -1,4 +1,4 @@
-"""Reductions shared by every loss: `Reduction` and `reduce_loss`."""
+"""Reductions shared by every loss: ``Reduction``, the one table of names, and ``reduce_loss``."""
 
 from __future__ import annotations
 
@@ -24,19 +24,17 @@ __all__ = ["Reduction", "reduce_loss"]
 class Reduction(enum.StrEnum):
     """How a loss tensor becomes the value returned to the caller: the one table of names.
 
-    A ``str`` enum: members compare equal to their lower-case names. :meth:`parse` accepts any
-    case and TF's and Keras's spellings: ``SUM_OVER_NONZERO_WEIGHTS`` is
-    ``sum_by_nonzero_weights``, ``AUTO`` is ``sum_over_batch_size`` and ``None`` is ``none``.
-    ``per_list`` and ``list_mean`` are the list reductions of :mod:`sigmoid_xent.ranking`.
+    A ``str`` enum whose members equal their lower-case names. :meth:`parse` also takes any case
+    and TF's and Keras's spellings (``SUM_OVER_NONZERO_WEIGHTS``, ``AUTO``, None). ``MEAN`` is TF
+    v1's *weighted* mean, ``sum(w * l) / sum(w)``; Keras 3's plain ``"mean"`` is
+    ``SUM_OVER_BATCH_SIZE`` here. ``PER_LIST`` and ``LIST_MEAN`` are the ranking reductions.
 
-    Note: ``MEAN`` is TF v1's *weighted* mean, ``sum(w * l) / sum(w)``. Keras 3's plain
-    ``"mean"`` loss reduction means ``SUM_OVER_BATCH_SIZE`` here.
+    Args:
+      value: A member's lower-case name, e.g. ``Reduction("sum")``.
 
     Examples:
       >>> import sigmoid_xent as sx
-      >>> sx.Reduction.parse("SUM_OVER_NONZERO_WEIGHTS")
-      <Reduction.SUM_BY_NONZERO_WEIGHTS: 'sum_by_nonzero_weights'>
-      >>> sx.Reduction.parse("auto") == "sum_over_batch_size"
+      >>> sx.Reduction("sum") == "sum"
       True
     """
 
@@ -58,12 +56,25 @@ class Reduction(enum.StrEnum):
         accepted: Collection[Reduction] | None = None,
         peer: str | None = None,
     ) -> Reduction:
-        """The member named ``name`` (any case, TF/Keras aliases); ValueError otherwise.
+        """The member named ``name``: any case, TF's and Keras's aliases, None for ``none``.
 
-        ``fn`` names the public function or class in the error message; ``accepted`` is the
-        subset that function takes (default: the elementwise reductions, :data:`ELEMENTWISE`);
-        ``peer`` reads the name in a peer's spelling (:data:`PEER_SPELLINGS`: ``"keras"``,
-        ``"keras_ranking"``, ``"torch"``), where it differs from ours.
+        Args:
+          name: A member, its name in any case, an alias, or None.
+          fn: The public function or class to name in the error message.
+          accepted: The subset the caller takes (default: the elementwise reductions).
+          peer: Read ``name`` in a peer's spelling where it differs from ours: ``"keras"``,
+            ``"keras_ranking"`` or ``"torch"`` (PyTorch's ``"mean"`` is ``SUM_OVER_BATCH_SIZE``).
+
+        Returns:
+          The :class:`Reduction` member.
+
+        Raises:
+          ValueError: an unknown name, or one outside ``accepted``.
+
+        Examples:
+          >>> import sigmoid_xent as sx
+          >>> sx.Reduction.parse("SUM_OVER_NONZERO_WEIGHTS")
+          <Reduction.SUM_BY_NONZERO_WEIGHTS: 'sum_by_nonzero_weights'>
         """
         valid = ELEMENTWISE if accepted is None else accepted
         spellings = None if peer is None else PEER_SPELLINGS[peer]
@@ -78,11 +89,13 @@ class Reduction(enum.StrEnum):
         member = None
         if spellings is not None:
             member = spellings.get(key) if key is not None else None
-        elif key in cls._value2member_map_:
+        elif key is not None and key in cls._value2member_map_:
             member = cls(key)
             member = member if member in valid else None
         if member is None:
-            names = list(spellings) if spellings is not None else [m.value for m in cls if m in valid]
+            names = (
+                list(spellings) if spellings is not None else [m.value for m in cls if m in valid]
+            )
             raise ValueError(
                 f"{fn}: unknown reduction {name!r}; expected one of {names} (any case), or "
                 "'auto', 'sum_over_nonzero_weights' or None."
@@ -225,36 +238,32 @@ def reduce_loss(
 ) -> Array:
     r"""Weights and reduces a loss tensor, as TF v1's ``compute_weighted_loss`` and Keras.
 
-    With :math:`w` the weights broadcast to ``losses``' shape:
+    With :math:`w` the weights broadcast to ``losses``, :math:`w_g` the weights as given and
+    :math:`n` the number of present elements:
 
-    ============================  ============================================================
-    ``none``                      :math:`w \ell` (``losses``' shape)
-    ``sum``                       :math:`\sum w \ell`
-    ``mean``                      :math:`\sum w \ell / \sum w` (TF v1's weighted mean)
-    ``sum_over_batch_size``       :math:`\sum w \ell / \mathrm{size}(\ell)` (Keras ``auto``)
-    ``sum_by_nonzero_weights``    :math:`\sum w \ell / \#\{w \ne 0\}` (negative weights count)
-    ``mean_with_sample_weight``   :math:`\sum w \ell / \sum w_{given}` (Keras 3; the weights as
-                                  given, before broadcasting; ``size`` when ``weights`` is None)
-    ============================  ============================================================
+    .. math::
 
-    Every quotient is 0 when its denominator is 0, with finite gradients. An element where
-    ``where`` is False is absent: it adds to no sum and no count (``size`` is the number of
-    present elements), and its loss and weight get a zero gradient even if they are NaN or inf.
-    Sums accumulate in at least float32; the result has ``losses``' dtype.
+        \mathrm{none} = w \ell, \quad \mathrm{sum} = \textstyle\sum w \ell, \quad
+        \mathrm{mean} = \frac{\sum w \ell}{\sum w}, \quad
+        \mathrm{sum\_over\_batch\_size} = \frac{\sum w \ell}{n}, \quad
+        \mathrm{sum\_by\_nonzero\_weights} = \frac{\sum w \ell}{\#\{w \ne 0\}}, \quad
+        \mathrm{mean\_with\_sample\_weight} = \frac{\sum w \ell}{\sum w_g}
+
+    A quotient whose denominator is 0 is 0, with finite gradients. Sums accumulate in at least
+    float32.
 
     Args:
       losses: Float loss tensor.
-      weights: None (all ones), or an array broadcastable to ``losses``' shape.
-      reduction: A :class:`Reduction` or its name, any case; TF/Keras aliases accepted.
+      weights: None (all ones), or an array broadcastable to ``losses``.
+      reduction: A :class:`Reduction` or its name, any case; TF and Keras aliases accepted.
       where: Optional bool mask broadcastable to ``losses``; False elements are absent.
 
     Returns:
-      A scalar, or for ``none`` an array of ``losses``' shape (0 at absent elements).
+      A scalar in ``losses``' dtype; for ``none`` ``losses``' shape (0 at absent elements).
 
     Raises:
-      ValueError: ``weights`` or ``where`` not broadcastable to ``losses``, or an unknown
-        reduction.
-      TypeError: integer ``losses``, or a ``where`` that is not boolean.
+      ValueError: ``weights`` or ``where`` not broadcastable, or an unknown reduction.
+      TypeError: integer ``losses``, or a non-bool ``where``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -262,10 +271,6 @@ def reduce_loss(
       >>> losses = jnp.array([[1., 2.], [3., 4.]])
       >>> sx.reduce_loss(losses, jnp.array([[1.], [0.]]), "sum_by_nonzero_weights")
       Array(1.5, dtype=float32)
-      >>> sx.reduce_loss(losses, jnp.array([[1.], [0.]]), "MEAN")
-      Array(1.5, dtype=float32)
-      >>> sx.reduce_loss(losses, reduction="sum")
-      Array(10., dtype=float32)
     """
     fn = "reduce_loss"
     red = Reduction.parse(reduction, fn)
@@ -276,9 +281,19 @@ def reduce_loss(
     return compiled_reduction(losses, weights, red, fn, mask)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
+@functools.partial(jax.jit, static_argnums=(2, 3, 5))
 def compiled_reduction(
-    losses: Array, weights: Array | None, red: Reduction, fn: str, where: Array | None = None
+    losses: Array,
+    weights: Array | None,
+    red: Reduction,
+    fn: str,
+    where: Array | None = None,
+    weight_shape: tuple[int, ...] | None = None,
 ) -> Array:
-    """:func:`weighted_reduction` as one program per signature: one dispatch per eager call."""
+    """:func:`weighted_reduction` jitted whole, so that an eager call runs one compiled program.
+
+    ``weight_shape``: the shape the weights take first (a Keras rule), inside the program.
+    """
+    if weight_shape is not None and weights is not None:
+        weights = jnp.reshape(weights, weight_shape)
     return weighted_reduction(losses, weights, red, fn, where=where)

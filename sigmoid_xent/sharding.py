@@ -1,18 +1,12 @@
 """Global reductions inside ``jax.shard_map``.
 
-Under sharded ``jit`` every loss and :func:`~sigmoid_xent.reduce_loss` is already global: XLA
-inserts the collectives. Inside ``jax.shard_map`` each device sees only its shard, so a reduction
-such as ``sum(w * l) / count(w != 0)`` computed locally is the ratio of one shard's sums, not the
-global one. The helpers here sum numerators and denominators separately with ``lax.psum`` (the only
-correct way: the mean of per-shard means is wrong as soon as shards hold different weight sums),
-and give the single-device result on the gathered arrays.
+Under sharded ``jit`` every loss and :func:`~sigmoid_xent.reduce_loss` is already global. Inside
+``jax.shard_map`` each device sees only its shard: these helpers sum numerators and denominators
+separately over the mesh axes and return the single-device result of the gathered arrays.
 
 - :func:`reduce_loss_sharded`: every :class:`~sigmoid_xent.Reduction` of ``reduce_loss``.
-- :func:`reduce_ranking_loss_sharded`: TF-Ranking's reductions of per-item losses when every list
-  lives on one shard (a batch-sharded dense ``[batch, list_size]`` array, or packed items whose
-  segment ids are local to their shard).
-
-Both work with ``check_vma`` True (the default) and False.
+- :func:`reduce_ranking_loss_sharded`: TF-Ranking's reductions when every list lives on one
+  shard.
 """
 
 from __future__ import annotations
@@ -53,60 +47,41 @@ def reduce_loss_sharded(
 ) -> Array:
     r""":func:`~sigmoid_xent.reduce_loss` of a loss tensor sharded over ``shard_map`` axes.
 
-    Called inside ``jax.shard_map`` on each device's shard of the losses (and of the weights),
-    it returns the reduction of the *global* arrays, replicated on every device:
+    Called inside ``jax.shard_map`` on each device's shard of the losses (and weights), it returns
+    the reduction of the *global* arrays on every device: numerators and denominators are summed
+    separately, as in
 
     .. math::
 
-        \mathrm{mean} = \frac{\mathrm{psum}\big(\sum w \ell\big)}{\mathrm{psum}\big(\sum w\big)},
-        \quad
-        \mathrm{sum\_by\_nonzero\_weights} = \frac{\mathrm{psum}\big(\sum w \ell\big)}
-        {\mathrm{psum}\big(\#\{w \ne 0\}\big)},
-        \quad
-        \mathrm{sum\_over\_batch\_size} = \frac{\mathrm{psum}\big(\sum w \ell\big)}
-        {\mathrm{size}(\ell_{\mathrm{local}}) \cdot \prod_a |a|}
+        \mathrm{mean} = \frac{\mathrm{psum}\big(\sum w \ell\big)}{\mathrm{psum}\big(\sum w\big)}
 
-    Numerators and denominators are summed separately (the mean of per-shard means is wrong
-    whenever shards differ in weight). ``none`` returns the local ``losses * weights`` (no
-    communication). Sums accumulate in at least float32; 0 when a denominator is 0, as
-    ``reduce_loss``. Works with ``check_vma`` True and False, and under ``grad``.
+    ``none`` returns the local ``losses * weights``. Works with ``check_vma`` True and False.
 
     Args:
       losses: This device's shard of the loss tensor.
-      weights: None, or this device's shard of the weights, broadcastable to ``losses``' shape
-        (a scalar or ``[batch, 1]`` per-sample weights are fine).
-      reduction: A :class:`~sigmoid_xent.Reduction` or its name (any case, TF/Keras aliases).
-      axis_name: The shard_map axis name, or a tuple of names, the losses are sharded over
-        (``("data", "model")`` for a batch x class sharded ``[batch, classes]`` loss).
-      weights_axis_name: Only for ``mean_with_sample_weight``, whose denominator sums the weights
-        as given: the axes the given weights are sharded over. Default: inferred under
-        ``check_vma=True``; with ``check_vma=False`` rank-0 weights are taken as replicated and
-        others as sharded over ``axis_name``.
+      weights: None, or this device's shard of the weights, broadcastable to ``losses``.
+      reduction: A :class:`~sigmoid_xent.Reduction` or its name.
+      axis_name: The axis name, or a tuple of names, the losses are sharded over.
+      weights_axis_name: ``mean_with_sample_weight`` only: the axes the given weights are sharded
+        over (default: inferred under ``check_vma=True``, else rank-0 weights are replicated).
 
     Returns:
-      The global reduction (a scalar, identical on every device), or for ``none`` the local
-      weighted losses.
+      The global reduction, the same on every device; the local array for ``none``.
 
     Raises:
-      ValueError: ``weights`` not broadcastable to ``losses``, an unknown reduction, a missing
-        ``axis_name``, or (under ``check_vma=True``) losses replicated over a summed axis.
+      ValueError: ``weights`` not broadcastable, an unknown reduction, a missing ``axis_name``,
+        or (``check_vma=True``) losses replicated over a summed axis.
       TypeError: integer ``losses``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, numpy as np
-      >>> from jax.sharding import Mesh, PartitionSpec as P
       >>> import sigmoid_xent as sx
-      >>> mesh = Mesh(np.array(jax.devices()), ("batch",))
-      >>> losses = jnp.arange(8.0).reshape(8, 1)
-      >>> weights = jnp.array([[1.], [1.], [0.], [0.], [1.], [1.], [0.], [2.]])
-      >>> def local(losses, weights):
-      ...     return sx.reduce_loss_sharded(
-      ...         losses, weights, "sum_by_nonzero_weights", axis_name="batch")
-      >>> f = jax.shard_map(local, mesh=mesh, in_specs=(P("batch"), P("batch")), out_specs=P())
-      >>> f(losses, weights)
-      Array(4., dtype=float32)
-      >>> sx.reduce_loss(losses, weights, "sum_by_nonzero_weights")
-      Array(4., dtype=float32)
+      >>> mesh = jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
+      >>> local = lambda l, w: sx.reduce_loss_sharded(l, w, "mean", axis_name="batch")
+      >>> P = jax.sharding.PartitionSpec
+      >>> jax.shard_map(local, mesh=mesh, in_specs=P("batch"), out_specs=P())(
+      ...     jnp.arange(8.0), jnp.ones(8))
+      Array(3.5, dtype=float32)
     """
     fn = "reduce_loss_sharded"
     red = Reduction.parse(reduction, fn)
@@ -155,62 +130,47 @@ def reduce_ranking_loss_sharded(
 ) -> Array:
     r"""TF-Ranking's reductions of per-item losses whose lists each live on one shard.
 
-    For lists sharded whole over ``shard_map`` axes: dense ``[batch, list_size]`` arrays sharded
-    over the batch, or packed items with ``segment_ids`` local to their shard (segment ``s`` on
-    device ``k`` is global list ``k * num_segments + s``). Items with label ``< 0`` or ``where``
-    False are padding (weight 0; a NaN label is not padding). With :math:`v` the valid items and
-    :math:`w` the per-item weights, summed over every shard:
+    For dense ``[batch, list_size]`` arrays sharded over the batch, or packed items whose segment
+    ids are local to their shard; labels < 0 and ``where`` False are padding. With :math:`w` the
+    item weights (0 at padding) summed over every shard, :math:`L` lists and :math:`S` the list
+    size (packed: the longest list on any shard):
 
     .. math::
 
-        \mathrm{mean} = \frac{\sum_v w \ell}{\sum_v w}, \quad
-        \mathrm{sum\_by\_nonzero\_weights} = \frac{\sum_v w \ell}{\#\{v: w \ne 0\}}, \quad
-        \mathrm{sum\_over\_batch\_size} = \frac{\sum_v w \ell}{L \cdot S}
+        \mathrm{auto} = \frac{\sum w \ell}{L \cdot S}, \qquad
+        \mathrm{mean} = \frac{\sum w \ell}{\sum w}
 
-    where ``L`` is the global number of lists and ``S`` the list size: ``list_size`` for dense
-    arrays, and for packed items the longest list over all shards (``lax.pmax``), counting every
-    item of the list, padding included, and empty segments as lists, exactly as
-    ``sigmoid_xent.ranking`` on the gathered arrays. ``list_mean`` averages the per-list weighted
-    means over lists with a non-zero weight sum on every shard; ``per_list`` (a local
-    ``[num_segments]`` or ``[batch]`` vector) and ``none`` (local per-item ``w * l``, 0 at padding)
-    need no communication. ``sum`` is the global weighted sum.
+    and every reduction as :func:`sigmoid_xent.ranking.sigmoid_cross_entropy` on the gathered
+    arrays; ``per_list`` and ``none`` are local.
 
     Args:
-      losses: Per-item losses on this device, labels' shape, e.g.
-        ``sx.sigmoid_cross_entropy_with_logits(labels, logits)``; values at padding are ignored
-        (replaced by 0).
-      labels: Per-item labels on this device; ``< 0`` marks padding.
-      axis_name: The shard_map axis name (or tuple of names) the lists are sharded over.
-      segment_ids: Packed layout: integer list id of each item, in ``[0, num_segments)`` on this
-        device (out-of-range items are dropped). None for the dense layout.
+      losses: This device's per-item losses, the labels' shape (any value at padding).
+      labels: This device's labels; < 0 marks padding.
+      axis_name: The axis name (or tuple of names) the lists are sharded over.
+      segment_ids: Packed layout: integer list ids in ``[0, num_segments)`` on this device.
       num_segments: Packed layout: the static number of lists on each device.
-      weights: None, a scalar, per item (labels' shape), or per list (packed ``[num_segments]``,
-        dense ``[batch]`` or ``[batch, 1]``).
-      where: Optional bool mask of labels' shape; False items are padding.
-      reduction: ``auto`` (= ``sum_over_batch_size``), ``sum``, ``mean``,
-        ``sum_by_nonzero_weights``, ``list_mean``, ``per_list`` or ``none`` (any case).
+      weights: None, a scalar, per item, or per list.
+      where: Optional bool mask broadcastable to the labels; False items are padding.
+      reduction: A reduction name of :func:`sigmoid_xent.ranking.sigmoid_cross_entropy`.
 
     Returns:
-      A scalar identical on every device, or the local vector/array for ``per_list``/``none``.
+      A scalar, the same on every device; the local array for ``per_list`` and ``none``.
 
     Raises:
-      ValueError: mismatched shapes, bad ``weights`` shape, an unknown reduction, a missing or
-        traced ``num_segments`` with ``segment_ids``, or non-integer ``segment_ids``.
+      ValueError: mismatched shapes, bad ``weights``, an unknown reduction, or bad
+        ``segment_ids`` or ``num_segments``.
       TypeError: integer ``losses``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, numpy as np
-      >>> from jax.sharding import Mesh, PartitionSpec as P
       >>> import sigmoid_xent as sx
-      >>> mesh = Mesh(np.array(jax.devices()), ("batch",))
-      >>> labels = jnp.array([[1., 0., -1.], [0., 1., 1.]] * 4)
-      >>> logits = jnp.zeros((8, 3))
-      >>> def local(labels, logits):
-      ...     losses = sx.sigmoid_cross_entropy_with_logits(jnp.maximum(labels, 0), logits)
-      ...     return sx.sharding.reduce_ranking_loss_sharded(
-      ...         losses, labels, axis_name="batch", reduction="auto")
-      >>> jax.shard_map(local, mesh=mesh, in_specs=P("batch"), out_specs=P())(labels, logits)
-      Array(0.5776227, dtype=float32)
+      >>> mesh = jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
+      >>> local = lambda l, z: sx.sharding.reduce_ranking_loss_sharded(l, z, axis_name="batch")
+      >>> P = jax.sharding.PartitionSpec
+      >>> labels = jnp.array([[1., 0., -1.], [0., 1., 1.]] * 4)  # 20 items in 24 slots
+      >>> jax.shard_map(local, mesh=mesh, in_specs=P("batch"), out_specs=P())(
+      ...     jnp.full((8, 3), 0.5), labels)
+      Array(0.41666666, dtype=float32)
     """
     fn = "reduce_ranking_loss_sharded"
     red = Reduction.parse(reduction, fn, accepted=LISTWISE)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 from jax.experimental import checkify
 from jax.typing import ArrayLike
@@ -19,42 +21,45 @@ def validate_inputs(
     num_segments: int | None = None,
     allow_padding: bool = False,
 ) -> None:
-    """Checks the values the losses cannot check at trace time, with ``checkify.check``.
+    r"""Checks the values the losses cannot check at trace time: labels, logits and segment ids.
 
-    Reports labels outside [0, 1] (NaN included; labels < 0 are padding and allowed when
-    ``allow_padding`` or ``segment_ids`` is given), non-finite logits, and segment ids outside
-    ``[0, num_segments)``. Called eagerly it raises at once; inside ``jax.jit`` wrap the step in
-    ``checkify.checkify(...)`` and read the returned error (none for valid inputs). The losses
-    never call it themselves, so plain ``jit`` keeps working.
+    .. math::
+
+        0 \le z \le 1 \ (\text{or } z < 0 \text{, padding}), \qquad x \text{ finite}, \qquad
+        0 \le \mathrm{segment\_id} < \mathrm{num\_segments}
+
+    On concrete arrays a failed check raises at once; in a traced function it is a
+    ``checkify.check`` (wrap the step in ``checkify.checkify``, inside or outside ``jit``).
 
     Args:
-      labels: Labels of any shape.
+      labels: Labels of any shape; NaN fails the range check.
       logits: Optional logits, checked for NaN and inf.
       segment_ids: Optional integer segment ids of the packed ranking layout.
       num_segments: Number of segments, required with ``segment_ids``.
-      allow_padding: Accept labels < 0 (ranking padding).
+      allow_padding: Accept labels < 0 (ranking padding; implied by ``segment_ids``).
 
     Raises:
-      ValueError: ``logits`` or ``segment_ids`` of another shape than ``labels``;
-        ``segment_ids`` without a static ``num_segments``, with a non-integer dtype, or with a
-        negative ``num_segments``.
-      TypeError: non-numeric ``labels``/``logits``, or a ``num_segments`` that is not an int.
-      jax.experimental.checkify.JaxRuntimeError: eagerly, for a failed value check.
+      ValueError: a failed check (concrete inputs), mismatched shapes, non-integer
+        ``segment_ids``, or a missing or negative ``num_segments``.
+      TypeError: non-numeric ``labels`` or ``logits``, or a non-int ``num_segments``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
       >>> from jax.experimental import checkify
       >>> import sigmoid_xent as sx
-      >>> step = jax.jit(checkify.checkify(
-      ...     lambda z, x: sx.validate_inputs(z, x)))
-      >>> err, _ = step(jnp.array([0., 1.5]), jnp.array([0., 1.]))
+      >>> err, _ = jax.jit(checkify.checkify(sx.validate_inputs))(jnp.array([0., 1.5]))
       >>> print(err.get())  # doctest: +ELLIPSIS
       validate_inputs: labels must lie in [0, 1]...
-      >>> err, _ = step(jnp.array([0., 1.]), jnp.array([0., 1.]))
-      >>> err.get() is None
-      True
     """
     fn = "validate_inputs"
+    concrete = not any(_checks.is_traced(v) for v in (labels, logits, segment_ids) if v is not None)
+
+    def _check(ok: Any, msg: str, **fmt: Any) -> None:
+        if not concrete:
+            checkify.check(ok, msg, **fmt)
+        elif not bool(ok):
+            raise ValueError(msg.format(**{k: int(v) for k, v in fmt.items()}))
+
     _checks.not_none(labels, "labels", fn)
     z = _checks.as_float(labels, jnp.float32, "labels", fn)
     if logits is not None:
@@ -70,7 +75,7 @@ def validate_inputs(
     # Integer and bool labels (cast to float above) are checked too: the losses use them as is.
     padding = allow_padding or segment_ids is not None
     low_ok = (z >= 0) | (z < 0) & padding
-    checkify.check(
+    _check(
         jnp.all(low_ok & (z <= 1)),
         "validate_inputs: labels must lie in [0, 1]"
         + (" (or < 0 for padding)" if padding else "")
@@ -80,7 +85,7 @@ def validate_inputs(
     )
     if logits is not None:
         finite = jnp.isfinite(x)
-        checkify.check(
+        _check(
             jnp.all(finite),
             "validate_inputs: logits must be finite; found {bad} NaN/inf logit(s), first at "
             "flat index {idx}.",
@@ -89,7 +94,7 @@ def validate_inputs(
         )
     if segment_ids is not None:
         ok = (ids >= 0) & (ids < n_segments)
-        checkify.check(
+        _check(
             jnp.all(ok),
             f"validate_inputs: segment ids must lie in [0, {n_segments}); found "
             "{bad} out of range, first at flat index {idx}.",

@@ -1,4 +1,4 @@
-"""sigmoid_xent.compat: the peers' signatures, broadcasting and values (SPEC §8).
+"""sigmoid_xent.compat: the peers' signatures, broadcasting and values, exactly as each peer.
 
 Every value is checked twice: against a numpy float64 transcription of the peer's code (always
 runs), and against the peer itself run on float64 copies of the inputs (optax is a dependency;

@@ -1,4 +1,4 @@
-"""The table of bad inputs and the exact exception each gets (issue 11; SPEC §6).
+"""The table of bad inputs and the exact exception each gets (issue 11).
 
 ``TABLE`` is the data: one row per bad input, with the exception type and the exact message.
 tests/README.md shows the same table rendered as markdown (``render_markdown()``; a test keeps
@@ -226,8 +226,8 @@ TABLE = [
         lambda: ranking.sigmoid_cross_entropy(Z3, Z3, segment_ids=np.array([0, 2, 5]),
                                               num_segments=2), ValueError,
         "ranking.sigmoid_cross_entropy: `segment_ids` must lie in [0, num_segments) = [0, 2); "
-        "found 2 out of range, the first 2 at index 1. (Inside jit/vmap such items are dropped "
-        "as padding.)"),
+        "found 2 out of range, the first 2 at index 1. (Inside jit/vmap such an id makes the whole "
+        "result NaN.)"),
     Row("ranking: float segment ids",
         lambda: ranking.sigmoid_cross_entropy(Z3, Z3, segment_ids=Z3, num_segments=2),
         ValueError,
@@ -281,7 +281,7 @@ TABLE = [
         f"sigmoid_cross_entropy: unknown reduction 'bogus'; {VALID}"),
     Row("ranking: a non-bool where mask",
         lambda: ranking.sigmoid_cross_entropy(Z2, Z2, where=np.ones((2, 3))), TypeError,
-        "ranking.sigmoid_cross_entropy: `where` must be a boolean mask (True = real item), got "
+        "ranking.sigmoid_cross_entropy: `where` must be a boolean mask (True = present), got "
         "shape (2, 3) and dtype float32."),
     Row("ranking: dense weights of a bad shape",
         lambda: ranking.sigmoid_cross_entropy(Z2, Z2, weights=np.ones(3)), ValueError,
@@ -303,6 +303,24 @@ TABLE = [
     Row("ranking loss object: unknown reduction",
         lambda: ranking.SigmoidCrossEntropyLoss(reduction="average"), ValueError,
         f"ranking.SigmoidCrossEntropyLoss: unknown reduction 'average'; {RANKING_VALID}"),
+    # where, label smoothing and validate_inputs: one check each, for every function.
+    Row("where: not boolean",
+        lambda: sx.sigmoid_cross_entropy_with_logits(Z3, Z3, where=np.ones(3)), TypeError,
+        "sigmoid_cross_entropy_with_logits: `where` must be a boolean mask (True = present), "
+        "got shape (3,) and dtype float32."),
+    Row("where: not broadcastable",
+        lambda: sx.reduce_loss(Z3, where=np.ones((2,), bool)), ValueError,
+        "reduce_loss: `where` of shape (2,) cannot be broadcast to the losses shape (3,)."),
+    Row("label_smoothing above 1",
+        lambda: sx.sigmoid_cross_entropy(Z2, Z2, label_smoothing=1.5), ValueError,
+        "sigmoid_cross_entropy: `label_smoothing` must lie in [0, 1], got 1.5."),
+    Row("label_smoothing below 0 (Keras function)",
+        lambda: sx.binary_crossentropy(Z2, Z2, from_logits=True, label_smoothing=-0.1),
+        ValueError, "binary_crossentropy: `label_smoothing` must lie in [0, 1], got -0.1."),
+    Row("validate_inputs: concrete bad labels",
+        lambda: sx.validate_inputs(np.array([0.0, 2.0])), ValueError,
+        "validate_inputs: labels must lie in [0, 1]; found 1 bad label(s), first at flat index "
+        "1."),
 ]
 
 

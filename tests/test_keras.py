@@ -3,7 +3,7 @@
 Skipped when keras is not installed. Values are compared with Keras's own losses on the same
 inputs (in float64 where Keras's float32 rounding would dominate: its ``1 - sigmoid(x)``), and
 inside ``compile``/``fit``/``evaluate`` on the same model. The only hard-coded numbers are the
-seed pages' and SPEC's.
+examples of the TensorFlow, Keras and TF-Ranking reference pages.
 """
 
 from __future__ import annotations

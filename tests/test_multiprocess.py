@@ -1,4 +1,4 @@
-"""Two JAX processes on this machine equal one process holding all 8 devices (SPEC §5).
+"""Two JAX processes on this machine equal one process holding all 8 devices, value and grads.
 
 The test starts two worker processes (``jax.distributed.initialize`` on 127.0.0.1 and a free
 port, 4 virtual CPU devices each, gloo collectives, one mesh of all 8 devices) and, at the same

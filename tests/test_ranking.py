@@ -19,7 +19,7 @@ from sigmoid_xent import ranking
 from sigmoid_xent.reductions import LISTWISE
 
 sce = ranking.sigmoid_cross_entropy
-REDUCTIONS = sorted(LISTWISE)
+REDUCTIONS = [r.value for r in sx.Reduction if r in LISTWISE]
 SCALAR_REDUCTIONS = [r for r in REDUCTIONS if r not in ("none", "per_list")]
 WEIGHT_FORMS = ["none", "scalar", "item", "list"]
 
@@ -195,29 +195,31 @@ def every_weight_form_dense(z, x, w_item, w_list):
 @given(data=ragged_lists())
 def test_packed_equals_dense_and_reference(data):
     z_lists, x_lists, w_item, w_list = data
+    num = len(z_lists)
+    capacity = next(c for k, _, c in BUCKETS if k == num)
+    # One compilation serves a whole bucket: the items are filled up to a fixed capacity with
+    # padding (label -1, NaN logits and weights) in one extra list, on both sides.
+    fill = capacity - sum(len(r) for r in z_lists)
+    z_lists = [*z_lists, np.full((fill,), -1.0, np.float32)]
+    x_lists = [*x_lists, np.zeros((fill,), np.float32)]
+    w_item = [*w_item, np.ones((fill,), np.float32)]
+    w_list = np.append(w_list, np.float32(1.0))
     z, ids = ranking.pack(z_lists)
     x, _ = ranking.pack(x_lists)
-    num = len(z_lists)
-    n = z.shape[0]
-    capacity = next(c for k, _, c in BUCKETS if k == num)
-    # Under jit, items with ids outside [0, num) are dropped: fill up to a fixed capacity with
-    # such items (NaN logits and weights) so that one compilation serves a whole bucket.
+    n = z.shape[0] - fill
+    nan_fill = np.where(np.arange(capacity) < n, 1.0, np.nan).astype(np.float32)
     packed = every_weight_form(
-        fill_to(z, capacity, 1.0),
-        fill_to(x, capacity, np.nan),
-        fill_to(ids, capacity, num),
-        fill_to(np.concatenate(w_item), capacity, np.nan),
-        w_list,
-        num_segments=num,
+        z, x * nan_fill, ids, np.concatenate(w_item) * nan_fill, w_list, num_segments=num + 1
     )
     # inf logits and NaN weights in the dense padding must never leak either.
     dense = every_weight_form_dense(
         dense_from_lists(z_lists, -1),
-        dense_from_lists(x_lists, np.inf),
+        np.where(dense_from_lists(z_lists, -1) < 0, np.inf, dense_from_lists(x_lists, np.inf)),
         dense_from_lists(w_item, np.nan),
         w_list,
     )
-    real = np.arange(max(len(r) for r in z_lists)) < np.array([len(r) for r in z_lists])[:, None]
+    lengths = np.array([len(r) for r in z_lists[:-1]] + [0])
+    real = np.arange(dense["none"]["none"].shape[1]) < lengths[:, None]
     for form in WEIGHT_FORMS:
         w_ref = weight_args(form, z_lists, w_item, w_list)[2]
         for reduction in REDUCTIONS:
@@ -231,6 +233,19 @@ def test_packed_equals_dense_and_reference(data):
                 continue
             np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
             assert_close(got, ref_ranking(z_lists, x_lists, w_ref, reduction))
+
+
+def test_out_of_range_ids_under_jit_give_nan_everywhere():
+    # Three packed lists summed as two: NaN, never a plausible finite number, under jit.
+    z = jnp.array([1.0, 0.0, 0.0, 1.0, 0.0, 1.0])
+    x = jnp.array([0.6, 0.8, 0.5, 0.8, 0.4, 0.3])
+    ids = jnp.array([0, 0, 1, 1, 1, 2])
+    for reduction, out in all_reductions(z, x, ids, None, num_segments=2).items():
+        assert np.all(np.isnan(np.asarray(out))), reduction
+    right = sce(z, x, segment_ids=ids, num_segments=3)
+    np.testing.assert_allclose(right, 0.4912374, rtol=1e-6)
+    with pytest.raises(ValueError, match="out of range"):
+        sce(z, x, segment_ids=ids, num_segments=2)
 
 
 def test_packed_eager_equals_pad_then_dense():
@@ -575,18 +590,10 @@ def test_vmap_rows_gradients_match_loop():
     np.testing.assert_allclose(batched, looped, rtol=1e-6, atol=1e-8)
 
 
-def test_jit_with_static_num_segments_and_out_of_range_ids_dropped():
+def test_validate_inputs_names_out_of_range_ids_under_checkify():
     z = jnp.array([1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0])
     x = jnp.array([0.6, 0.8, 0.5, 0.8, 0.4, 9.0, -9.0])
     ids = jnp.array([0, 0, 1, 1, 1, 2, -1])  # the last two lie outside [0, 2)
-    f = jax.jit(sce, static_argnames=("num_segments", "reduction"))
-    np.testing.assert_allclose(f(z, x, segment_ids=ids, num_segments=2), 0.6444636, rtol=1e-6)
-    got = all_reductions(z, x, ids, None, num_segments=2)
-    want = all_reductions(z[:5], x[:5], ids[:5], None, num_segments=2)
-    np.testing.assert_array_equal(got["none"][5:], 0.0)
-    got["none"] = got["none"][:5]
-    for reduction in REDUCTIONS:
-        np.testing.assert_allclose(got[reduction], want[reduction], rtol=1e-6)
     # validate_inputs under checkify reports them.
     check = jax.jit(
         checkify.checkify(

@@ -10,6 +10,8 @@ items with out-of-range fillers that jit drops), so each layout compiles once.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,13 +25,13 @@ from sigmoid_xent import ranking
 from sigmoid_xent.reductions import LISTWISE
 
 sce = ranking.sigmoid_cross_entropy
-REDUCTIONS = sorted(LISTWISE)
+REDUCTIONS = [r.value for r in sx.Reduction if r in LISTWISE]
 LISTS, LONGEST, CAPACITY = 4, 6, 24
 
 GARBAGE = [np.nan, np.inf, -np.inf, 3e38, -3e38]
 
 
-def _all(z, x, w_item, w_list, where, ids=None):
+def _all(z, x, w_item, w_list, where, ids=None, num_lists=LISTS):
     """Every reduction for per-item and per-list weights (dense, or packed with ``ids``)."""
     out = {}
     for form, w in (("item", w_item), ("list", w_list)):
@@ -37,7 +39,7 @@ def _all(z, x, w_item, w_list, where, ids=None):
             if ids is None:
                 out[form, r] = sce(z, x, weights=w, where=where, reduction=r)
             else:
-                out[form, r] = sce(z, x, segment_ids=ids, num_segments=LISTS, weights=w,
+                out[form, r] = sce(z, x, segment_ids=ids, num_segments=num_lists, weights=w,
                                    where=where, reduction=r)
     return out
 
@@ -47,8 +49,20 @@ def _total(*args, **kwargs):
 
 
 DENSE = jax.jit(lambda *a: (_all(*a), jax.grad(_total, argnums=(0, 1, 2, 3))(*a)))
-PACKED = jax.jit(lambda z, x, wi, wl, wh, ids: (
-    _all(z, x, wi, wl, wh, ids), jax.grad(_total, argnums=(0, 1, 2, 3))(z, x, wi, wl, wh, ids)))
+# Packed cases hold one more list, id LISTS, that only fills the items up to CAPACITY (padding).
+_packed = functools.partial(_all, num_lists=LISTS + 1)
+# ``auto_scale`` turns the packed auto denominator into the dense one, for the gradients.
+
+
+def _packed_total(z, x, wi, wl, wh, ids, auto_scale):
+    out = _packed(z, x, wi, wl, wh, ids)
+    return sum(jnp.sum(v) * (auto_scale if k[1] == "sum_over_batch_size" else 1)
+               for k, v in out.items())
+
+
+PACKED = jax.jit(lambda z, x, wi, wl, wh, ids, auto_scale=1.0: (
+    _packed(z, x, wi, wl, wh, ids),
+    jax.grad(_packed_total, argnums=(0, 1, 2, 3))(z, x, wi, wl, wh, ids, auto_scale)))
 
 
 @st.composite
@@ -86,15 +100,16 @@ def clean(z, x, w_item, padding):
 
 
 def pack_case(z, x, w_item, where, real, seed):
-    """The dense case as shuffled packed items, filled up to CAPACITY with dropped garbage."""
+    """The dense case as shuffled packed items, filled up to CAPACITY with garbage padding in
+    one extra list (id LISTS)."""
     k, j = np.nonzero(real)
     rng = np.random.default_rng(seed)
     order = rng.permutation(k.size)
     k, j = k[order], j[order]
     fill = CAPACITY - k.size
-    ids = np.concatenate([k, np.full(fill, LISTS)]).astype(np.int32)  # id LISTS: dropped
+    ids = np.concatenate([k, np.full(fill, LISTS)]).astype(np.int32)
     take = lambda a, f: np.concatenate([a[k, j], np.full(fill, f)])  # noqa: E731
-    return (take(z, 1.0), take(x, np.nan), take(w_item, np.nan), take(where, True), ids, k, j)
+    return (take(z, -1.0), take(x, np.nan), take(w_item, np.nan), take(where, True), ids, k, j)
 
 
 def f32(*arrays):
@@ -122,10 +137,18 @@ def test_garbage_in_padding_never_leaks_dense_and_packed(case, seed):
             np.testing.assert_array_equal(g[padding], 0.0, err_msg=name)
 
     pz, px, pw, pwhere, ids, k, j = pack_case(z, x, w_item, where, real, seed)
-    pvalues, pgrads = PACKED(*f32(pz, px, pw, w_list), jnp.asarray(pwhere), jnp.asarray(ids))
     n = k.size
+    # The extra list counts as a list, and is the longest if it holds most items.
+    auto_scale = ((LISTS + 1) * max(LONGEST, CAPACITY - n)) / (LISTS * LONGEST)
+    pvalues, pgrads = PACKED(*f32(pz, px, pw, np.append(w_list, 1.0)), jnp.asarray(pwhere),
+                             jnp.asarray(ids), jnp.float32(auto_scale))
     for key, v in pvalues.items():
         v, d = np.asarray(v), np.asarray(values[key])
+        if key[1] == "per_list":
+            np.testing.assert_array_equal(v[LISTS:], 0.0)
+            v = v[:LISTS]
+        elif key[1] == "sum_over_batch_size":
+            v = v * auto_scale
         if key[1] == "none":
             np.testing.assert_array_equal(v[n:], 0.0)
             np.testing.assert_allclose(v[:n], d[k, j], rtol=1e-6, atol=1e-37, err_msg=str(key))
@@ -150,7 +173,7 @@ def test_garbage_in_padding_never_leaks_dense_and_packed(case, seed):
 
 
 def r_ranking(z, x, w, reduction):
-    """TF-Ranking's semantics (SPEC §4) in longdouble on dense [lists, slots] inputs."""
+    """TF-Ranking's reductions (label < 0 is padding) in longdouble on dense [lists, slots]."""
     z, x, w = ld(z), ld(x), ld(w)
     valid = ~(z < 0)
     w = np.where(valid, w, LD(0))
@@ -228,11 +251,11 @@ def test_everything_padding_gives_zero_with_finite_gradients():
         np.testing.assert_array_equal(v, 0.0, err_msg=str(key))
     for g in grads[:3]:
         np.testing.assert_array_equal(g, 0.0)
-    ids = np.full(CAPACITY, LISTS, np.int32)  # every item dropped: all segments empty
+    ids = np.full(CAPACITY, LISTS, np.int32)  # every item padding, most segments empty
     ids[:3] = [0, 0, 3]
     pz = np.full(CAPACITY, -1.0)
     values, grads = PACKED(*f32(pz, np.full(CAPACITY, np.nan), np.full(CAPACITY, np.inf),
-                                np.ones(LISTS)), jnp.ones(CAPACITY, bool), jnp.asarray(ids))
+                                np.ones(LISTS + 1)), jnp.ones(CAPACITY, bool), jnp.asarray(ids))
     for key, v in values.items():
         np.testing.assert_array_equal(v, 0.0, err_msg=str(key))
     for g in grads[:3]:
@@ -269,10 +292,10 @@ def test_one_item_lists_and_graded_labels_against_reference():
 
 
 def test_packed_rows_vmap_with_garbage():
-    """[batch, n] rows of packed items under vmap, with garbage in padded and dropped items."""
-    z = jnp.array([[1.0, 0.0, -1.0, 0.5], [0.0, -1.0, 1.0, 1.0]])
-    x = jnp.array([[0.3, -2.0, jnp.nan, 1.0], [jnp.inf, 4.0, -1.0, 0.0]])
-    ids = jnp.array([[0, 0, 1, 2], [2, 1, 0, 3]])  # id 3: dropped (num_segments=3) under jit
+    """[batch, n] rows of packed items under vmap, with garbage in padded items."""
+    z = jnp.array([[1.0, 0.0, -1.0, 0.5], [0.0, -1.0, 1.0, -1.0]])
+    x = jnp.array([[0.3, -2.0, jnp.nan, 1.0], [jnp.inf, 4.0, -1.0, jnp.nan]])
+    ids = jnp.array([[0, 0, 1, 2], [2, 1, 0, 2]])
     z = z.at[1, 0].set(-1.0)  # the inf logit is padding
 
     def row(z, x, ids):

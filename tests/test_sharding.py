@@ -391,6 +391,11 @@ def test_ranking_packed_segments_on_their_shards(check_vma):
         )(labels, logits, seg_global, weights)
         for r in RANKING_REDUCTIONS:
             np.testing.assert_allclose(got[r], want[r], rtol=2e-6, err_msg=r)
+    # One id out of range on one device: NaN on every device, for every reduction.
+    bad = seg_local.copy()
+    bad[7] = num_local
+    for r, v in f(losses, labels, bad, weights).items():
+        assert np.all(np.isnan(np.asarray(v))), r
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,74 +29,92 @@ INF = float("inf")
 
 @dataclasses.dataclass(frozen=True)
 class Loss:
-    """``fn(labels, logits, weights)`` of one public loss; ``weights`` None when unsupported."""
+    """``fn(labels, logits, weights=None, where=None)`` of one public loss.
+
+    ``weights`` (labels' shape) is ignored where unsupported; ``where`` is the loss's own mask.
+    """
 
     name: str
     fn: Callable[..., jax.Array]
     weighted: bool = True  # whether ``weights`` (labels' shape) reaches the loss
     reduces: bool = False  # whether the result is a scalar
+    # The weights the loss takes, from labels-shaped ones (outside debug_nans: slicing NaN
+    # weights is the caller's operation, not the loss's).
+    prepare: Callable[[jax.Array], jax.Array] = lambda w: w
 
 
 def _elementwise(f: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
     # An elementwise loss "weighted" the way users weight it: reduce_loss with weights.
-    def loss(z, x, w=None):
-        out = f(z, x)
-        return out if w is None else sx.reduce_loss(out, w, "sum")
+    def loss(z, x, w=None, where=None):
+        out = f(z, x, where=where)
+        return out if w is None else sx.reduce_loss(out, w, "sum", where=where)
 
     return loss
 
 
-def _keras_object(z, x, w=None):
+def _keras_object(z, x, w=None, where=None):
     # Per-sample weights [batch, 1]: the first column of w.
     bce = sx.BinaryCrossentropy(from_logits=True, reduction="sum")
-    return bce(z, x) if w is None else bce(z, x, sample_weight=w[:, :1])
+    if w is not None and w.shape[-1] != 1:
+        w = w[:, :1]
+    return bce(z, x, where=where) if w is None else bce(z, x, w, where=where)
 
 
-def _ranking_object(z, x, w=None):
-    return ranking.SigmoidCrossEntropyLoss(reduction="sum")(z, x, sample_weight=w)
+def _ranking_object(z, x, w=None, where=None):
+    return ranking.SigmoidCrossEntropyLoss(reduction="sum")(z, x, sample_weight=w, where=where)
 
 
 LOSSES = [
     Loss("sigmoid_cross_entropy_with_logits", _elementwise(sx.sigmoid_cross_entropy_with_logits)),
     Loss(
         "weighted_sigmoid_cross_entropy_with_logits",
-        _elementwise(lambda z, x: sx.weighted_sigmoid_cross_entropy_with_logits(z, x, 1.5)),
+        _elementwise(
+            lambda z, x, where: sx.weighted_sigmoid_cross_entropy_with_logits(
+                z, x, 1.5, where=where
+            )
+        ),
     ),
     Loss(
         "sigmoid_focal_loss",
-        _elementwise(lambda z, x: sx.sigmoid_focal_loss(z, x, alpha=0.25, gamma=2.0)),
+        _elementwise(
+            lambda z, x, where: sx.sigmoid_focal_loss(z, x, alpha=0.25, gamma=2.0, where=where)
+        ),
     ),
     # A real gamma takes the two-float exponential, an integer one the products.
     Loss(
         "sigmoid_focal_loss_real_gamma",
-        _elementwise(lambda z, x: sx.sigmoid_focal_loss(z, x, alpha=0.25, gamma=2.5)),
-    ),
-    Loss(
-        "plain_focal_loss",
-        _elementwise(lambda z, x: plain_focal_loss(z, x, alpha=0.25, gamma=2.0)),
+        _elementwise(
+            lambda z, x, where: sx.sigmoid_focal_loss(z, x, alpha=0.25, gamma=2.5, where=where)
+        ),
     ),
     Loss(
         "sigmoid_cross_entropy",
-        lambda z, x, w=None: sx.sigmoid_cross_entropy(
-            z, x, weights=1.0 if w is None else w, reduction="sum"
+        lambda z, x, w=None, where=None: sx.sigmoid_cross_entropy(
+            z, x, weights=1.0 if w is None else w, reduction="sum", where=where
         ),
         reduces=True,
     ),
     Loss(
         "binary_crossentropy",
-        lambda z, x, w=None: sx.binary_crossentropy(z, x, from_logits=True),
+        lambda z, x, w=None, where=None: sx.binary_crossentropy(
+            z, x, from_logits=True, where=where
+        ),
         weighted=False,
     ),
-    Loss("BinaryCrossentropy", _keras_object, reduces=True),
+    Loss("BinaryCrossentropy", _keras_object, reduces=True, prepare=lambda w: w[:, :1]),
     Loss(
         "ranking.sigmoid_cross_entropy",
-        lambda z, x, w=None: ranking.sigmoid_cross_entropy(z, x, weights=w, reduction="sum"),
+        lambda z, x, w=None, where=None: ranking.sigmoid_cross_entropy(
+            z, x, weights=w, where=where, reduction="sum"
+        ),
         reduces=True,
     ),
     Loss("ranking.SigmoidCrossEntropyLoss", _ranking_object, reduces=True),
     Loss(
         "reduce_loss",
-        lambda z, x, w=None: sx.reduce_loss(sx.sigmoid_cross_entropy_with_logits(z, x), w),
+        lambda z, x, w=None, where=None: sx.reduce_loss(
+            sx.sigmoid_cross_entropy_with_logits(z, x, where=where), w, where=where
+        ),
         reduces=True,
     ),
 ]
@@ -192,6 +210,38 @@ def test_zero_weight_gives_zero_gradient(loss):
     # The weighted elements alone decide the value.
     keep = _total(loss, w[1:2])(z[1:2], x[1:2])
     np.testing.assert_allclose(value, keep, rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+def test_where_false_elements_are_absent(loss):
+    # Whole rows masked, holding NaN labels, NaN/inf logits and NaN weights (missing labels
+    # stored as NaN): the value equals the call on the kept rows, every gradient at a masked
+    # element is exactly 0, and no NaN is formed anywhere (debug_nans, eager and jitted).
+    z, x = _data()
+    w = jnp.linspace(0.5, 2.0, 20).reshape(4, 5)
+    keep = np.array([True, False, True, False])
+    where = jnp.asarray(np.broadcast_to(keep[:, None], (4, 5)))
+    garbage = jnp.asarray(np.resize(np.array([np.nan, np.inf, -np.inf, np.nan, 3.0]), (4, 5)))
+    z_bad = jnp.where(where, z, jnp.full_like(z, np.nan))
+    x_bad = jnp.where(where, x, garbage)
+    w_bad = jnp.where(where, w, jnp.full_like(w, np.nan))
+    w_bad, w_kept = loss.prepare(w_bad), loss.prepare(w[keep])
+    kept = loss.fn(z[keep], x[keep], w_kept if loss.weighted else None)
+    with jax.debug_nans(True):
+        for f in (loss.fn, jax.jit(loss.fn)):
+            value = f(z_bad, x_bad, w_bad if loss.weighted else None, where=where)
+            grads = jax.grad(
+                lambda z, x, w, f=f: jnp.sum(f(z, x, w if loss.weighted else None, where=where)),
+                argnums=(0, 1, 2),
+            )(z_bad, x_bad, w_bad)
+            if np.ndim(value) == 0:
+                np.testing.assert_allclose(value, kept, rtol=1e-6)
+            else:
+                np.testing.assert_array_equal(np.asarray(value)[~keep], 0.0)
+                np.testing.assert_allclose(np.asarray(value)[keep], kept, rtol=1e-6)
+            for g in grads:
+                assert np.all(np.isfinite(np.asarray(g))), loss.name
+                np.testing.assert_array_equal(np.asarray(g)[~keep], 0.0)
 
 
 @pytest.mark.parametrize("loss", LOSSES, ids=IDS)
@@ -294,7 +344,7 @@ def _surface() -> list[tuple[str, Callable[..., Any], tuple[Any, ...]]]:
         (
             "tf_v1_smoothing",
             lambda z, x, s: sx.sigmoid_cross_entropy(z, x, label_smoothing=s),
-            (z, x, per_class),
+            (z, x, per_class / 2),
         ),
         ("keras_fn", lambda z, x: sx.binary_crossentropy(z, x, from_logits=True), (z, x)),
         (
