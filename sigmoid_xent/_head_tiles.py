@@ -170,10 +170,14 @@ def label_grad(x: Array, pos_weight: Array | None) -> Array:
 # The sweep.
 
 
-def _ids_labels(rel: Array, values: Array, rows: int, cols: int, dtype: Any) -> Array:
-    """The tile's labels from the row's class indices (relative to the tile, -1 = none): each
-    class compared with the tile's columns, so no labels outside the tile are ever formed."""
-    z = jnp.zeros((rows, cols), dtype)
+def _ids_labels(
+    rel: Array, values: Array, rows: int, cols: int, dtype: Any, fill: Array | None = None
+) -> Array:
+    """The tile's labels from the row's class indices (relative to the tile, -1 = none), every
+    other class ``fill`` (default 0): each class compared with the tile's columns, so no labels
+    outside the tile are ever formed."""
+    shape = (rows, cols)
+    z = jnp.zeros(shape, dtype) if fill is None else jnp.broadcast_to(fill, shape).astype(dtype)
     iota = lax.broadcasted_iota(jnp.int32, (1, cols), 1)
     for k in range(rel.shape[1]):
         z = jnp.where(rel[:, k : k + 1] == iota, values[:, k : k + 1], z)
@@ -217,6 +221,9 @@ def sweep(
         if name in sources:
             carry[name] = jnp.zeros_like(sources[name])
     products = [name for name in ("h", "w", "bias") if name in want]
+    # Per-row (or scalar) smoothing of label ids smooths the K listed values and fills the other
+    # classes with s / 2: no elementwise smoothing over the tile.
+    row_smoothing = ids is not None and kinds.get("smoothing") in (SCALAR, ROW)
 
     def body(carry, r0, rows, c0, cols, fresh):
         h_t = lax.dynamic_slice_in_dim(h, r0, rows)
@@ -224,13 +231,19 @@ def sweep(
         b_t = lax.dynamic_slice_in_dim(bias, c0, cols)
         x = lax.dot_general(h_t, v_t, (((1,), (1,)), ((), ()))) + b_t[None, :]
         m_t = _tile(mask, kinds.get("mask"), r0, rows, c0, cols)
+        s_t = _tile(smooth, kinds.get("smoothing"), r0, rows, c0, cols)
         if ids is None:
             z = hide(m_t, lax.dynamic_slice(labels, (r0, c0), (rows, cols))).astype(cd)
+            zs = smooth_labels(z, s_t, cd)
         else:
             rel = lax.dynamic_slice_in_dim(ids, r0, rows) - c0
-            z = _ids_labels(rel, lax.dynamic_slice_in_dim(labels, r0, rows), rows, cols, cd)
-        s_t = _tile(smooth, kinds.get("smoothing"), r0, rows, c0, cols)
-        zs = smooth_labels(z, s_t, cd)
+            listed = lax.dynamic_slice_in_dim(labels, r0, rows)
+            if row_smoothing:  # labels smoothed per row: the listed ones, and all the others
+                zs = _ids_labels(rel, smooth_labels(listed, s_t, cd), rows, cols, cd, 0.5 * s_t)
+            else:
+                zs = smooth_labels(_ids_labels(rel, listed, rows, cols, cd), s_t, cd)
+            if "smoothing" in want:
+                z = _ids_labels(rel, listed, rows, cols, cd)
         p_t = _tile(pw, kinds.get("pos_weight"), r0, rows, c0, cols)
         if p_t is None:
             loss = loss_value(x, zs)
