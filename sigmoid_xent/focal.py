@@ -533,21 +533,16 @@ def sigmoid_focal_loss(
     .. math::
 
         \ell = \alpha_t \, (1 - p_t)^{\gamma} \, \mathrm{bce}(z, x), \quad
-        p_t = z\sigma(x) + (1 - z)(1 - \sigma(x)), \quad
-        \alpha_t = \alpha z + (1 - \alpha)(1 - z)
+        p_t = z\sigma(x) + (1 - z)(1 - \sigma(x)), \quad \alpha_t = \alpha z + (1 - \alpha)(1 - z)
 
-    for every ``z`` in [0, 1], as ``torchvision.ops.sigmoid_focal_loss`` and Keras'
-    ``BinaryFocalCrossentropy(apply_class_balancing=True)``. The float32 value is within 2 ulp
-    of the exact one for every ``gamma`` (two-float arithmetic, rounded once); gradients with
-    respect to every argument and second derivatives are finite at saturation, at infinite
-    logits and for ``0 <= gamma < 1``.
+    for every ``z`` in [0, 1], as torchvision. float32: within 2 ulp for every ``gamma``; every
+    gradient and second derivative is finite at saturation, ``±inf`` and ``0 <= gamma < 1``.
 
     Args:
       labels: Targets of ``logits``' shape, hard or soft.
       logits: Float logits.
-      alpha: Weight of the positive class in [0, 1]; ``None`` or a negative value (torchvision's
-        ``-1``) disables the class balance (``alpha_t = 1``).
-      gamma: Focusing exponent, ``>= 0``; ``gamma = 0`` gives ``alpha_t * bce``.
+      alpha: Weight of the positive class in [0, 1]; None or negative: no class balance.
+      gamma: Focusing exponent, ``>= 0``; a Python integer is raised by products.
 
     Returns:
       The elementwise loss, with ``logits``' shape and dtype.
@@ -557,8 +552,7 @@ def sigmoid_focal_loss(
       ValueError: shape mismatch, a None label/logit, or a negative static ``gamma``.
 
     Examples:
-      >>> import jax.numpy as jnp
-      >>> import sigmoid_xent as sx
+      >>> import jax.numpy as jnp, sigmoid_xent as sx
       >>> sx.sigmoid_focal_loss(jnp.array([1., 0.]), jnp.array([2., 2.]))
       Array([4.5089072e-04, 1.2375586e+00], dtype=float32)
 
