@@ -42,6 +42,7 @@ from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
 from sigmoid_xent import _checks
+from sigmoid_xent._mask import hide, keep
 from sigmoid_xent import _twofloat as twofloat
 from sigmoid_xent._core import (
     absorbing_mul,
@@ -410,15 +411,17 @@ def _value_plain(x: Array, z: Array, g: Array, a: Array) -> Array:
 
 
 def _at_most_bce(out: Array, x: Array, z: Array, g: Array, a: Array) -> Array:
-    """Without class balance (``a < 0``), the loss is at most the core's bce as computed, and
-    equal to it at ``gamma = 0`` (exactly, not within the two roundings of a separate program).
+    """For ``alpha`` in [0, 1] (or no class balance, ``a < 0``) the loss is at most the core's
+    bce as computed, and equal to it where ``alpha_t = 1`` at ``gamma = 0``.
 
     ``(1 - p_t)**gamma <= 1``, so this changes only where ``u**gamma`` is within an ulp or two
     of 1; there the accurate product can round above the core's own (1-2 ulp) value, which
     breaks ``focal <= bce`` (torchvision's test).
     """
     bce = loss_value(x, z)
-    return jnp.where(a < 0, jnp.where(g == 0, bce, jnp.minimum(out, bce)), out)
+    # alpha_t = 1 (no balance, or alpha 0 or 1 with a hard label) at gamma 0 is the bce itself.
+    unit = (a < 0) | (_plain_alpha_t(a, z) == 1)
+    return jnp.where(unit & (g == 0), bce, jnp.where(a <= 1, jnp.minimum(out, bce), out))
 
 
 def _plain_alpha_t(a: Array, z: Array) -> Array:
@@ -527,6 +530,7 @@ def sigmoid_focal_loss(
     *,
     alpha: ArrayLike | None = 0.25,
     gamma: ArrayLike = 2.0,
+    where: ArrayLike | None = None,
 ) -> Array:
     r"""Focal loss of Lin et al. (2017) on logits, elementwise.
 
@@ -543,12 +547,15 @@ def sigmoid_focal_loss(
       logits: Float logits.
       alpha: Weight of the positive class in [0, 1]; None or negative: no class balance.
       gamma: Focusing exponent, ``>= 0``; a Python integer is raised by products.
+      where: Optional bool mask broadcastable to ``logits``; False elements are absent (loss 0,
+        zero gradients).
 
     Returns:
-      The elementwise loss, with ``logits``' shape and dtype.
+      The elementwise loss, with ``logits``' shape and dtype; never above
+      :func:`sigmoid_cross_entropy_with_logits` for ``alpha`` in [0, 1].
 
     Raises:
-      TypeError: integer or bool ``logits``.
+      TypeError: integer or bool ``logits``, or a non-bool ``where``.
       ValueError: shape mismatch, a None label/logit, or a negative static ``gamma``.
 
     Examples:
@@ -559,7 +566,7 @@ def sigmoid_focal_loss(
     References:
       Lin et al., "Focal Loss for Dense Object Detection", 2017.
     """
-    return _checked_focal(labels, logits, alpha, gamma, "sigmoid_focal_loss", plain=False)
+    return _checked_focal(labels, logits, alpha, gamma, where, "sigmoid_focal_loss", plain=False)
 
 
 def plain_focal_loss(
@@ -568,6 +575,7 @@ def plain_focal_loss(
     *,
     alpha: ArrayLike | None = 0.25,
     gamma: ArrayLike = 2.0,
+    where: ArrayLike | None = None,
 ) -> Array:
     r""":func:`sigmoid_focal_loss` in plain float32 arithmetic for a static integer ``gamma``,
     for losses that are reduced next (the Keras class).
@@ -583,6 +591,7 @@ def plain_focal_loss(
       logits: Float logits.
       alpha: As :func:`sigmoid_focal_loss`.
       gamma: As :func:`sigmoid_focal_loss`.
+      where: As :func:`sigmoid_focal_loss`.
 
     Returns:
       The elementwise loss, with ``logits``' shape and dtype.
@@ -597,7 +606,7 @@ def plain_focal_loss(
       >>> plain_focal_loss(jnp.array([1., 0.]), jnp.array([2., 2.]))
       Array([4.5089060e-04, 1.2375586e+00], dtype=float32)
     """
-    return _checked_focal(labels, logits, alpha, gamma, "plain_focal_loss", plain=True)
+    return _checked_focal(labels, logits, alpha, gamma, where, "plain_focal_loss", plain=True)
 
 
 def _checked_focal(
@@ -605,10 +614,12 @@ def _checked_focal(
     logits: ArrayLike,
     alpha: ArrayLike | None,
     gamma: ArrayLike,
+    where: ArrayLike | None,
     fn: str,
     plain: bool,
 ) -> Array:
     z, x = check_labels_logits(labels, logits, fn)
+    mask = _checks.where_mask(where, x.shape, fn)
     cd = _checks.compute_dtype(x.dtype)
     g_static = _checks.static_scalar(gamma)
     if g_static is not None and g_static < 0:
@@ -617,7 +628,9 @@ def _checked_focal(
     _checks.broadcastable_to(g, x.shape, "gamma", fn, target="logits")
     a = None
     a_static = None if alpha is None else _checks.static_scalar(alpha)
-    balanced = a_static is not None and a_static >= 0
+    # A static alpha away from 0 and 1 keeps alpha_t below 1 by far more than the roundings, so
+    # the value needs no bound by the bce (and its second program); at 0 or 1 it does.
+    balanced = a_static is not None and _ALPHA_MARGIN <= a_static <= 1 - _ALPHA_MARGIN
     # A static integer gamma is raised by products (2 is every peer's default).
     power = None
     if g_static is not None and g_static.is_integer() and g_static <= MAX_POWER:
@@ -625,7 +638,11 @@ def _checked_focal(
     if alpha is not None:
         a = _checks.as_float(alpha, cd, "alpha", fn)
         _checks.broadcastable_to(a, x.shape, "alpha", fn, target="logits")
-    return _focal(x, z, g, a, balanced=balanced, power=power, plain=plain and power is not None)
+    plain = plain and power is not None
+    return _focal(x, z, g, a, mask, balanced=balanced, power=power, plain=plain)
+
+
+_ALPHA_MARGIN = 2.0**-20
 
 
 # The checks above run in Python; the loss is one compiled program per signature, so an eager
@@ -636,12 +653,13 @@ def _focal(
     z: Array,
     gamma: Array,
     alpha: Array | None,
+    mask: Array | None = None,
     balanced: bool = False,
     power: int | None = None,
     plain: bool = False,
 ) -> Array:
     cd = _checks.compute_dtype(x.dtype)
-    xc, zc = x.astype(cd), z.astype(cd)
+    xc, zc = hide(mask, x).astype(cd), hide(mask, z).astype(cd)
     g = jnp.broadcast_to(gamma.astype(cd), xc.shape)
     if alpha is None:
         a = jnp.full_like(xc, -1.0)
@@ -650,4 +668,4 @@ def _focal(
         a = jnp.broadcast_to(alpha.astype(cd), xc.shape)
     # A 16-bit result is rounded to 8 or 11 bits: the float32 plain value's few ulps vanish.
     plain = plain or jnp.dtype(x.dtype).itemsize < 4
-    return _focal_core(xc, zc, g, a, balanced, power, plain).astype(x.dtype)
+    return keep(mask, _focal_core(xc, zc, g, a, balanced, power, plain)).astype(x.dtype)

@@ -5,6 +5,8 @@ static gamma. Strict modes, debug_nans, jit/vmap and dtypes are tests/test_share
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import mpmath
@@ -488,3 +490,27 @@ def test_sixteen_bit_inputs_round_the_exact_value():
             ok = want > float(jnp.finfo(dtype).tiny)
             rel = np.abs(got.astype(np.float64) - want)[ok] / want[ok]
             assert rel.max() <= float(jnp.finfo(dtype).eps), (dtype, gamma, rel.max())
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 0.25, None, "traced"])
+def test_focal_never_above_the_cross_entropy(alpha):
+    # torchvision's own check (focal <= bce elementwise), for every alpha in [0, 1] and gamma
+    # >= 0, eager and jitted; alpha 0 or 1 make alpha_t = 1 for one class, where a product
+    # rounded once can land an ulp above the core's bce.
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(
+        np.concatenate([rng.normal(size=20000) * 10, rng.normal(size=20000)]), jnp.float32
+    )
+    z = jnp.asarray(np.resize([0.0, 1.0, 0.5, 0.1], x.shape), jnp.float32)
+    bce = np.asarray(sx.sigmoid_cross_entropy_with_logits(z, x))
+    for gamma in (0.0, 0.5, 2.0, 2.5):
+        if alpha == "traced":
+            got = jax.jit(lambda z, x, a, g=gamma: sx.sigmoid_focal_loss(z, x, alpha=a, gamma=g))(
+                z, x, jnp.float32(1.0)
+            )
+            outs = [got]
+        else:
+            f = functools.partial(sx.sigmoid_focal_loss, alpha=alpha, gamma=gamma)
+            outs = [f(z, x), jax.jit(f)(z, x)]
+        for out in outs:
+            assert np.all(np.asarray(out) <= bce), (alpha, gamma)
