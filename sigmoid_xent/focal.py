@@ -42,7 +42,6 @@ from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
 from sigmoid_xent import _checks
-from sigmoid_xent._mask import hide, keep
 from sigmoid_xent import _twofloat as twofloat
 from sigmoid_xent._core import (
     absorbing_mul,
@@ -51,6 +50,7 @@ from sigmoid_xent._core import (
     log1p_unit_over,
     loss_value,
 )
+from sigmoid_xent._mask import hide, keep
 
 Array = jax.Array
 
