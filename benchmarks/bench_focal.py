@@ -1,4 +1,4 @@
-"""Focal loss: variants of the two-float value against plain float32 and optax, one process.
+"""Focal loss: the library's paths against the plain float32 formula and optax, one process.
 
 ``python benchmarks/bench_focal.py``: forward and ``value_and_grad`` of the mean focal loss
 (alpha 0.25, gamma 2) at 2^20 float32 elements, implementations interleaved (the order rotates
@@ -9,16 +9,11 @@ labels at gamma 3.7 and soft labels (0.3, 1e-6) at gamma 6.
 
 Rows: ``static gamma (products)`` is :func:`sigmoid_xent.sigmoid_focal_loss` with a Python
 ``gamma`` (an integer one, 2 here and 6 in the accuracy grid, raises ``1 - p_t`` by two-float
-products, ``focal._value_power_f32``); ``plain_focal_loss`` is the Keras classes' plain float32
-value with the closed-form gradient. The ``traced gamma`` rows pass ``gamma`` as an array, which
-takes the two-float exponential (every real ``gamma``), in two variants of
-``focal._value_f32`` (the custom JVP is the same): ``dedicated pairs`` is the library's
-(guard-free pair ``exp``, ``log1p`` on [0, 1] without exponent-bits reduction, reciprocals
-by Newton steps instead of divisions: one loop);
-``generic pairs`` is the formulation before it (the generic guarded ``_twofloat.exp``/``log1p``,
-overflow-guarded products, ``alpha_t`` from four pairs). ``plain float32`` is the formula
-sigmoid_xent used before two-float arithmetic: ``exp(gamma log(1 - p_t)) * bce`` with a stable
-``log(1 - p_t)``, differentiated by JAX.
+products); ``plain_focal_loss`` is the Keras class's plain float32 value with the closed-form
+gradient; ``traced gamma`` passes ``gamma`` as an array, which takes the two-float exponential
+(every real ``gamma``). ``plain float32`` is the formula sigmoid_xent used before two-float
+arithmetic: ``exp(gamma log(1 - p_t)) * bce`` with a stable ``log(1 - p_t)``, differentiated by
+JAX.
 """
 
 from __future__ import annotations
@@ -33,9 +28,7 @@ import numpy as np
 import optax
 
 import sigmoid_xent as sx
-from sigmoid_xent import _twofloat as twofloat
-from sigmoid_xent import focal
-from sigmoid_xent._core import neg_abs, softplus
+from sigmoid_xent._core import log1p_unit, neg_abs
 from sigmoid_xent.focal import plain_focal_loss
 
 
@@ -45,95 +38,30 @@ def plain_focal(z, x, alpha=0.25, gamma=2.0):
     na = neg_abs(x)
     mix = c + (1 - c) * jnp.exp(na)
     ok = mix > 0
-    log_u = jnp.where(ok, jnp.log(jnp.where(ok, mix, 1.0)), na) - softplus(na)
+    log_u = jnp.where(ok, jnp.log(jnp.where(ok, mix, 1.0)), na) - log1p_unit(jnp.exp(na))
     bce = sx.sigmoid_cross_entropy_with_logits(z, x)
     alpha_t = alpha * z + (1 - alpha) * (1 - z)
     return alpha_t * jnp.exp(gamma * log_u) * bce
 
 
-def _generic_pairs(x, z):
-    """The pieces as pairs with the generic guarded functions (the formulation before)."""
-    a = jnp.abs(focal._finite(x))
-    zero = jnp.zeros_like(a)
-    one = twofloat.opaque(1.0)
-    e = twofloat.exp((-a, zero))
-    log1p_e = twofloat.log1p(e)
-    pos = x >= 0
-    one_minus_z = twofloat.two_sum(one, -z)
-    slope = twofloat.select(pos, one_minus_z, (z, zero))
-    other = twofloat.select(pos, (z, zero), one_minus_z)
-    mix = twofloat.add(slope, twofloat.mul(other, e))
-    agree = slope[0] == 0
-    log_mix = twofloat.select(
-        agree, (-a, zero), twofloat.log(twofloat.select(agree, (zero + 1, zero), mix))
-    )
-    return a, slope, twofloat.add(twofloat.mul1(slope, a), log1p_e), log_mix, log1p_e
-
-
-def generic_value_f32(x, z, g, a):
-    """The float32 value before the dedicated pairs (same numerics, 1.6x the operations)."""
-    a_abs, slope, bce, log_mix, log1p_e = _generic_pairs(x, z)
-    zero = jnp.zeros_like(a_abs)
-    log_u = twofloat.add(log_mix, (-log1p_e[0], -log1p_e[1]))
-    low = g * log_u[0] < -600.0
-    y = twofloat.mul1(twofloat.select(low, (zero, zero), log_u), g)
-    y = jnp.where(low, -1000.0, y[0]), jnp.where(low, zero, y[1])
-    h, lo, k, special, use_special = twofloat.exp_parts(y, -200.0, 200.0)
-    one = twofloat.opaque(1.0)
-    at = twofloat.add(
-        twofloat.two_prod(a, z), twofloat.mul(twofloat.two_sum(one, -a), twofloat.two_sum(one, -z))
-    )
-    at = twofloat.select(a < 0, (jnp.ones_like(a), jnp.zeros_like(a)), at)
-    prod = twofloat.mul(twofloat.mul((0.5 * h, 0.5 * lo), bce), at)
-    out = twofloat.scale(prod[0] + prod[1], jnp.clip(k + 1.0, -252.0, 254.0))
-    out = jnp.where(use_special, special, out)
-    out = jnp.where(jnp.isinf(x) & (slope[0] > 0), jnp.inf * at[0], out)
-    return jnp.where(at[0] == 0, 0.0 * at[0], out)
-
-
-# name -> (float32 value function patched into sigmoid_xent.focal, or None for a plain loss)
-VARIANTS = {
-    "sigmoid_xent (dedicated pairs)": focal._value_f32,
-    "sigmoid_xent (generic pairs)": generic_value_f32,
-}
 BASE = "optax.sigmoid_focal_loss"
 
 
 def _losses():
-    """name -> (value function or None, elementwise loss(x, z, alpha, gamma))."""
-    # A static integer gamma takes the products (focal._value_power_f32), a traced one the
-    # two-float exponential whose variants are patched in.
-    out = {
-        "sigmoid_xent, static gamma (products)": (
-            None,
-            lambda x, z, al, g: sx.sigmoid_focal_loss(z, x, al, float(g)),
+    """name -> elementwise loss(x, z, alpha, gamma)."""
+    return {
+        "sigmoid_xent, static gamma (products)": lambda x, z, al, g: sx.sigmoid_focal_loss(
+            z, x, alpha=al, gamma=float(g)
         ),
-        "plain_focal_loss (Keras classes)": (
-            None,
-            lambda x, z, al, g: plain_focal_loss(z, x, al, float(g)),
+        "plain_focal_loss (Keras class)": lambda x, z, al, g: plain_focal_loss(
+            z, x, alpha=al, gamma=float(g)
         ),
+        "sigmoid_xent, traced gamma": lambda x, z, al, g: sx.sigmoid_focal_loss(
+            z, x, alpha=al, gamma=jnp.float32(g)
+        ),
+        "plain float32": lambda x, z, al, g: plain_focal(z, x, al, g),
+        BASE: lambda x, z, al, g: optax.sigmoid_focal_loss(x, z, alpha=al, gamma=g),
     }
-    for k, v in VARIANTS.items():
-        out[k + ", traced gamma"] = (
-            v,
-            lambda x, z, al, g: sx.sigmoid_focal_loss(z, x, al, jnp.float32(g)),
-        )
-    out["plain float32"] = (None, lambda x, z, al, g: plain_focal(z, x, al, g))
-    out[BASE] = (None, lambda x, z, al, g: optax.sigmoid_focal_loss(x, z, alpha=al, gamma=g))
-    return out
-
-
-def _compile(value, fn, *args):
-    """``fn`` lowered and compiled with ``focal._value_f32 = value`` (a fresh trace)."""
-    old = focal._value_f32
-    if value is not None:
-        focal._value_f32 = value
-        jax.clear_caches()
-    try:
-        return jax.jit(fn).lower(*args).compile()
-    finally:
-        focal._value_f32 = old
-        jax.clear_caches()
 
 
 def _cpu() -> float:
@@ -149,11 +77,10 @@ def timings(n: int = 1 << 20, repeats: int = 21) -> dict[str, dict[str, tuple[fl
     result = {}
     for mode in ("forward", "value_and_grad"):
         fs = {}
-        for name, (value, loss) in _losses().items():
+        for name, loss in _losses().items():
             mean = lambda x, z, loss=loss: loss(x, z, 0.25, 2.0).mean()  # noqa: E731
-            fs[name] = _compile(
-                value, mean if mode == "forward" else jax.value_and_grad(mean), x, z
-            )
+            fn = mean if mode == "forward" else jax.value_and_grad(mean)
+            fs[name] = jax.jit(fn).lower(x, z).compile()
         for f in fs.values():
             jax.block_until_ready(f(x, z))
         wall: dict[str, list[float]] = {k: [] for k in fs}
@@ -186,11 +113,11 @@ def accuracy() -> dict[str, float]:
     grids = [((np.arange(x.size) % 2).astype(np.float32), 3.7)]
     grids += [(np.full_like(x, v), 6.0) for v in (0.3, 1e-6)]
     worst = {}
-    for name, (value, loss) in _losses().items():
+    for name, loss in _losses().items():
         err_max = 0.0
         for z, gamma in grids:
             g = np.float32(gamma)
-            fn = _compile(value, lambda x, z, g=g, loss=loss: loss(x, z, 0.25, g), x, z)
+            fn = jax.jit(lambda x, z, g=g, loss=loss: loss(x, z, 0.25, g))
             got = np.asarray(fn(x, z)).astype(np.longdouble)
             want = _reference(z, x, gamma)
             ulp = np.spacing(np.abs(want).astype(np.float32)).astype(np.longdouble)

@@ -7,7 +7,7 @@ from it (the focal loss, in :mod:`sigmoid_xent.focal`, from its pieces).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -77,15 +77,31 @@ def neg_abs_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, A
     return neg_abs(x), jnp.where(x >= 0, -t, t)
 
 
-def loss_value(x: Array, z: Array) -> Array:
-    """``max(x, 0) - x*z + log1p(exp(-|x|))`` without ``inf * 0``.
+class BceParts(NamedTuple):
+    """The pieces of the logistic loss ``c |x| + log1p(e)`` (:func:`bce_parts`)."""
 
-    Written as ``c |x| + log1p(e)`` with ``e = exp(-|x|)`` and ``c = 1 - z`` for ``x >= 0``,
-    ``c = z`` below; where ``c = 0`` and ``x`` is infinite the linear part is exactly 0, so
-    ``x = +inf, z = 1`` gives 0, not NaN. The guard replaces ``|x|`` before the product (no
-    ``0 * inf`` is ever formed, so ``jax_debug_nans`` finds nothing to report). Only infinite
-    ``x`` is guarded, so differentiating this value (forward mode over the VJP, as in
-    ``check_grads(order=2)``) still gives ``d/dz = -x``.
+    minus_abs: Array  # -|x|, by neg_abs (derivative -1 at x = 0)
+    e: Array  # exp(-|x|)
+    log1p_e: Array  # log1p(e), by log1p_unit
+    slope: Array  # c: 1 - z for x >= 0, z below (the label weight on the saturating side)
+
+
+def bce_parts(x: Array, z: Array) -> BceParts:
+    """The pieces of ``max(x, 0) - x z + log1p(exp(-|x|)) = c |x| + log1p(e)``, the one copy of
+    the formula that the core, weighted and focal losses build on (nothing here cancels)."""
+    minus_abs = neg_abs(x)
+    e = jnp.exp(minus_abs)
+    return BceParts(minus_abs, e, log1p_unit(e), jnp.where(x >= 0, 1 - z, z))
+
+
+def loss_value(x: Array, z: Array) -> Array:
+    """``c |x| + log1p(e)`` (:func:`bce_parts`) without ``inf * 0``.
+
+    Where ``c = 0`` and ``x`` is infinite the linear part is exactly 0, so ``x = +inf, z = 1``
+    gives 0, not NaN. The guard replaces ``|x|`` before the product (no ``0 * inf`` is ever
+    formed, so ``jax_debug_nans`` finds nothing to report). Only infinite ``x`` is guarded, so
+    differentiating this value (forward mode over the VJP, as in ``check_grads(order=2)``) still
+    gives ``d/dz = -x``.
 
     Shaped for XLA:CPU (benchmarks/README.md): ``e`` is the same expression as in
     :func:`logits_grad`, so one ``exp`` serves value and gradient; the guard is the outermost
@@ -93,14 +109,12 @@ def loss_value(x: Array, z: Array) -> Array:
     reads one finished array instead of pulling in pieces that each become a pass over memory;
     ``log1p`` is :func:`log1p_unit`, not XLA's.
     """
-    minus_abs = neg_abs(x)
-    log_term = log1p_unit(jnp.exp(minus_abs))
-    coef = jnp.where(x >= 0, 1 - z, z)
-    absent = (coef == 0) & jnp.isinf(x)
-    value = coef * jnp.where(absent, jnp.zeros_like(minus_abs), -minus_abs) + log_term
+    p = bce_parts(x, z)
+    absent = (p.slope == 0) & jnp.isinf(x)
+    value = p.slope * jnp.where(absent, jnp.zeros_like(p.minus_abs), -p.minus_abs) + p.log1p_e
     # Redundant for the value, but the outermost select keeps a following sum reading one
     # finished array (with the inner select alone, SigLIP's tiles are stored: 4x the memory).
-    return jnp.where(absent, log_term, value)
+    return jnp.where(absent, p.log1p_e, value)
 
 
 def logits_grad(x: Array, z: Array) -> Array:
@@ -210,11 +224,6 @@ def _sce_compiled(x: Array, z: Array, mask: Array | None) -> Array:
     return keep(mask, _sce(hide(mask, x), hide(mask, z)))
 
 
-def softplus(x: Array) -> Array:
-    """``log(1 + exp(x))`` through the core (label 0), so it shares its numerics and VJP."""
-    return _sce(x, jnp.zeros_like(x))
-
-
 def weighted_sigmoid_cross_entropy_with_logits(
     labels: ArrayLike, logits: ArrayLike, pos_weight: ArrayLike, *, where: ArrayLike | None = None
 ) -> Array:
@@ -283,8 +292,8 @@ def _weighted_fwd(x: Array, z: Array, pw: Array) -> tuple[Array, tuple[Array, Ar
     # Plain jnp code (not `_weighted` itself) keeps `jax.hessian` working.
     inf = jnp.isinf(x)
     finite_x = jnp.where(inf, jnp.zeros_like(x), x)  # no 0 * inf below
-    a = -neg_abs(finite_x)
-    log_term = log1p_unit(jnp.exp(-a))
+    p = bce_parts(finite_x, z)
+    a, log_term = -p.minus_abs, p.log1p_e
     pos = finite_x >= 0
     positive = pw * z  # weight of softplus(-x)
     value = positive * jnp.where(pos, log_term, a + log_term) + (1 - z) * jnp.where(

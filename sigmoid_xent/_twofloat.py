@@ -1,19 +1,15 @@
 """Two-float arithmetic in float32: a value carried as an unevaluated sum ``hi + lo``.
 
-The focal loss raises ``1 - p_t`` to the power ``gamma``, which multiplies every relative error of
-``1 - p_t`` by ``gamma`` and turns the rounding of ``gamma * log(1 - p_t)`` into
-``|gamma log(1 - p_t)| / 2`` ulps of the result (75 ulps at ``gamma = 3.7`` in plain float32).
-Carrying the intermediate values as pairs of float32 (about 44 significant bits) and rounding once
-at the end keeps it within an ulp, in float32 arithmetic, on every backend.
+Pairs of float32 (about 44 significant bits) let the focal loss raise ``1 - p_t`` to the power
+``gamma`` and round once at the end, in float32 arithmetic on every backend (a plain
+``(1 - p_t)**gamma`` multiplies every relative error of ``1 - p_t`` by ``gamma``).
 
 The building blocks are the error-free transformations of Knuth (``two_sum``) and Dekker
 (``two_prod``, with the split done by masking mantissa bits, so that it cannot overflow and no
 compiler rewrite can undo it), then ``exp`` and ``log`` on pairs by the usual argument reduction.
-Only float32 is handled; float64 callers use plain formulas. Subnormals are flushed by XLA:CPU,
-so results below ``finfo(float32).tiny`` may come back as 0.
-
-These functions are not differentiable in a useful way (they slice bits); callers give them a
-custom JVP.
+Only float32 is handled. Subnormals may be flushed by the backend, so results below
+``finfo(float32).tiny`` may come back as 0. The functions slice bits, so they have no useful
+derivative: callers give them a custom JVP.
 """
 
 from __future__ import annotations
@@ -33,9 +29,6 @@ LN2_HI = np.float32(0.693145751953125)
 LN2_LO = np.float32(1.4286068203094172e-06)
 INV_LN2 = np.float32(1.4426950408889634)
 _SQRT2 = np.float32(1.4142135)
-# Beyond these, exp gives inf / a value below every float32 (0 after flushing).
-_EXP_MAX = float(np.float32(88.72283))  # exactly a float32
-_EXP_MIN = -104.0
 
 
 def opaque(c: float) -> Array:
@@ -115,52 +108,20 @@ def scale(x: Array, k: Array) -> Array:
     return x * _pow2(k1) * _pow2(k - k1)
 
 
-def exp_scaled(y: Pair) -> tuple[Array, Array, Array]:
-    """``exp(y) = (hi + lo) * 2**k`` with ``hi + lo`` in [0.7, 1.42] to about 2**-40 relative.
-
-    The exponent is returned separately so that a caller can multiply by a large factor before
-    scaling (no underflow in between). ``y`` must be finite and ``|y[0]| < 250``.
-    """
-    yh, yl = y
-    k = jnp.round(yh * INV_LN2)
-    # Cody-Waite: yh - k * LN2_HI is exact; the rest is small.
-    rh = yh - k * LN2_HI
-    rl = yl - k * LN2_LO
-    r, rl = fast_two_sum(rh, rl)
-    # exp(r) = 1 + r + r^2/2 + r^3 t(r), |r| <= 0.35: the first three terms as pairs.
-    t = jnp.full_like(r, 1 / 362880)
-    for c in (1 / 40320, 1 / 5040, 1 / 720, 1 / 120, 1 / 24, 1 / 6):
-        t = t * r + np.float32(c)
-    tail = r * r * r * t
-    sq_h, sq_l = two_prod(r, r)
-    s1, e1 = two_sum(opaque(1.0), r)
-    s2, e2 = two_sum(s1, sq_h * 0.5)
-    # exp(r + rl) = exp(r) (1 + rl): rl's factor to second order.
-    lo = e1 + e2 + (rl * (1.0 + r + 0.5 * sq_h) + sq_l * 0.5 + tail)
-    hi, lo = fast_two_sum(s2, lo)
-    return hi, lo, k
-
-
 def exp_parts(y: Pair, lowest: float, highest: float) -> tuple[Array, Array, Array, Array, Array]:
-    """:func:`exp_scaled` guarded: ``(hi, lo, k, special, use_special)``.
+    """:func:`exp_unscaled` guarded: ``(hi, lo, k, special, use_special)``.
 
-    Where ``y[0]`` is NaN or outside [``lowest``, ``highest``], ``use_special`` is set and
-    ``special`` is the result (NaN, 0 below, inf above); ``hi, lo, k`` there are those of 0.
+    Where ``y[0]`` is NaN or outside [``lowest``, ``highest``] (within +-350), ``use_special`` is
+    set and ``special`` is the result (NaN, 0 below, inf above); ``hi, lo, k`` there are those of
+    0.
     """
     yh = y[0]
     big, small = yh > highest, yh < lowest
     use_special = big | small | jnp.isnan(yh)
     zero = jnp.zeros_like(yh)
-    hi, lo, k = exp_scaled((jnp.where(use_special, zero, yh), jnp.where(use_special, zero, y[1])))
+    hi, lo, k = exp_unscaled((jnp.where(use_special, zero, yh), jnp.where(use_special, zero, y[1])))
     special = jnp.where(big, jnp.inf, jnp.where(small, 0.0, yh)).astype(F32)
     return hi, lo, k, special, use_special
-
-
-def exp(y: Pair) -> Pair:
-    """``exp(y)`` as a pair; ``inf`` above float32's range, 0 below it, NaN for NaN."""
-    hi, lo, k, special, use_special = exp_parts(y, _EXP_MIN, _EXP_MAX)
-    hi, lo = scale(hi, k), scale(lo, k)
-    return jnp.where(use_special, special, hi), jnp.where(use_special, jnp.zeros_like(lo), lo)
 
 
 def log(x: Pair) -> Pair:
@@ -203,19 +164,6 @@ def log(x: Pair) -> Pair:
     return jnp.where(ok, hi, special), jnp.where(ok, lo, jnp.zeros_like(lo))
 
 
-def log1p(x: Pair) -> Pair:
-    """``log(1 + x)`` for a pair ``x`` in [0, 1], to full relative precision for small ``x``.
-
-    Below 2**-15 the series ``x - x**2/2 + x**3/3`` (the next term is below 2**-47 relative);
-    through :func:`log` of ``1 + x`` above (where ``x / 2`` cannot be subnormal).
-    """
-    xh, xl = x
-    small = xh < np.float32(2.0**-15)
-    series = fast_two_sum(xh, xl - xh * xh * (0.5 - xh * np.float32(1 / 3)))
-    big = log(fast_two_sum(*add((opaque(1.0), jnp.zeros_like(xh)), x)))
-    return jnp.where(small, series[0], big[0]), jnp.where(small, series[1], big[1])
-
-
 def exponent(x: Array) -> Array:
     """The binary exponent ``k`` of a normal positive float32 ``x`` (``x / 2**k`` in [1, 2))."""
     bits = jax.lax.bitcast_convert_type(x, jnp.int32)
@@ -248,7 +196,7 @@ def exp_neg(a: Array) -> Pair:
 
 
 def _exp_reduced(r: Array, rl: Array) -> Pair:
-    """``exp(r + rl)`` as a pair for ``|r| <= 0.35``, ``|rl| <= 2**-11``, to about 2**-40:
+    """``exp(r + rl)`` as a pair for ``|r| <= 0.35``, ``|rl| <= 2**-11``, to about 2**-28:
     ``1 + r + r**2 / 2`` as pairs, ``r**3 t(r)`` and ``rl exp(r)`` in float32."""
     t = jnp.full_like(r, 1 / 362880)
     for c in (1 / 40320, 1 / 5040, 1 / 720, 1 / 120, 1 / 24, 1 / 6):
@@ -272,7 +220,7 @@ def exp_unscaled(y: Pair) -> tuple[Array, Array, Array]:
 
 
 def log1p_unit(x: Pair) -> Pair:
-    """``log(1 + x)`` for a pair ``x`` in [0, 1], to about 2**-40 relative, without the
+    """``log(1 + x)`` for a pair ``x`` in [0, 1], to about 2**-28 relative, without the
     exponent-bits reduction of :func:`log`: ``k ln 2 + 2 atanh(s)`` with ``k = 0``,
     ``s = x / (2 + x)`` for ``x <= sqrt(2) - 1`` and ``k = 1``, ``s = (x - 1) / (x + 3)`` above,
     so ``|s| <= 0.172``; ``s`` as a pair (:func:`recip`, no division), the odd series to

@@ -1,27 +1,33 @@
-"""The focal loss of Lin et al. (2017): value in two-float precision, derivatives by a custom JVP.
+"""The focal loss of Lin et al. (2017): the value by paths chosen at trace time, derivatives by
+a custom JVP.
 
-Notation, elementwise: ``a = |x|``, ``e = exp(-a)``, ``S = log1p(e)``, and ``c`` the label weight
-on the side where the sigmoid saturates to 1 (``1 - z`` for ``x >= 0``, ``z`` below), ``q = 1 - c``.
-Then, without cancellation,
+Notation, elementwise, from :func:`sigmoid_xent._core.bce_parts`: ``a = |x|``, ``e = exp(-a)``,
+``S = log1p(e)``, ``c`` the label weight on the side where the sigmoid saturates to 1 (``1 - z``
+for ``x >= 0``, ``z`` below) and ``q = 1 - c``. Then, without cancellation,
 
-    bce = c a + S,   1 - p_t = u = (c + q e) / (1 + e),   core = u**gamma * bce,
+    bce = c a + S,   u = 1 - p_t = (c + q e) / (1 + e) = mix / (1 + e),   core = u**gamma bce,
 
-and the loss is ``alpha_t * core`` (applied inside, one rounding). A hard label that agrees
-with the logit has ``c = 0``.
+and the loss is ``alpha_t core`` (applied inside, one rounding). The value takes one of four
+paths, by two static facts:
 
-The value (float32, and 16-bit inputs computed in float32) is evaluated in two-float arithmetic
-(:mod:`sigmoid_xent._twofloat`) as ``exp(gamma log u + log bce)`` and rounded once: 0.63 ulp at
-worst, measured over the float32 range (the tests bound it at 2). ``u**gamma`` in plain float32
-costs ``|gamma log u| / 2`` ulps (61 at gamma 3.7 for logits in [-20, 20])
-and underflows before the product with a large ``bce`` does. float64 uses the plain formula.
+    ============================  ==============================  ===========================
+    value                         real (or traced) ``gamma``      static integer ``gamma``
+    ============================  ==============================  ===========================
+    two-float (float32)           ``exp(gamma log u)`` as pairs   ``u**n`` by pair products
+    plain (the dtype's own)       ``exp(gamma log u)``            ``u (u (... alpha_t bce))``
+    ============================  ==============================  ===========================
 
-The derivatives are closed forms written so that every factor is bounded (each ratio divided by
-``e`` or by ``c``, whichever is larger), so that their own derivatives, the Hessian, stay finite
-where ``e**2`` or ``c**2`` underflow:
+Plain arithmetic serves float64, 16-bit inputs (computed in float32: their rounding hides a
+float32 ulp or two) and :func:`plain_focal_loss`. The derivatives are closed forms in which every
+factor is bounded (each ratio divided by ``e`` or by ``c``, whichever is larger), so that their
+own derivatives, the Hessian, stay finite where ``e**2`` or ``c**2`` underflow:
 
     d core/dx = core (gamma (1 - 2z) e / mix / (1 + e) + (sigmoid(x) - z) / bce)
     d core/dz = gamma (sigmoid(-x) - sigmoid(x)) core / u - x u**gamma
     d core/dgamma = core log u
+
+A static integer ``gamma`` has a d/dx of its own (:func:`_logits_grad_power`): a polynomial in
+``u``, one ``exp`` and no division. The accuracy each path holds is in docs/numerics.md.
 """
 
 from __future__ import annotations
@@ -39,12 +45,12 @@ from sigmoid_xent import _checks
 from sigmoid_xent import _twofloat as twofloat
 from sigmoid_xent._core import (
     absorbing_mul,
+    bce_parts,
     check_labels_logits,
-    log1p_unit,
     log1p_unit_over,
     loss_value,
-    neg_abs,
 )
+from sigmoid_xent._mask import hide, keep
 
 Array = jax.Array
 
@@ -80,14 +86,14 @@ class _Pieces:
     """
 
     def __init__(self, x: Array, z: Array):
-        minus_abs = neg_abs(x)
-        e = jnp.exp(minus_abs)
+        parts = bce_parts(x, z)
+        minus_abs, e = parts.minus_abs, parts.e
         self.x, self.z, self.e, self.neg_abs = x, z, e, minus_abs
         self.a = -minus_abs
         self.pos = x >= 0
         self.sign = jnp.where(self.pos, 1.0, -1.0).astype(x.dtype)
-        self.log1p_e = log1p_unit(e)
-        self.slope = slope = jnp.where(self.pos, 1 - z, z)
+        self.log1p_e = parts.log1p_e
+        self.slope = slope = parts.slope
         self.one_minus_slope = q = jnp.where(self.pos, z, 1 - z)
         # Branch "below": c < e (or c = 0): quantities divided by e. Else divided by c (c >= e).
         self.below = below = (slope < e) | (slope == 0)
@@ -138,24 +144,20 @@ def _finite(x: Array) -> Array:
 
 
 class _PairPieces(NamedTuple):
-    """The pieces of the loss as float32 pairs (:func:`_pairs`)."""
+    """The pieces of the loss as float32 pairs (:func:`_pairs`): :func:`bce_parts` in two-float
+    arithmetic, and ``mix``."""
 
     a: Array  # |x|, with infinite x replaced by a finite one beyond which e = 0
+    one: Array  # 1.0 behind an optimization barrier (twofloat.opaque), shared
     e: twofloat.Pair  # exp(-a)
+    log1p_e: twofloat.Pair  # log1p(e)
     slope: twofloat.Pair  # c: 1 - z for x >= 0, z below
-    agree: Array  # c = 0: a hard label that agrees with the logit
     bce: twofloat.Pair  # c a + log1p(e)
-    log_mix: twofloat.Pair  # log(c + (1 - c) e)
-    log_u: twofloat.Pair  # log(1 - p_t) = log(mix) - log1p(e)
+    mix: twofloat.Pair  # c + (1 - c) e
 
 
 def _pairs(x: Array, z: Array) -> _PairPieces:
-    """The pieces of the loss as float32 pairs: log u, log mix, bce.
-
-    ``e`` and ``log1p(e)`` come from the guard-free pair ``exp`` and the dedicated ``log1p`` on
-    [0, 1] of :mod:`sigmoid_xent._twofloat` (a third of the generic ones' operations); every
-    product here is bounded (no overflow guard).
-    """
+    """The pieces as float32 pairs; every product here is bounded (no overflow guard)."""
     a = jnp.abs(_finite(x))
     zero = jnp.zeros_like(a)
     one = twofloat.opaque(1.0)
@@ -165,41 +167,54 @@ def _pairs(x: Array, z: Array) -> _PairPieces:
     one_minus_z = twofloat.two_sum(one, -z)
     slope = twofloat.select(pos, one_minus_z, (z, zero))
     other = twofloat.select(pos, (z, zero), one_minus_z)
-    mix = twofloat.add(slope, twofloat.mul_finite(other, e))
-    agree = slope[0] == 0  # mix = e exactly: log(mix) = -a
-    log_mix = twofloat.select(
-        agree, (-a, zero), twofloat.log(twofloat.select(agree, (zero + 1, zero), mix))
-    )
     return _PairPieces(
         a=a,
+        one=one,
         e=e,
+        log1p_e=log1p_e,
         slope=slope,
-        agree=agree,
         bce=twofloat.add(twofloat.mul1_finite(slope, a), log1p_e),
-        log_mix=log_mix,
-        log_u=twofloat.add(log_mix, (-log1p_e[0], -log1p_e[1])),
+        mix=twofloat.add(slope, twofloat.mul_finite(other, e)),
     )
 
 
-def _log_bce(p: _PairPieces) -> tuple[twofloat.Pair, Array]:
+class _LogPieces(NamedTuple):
+    """The logarithms of the real-``gamma`` path, as float32 pairs (:func:`_logs`)."""
+
+    agree: Array  # c = 0: a hard label that agrees with the logit (mix = e exactly)
+    log_mix: twofloat.Pair  # log(mix)
+    log_u: twofloat.Pair  # log(1 - p_t) = log(mix) - log1p(e)
+
+
+def _logs(p: _PairPieces) -> _LogPieces:
+    zero = jnp.zeros_like(p.a)
+    log1p_e = p.log1p_e
+    agree = p.slope[0] == 0
+    log_mix = twofloat.select(
+        agree, (-p.a, zero), twofloat.log(twofloat.select(agree, (zero + 1, zero), p.mix))
+    )
+    return _LogPieces(agree, log_mix, twofloat.add(log_mix, (-log1p_e[0], -log1p_e[1])))
+
+
+def _log_bce(p: _PairPieces, agree: Array) -> tuple[twofloat.Pair, Array]:
     """``log(bce) = log B + kb log 2`` as ``(log B, kb)``, ``B = bce / 2**kb`` in [1, 2)."""
     a, e, bce = p.a, p.e, p.bce
     kb = twofloat.exponent(jnp.where(bce[0] > 0, bce[0], 1.0))
     log_b = twofloat.log((twofloat.scale(bce[0], -kb), twofloat.scale(bce[1], -kb)))
     # An agreeing hard label with a small e: bce = log1p(e) underflows with e, but
     # log(bce) = -a + log(log1p(e) / e) = -a - e/2 (to 2**-30 relative) does not.
-    tail = p.agree & (e[0] < 2.0**-15)
+    tail = agree & (e[0] < 2.0**-15)
     kb = jnp.where(tail, 0.0, kb)
     log_b = twofloat.select(tail, twofloat.fast_two_sum(-a, -0.5 * e[0]), log_b)
     return log_b, kb
 
 
-def _gamma_log_u(p: _PairPieces, g: Array) -> twofloat.Pair:
+def _gamma_log_u(log_u: twofloat.Pair, g: Array) -> twofloat.Pair:
     """``gamma log u`` as a pair, ``(-1000, 0)`` where it is below -600 (its exponential is 0
     there even times ``bce / mix <= exp(265)``), so the pair product never overflows."""
-    zero = jnp.zeros_like(p.a)
-    low = g * p.log_u[0] < -600.0  # plain product: -inf at worst, never NaN (g, log u finite)
-    y = twofloat.mul1(twofloat.select(low, (zero, zero), p.log_u), g)
+    zero = jnp.zeros_like(g)
+    low = g * log_u[0] < -600.0  # plain product: -inf at worst, never NaN (g, log u finite)
+    y = twofloat.mul1(twofloat.select(low, (zero, zero), log_u), g)
     return jnp.where(low, -1000.0, y[0]), jnp.where(low, zero, y[1])
 
 
@@ -221,11 +236,12 @@ def _value_f32(x: Array, z: Array, g: Array, a: Array) -> Array:
     is lost. One loop, no division (XLA:CPU splits the loop at a divide with several users).
     """
     p = _pairs(x, z)
+    log_u = _logs(p).log_u
     zero = jnp.zeros_like(p.a)
     # Below -200, u**gamma < 2**-288: the product is below every float32 (and the pair product
     # never overflows: g and log u are finite).
-    low = g * p.log_u[0] < -200.0
-    y = twofloat.mul1_finite(twofloat.select(low, (zero, zero), p.log_u), g)
+    low = g * log_u[0] < -200.0
+    y = twofloat.mul1_finite(twofloat.select(low, (zero, zero), log_u), g)
     h, lo, k = twofloat.exp_unscaled(y)
     at = _alpha_t_pair(a, z)
     # (h + lo) / 2 <= 0.71 times bce cannot overflow; the 2 goes back into the exponent.
@@ -267,22 +283,14 @@ def _value_power_f32(x: Array, z: Array, n: int, a: Array) -> Array:
     operations at the same bound. The power of two goes back after the products with ``bce``
     and ``alpha_t``, so an underflowing ``u**n`` does not take a normal loss with it.
     """
-    ax = jnp.abs(_finite(x))
-    zero = jnp.zeros_like(ax)
-    one = twofloat.opaque(1.0)
-    e = twofloat.exp_neg(ax)
-    log1p_e = twofloat.log1p_unit(e)
-    pos = x >= 0
-    one_minus_z = twofloat.two_sum(one, -z)
-    slope = twofloat.select(pos, one_minus_z, (z, zero))
-    bce = twofloat.add(twofloat.mul1_finite(slope, ax), log1p_e)
+    p = _pairs(x, z)
+    zero = jnp.zeros_like(p.a)
+    one, e, slope, bce, mix = p.one, p.e, p.slope, p.bce, p.mix
     at = _alpha_t_pair(a, z)
     if n == 0:
         prod = twofloat.mul_finite(bce, at)[0]
         k = zero
     else:
-        other = twofloat.select(pos, (z, zero), one_minus_z)
-        mix = twofloat.add(slope, twofloat.mul_finite(other, e))
         dh, dl = twofloat.fast_two_sum(one, e[0])  # 1 + e in [1, 2]
         dl = dl + e[1]
         inv = twofloat.recip(dh, 1.0, 2.0)
@@ -305,26 +313,29 @@ def _value_power_f32(x: Array, z: Array, n: int, a: Array) -> Array:
     return jnp.where(at[0] == 0, 0.0 * at[0], out)
 
 
+def _sigmoid_neg_abs(e: Array) -> Array:
+    """``s = e / (1 + e) = sigmoid(-|x|)``; in float32 by Newton steps, not a division (XLA:CPU
+    gives a divide with several users a loop of its own, and each loop is a pass over memory)."""
+    if e.dtype == jnp.float32:
+        return e * twofloat.recip(1 + e, 1.0, 2.0)
+    return e / (1 + e)
+
+
 def _value_power_plain(x: Array, z: Array, n: int, a: Array) -> Array:
     """``alpha_t u**n bce`` for a static integer ``n`` in plain arithmetic of the dtype.
 
     ``u = c (1 - s) + q s`` (no cancellation) and the products taken as
     ``u (u (... (alpha_t bce)))``: each partial product is at least the result (``u``,
     ``alpha_t <= 1``), so none underflows before it does, and none overflows (``bce`` is
-    finite or, at an infinite logit, infinite only where the loss is). The rounding of ``e``
-    reaches the result ``n + 1`` times: 8.5 ulp at ``n = 2`` in float32 (tests/test_focal.py),
-    which a 16-bit result does not see, and a reduction averages. ``e`` is the same expression
-    as in :func:`_logits_grad_power`, so value and gradient share one ``exp``.
+    finite or, at an infinite logit, infinite only where the loss is). ``e`` is the same
+    expression as in :func:`_logits_grad_power`, so value and gradient share one ``exp``.
     """
-    xf = _finite(x)
-    minus_abs = neg_abs(xf)
-    e = jnp.exp(minus_abs)
-    s = e * twofloat.recip(1 + e, 1.0, 2.0)
-    slope = jnp.where(xf >= 0, 1 - z, z)
-    u = slope * (1 - s) + (1 - slope) * s
+    p = bce_parts(_finite(x), z)
+    s = _sigmoid_neg_abs(p.e)
+    u = p.slope * (1 - s) + (1 - p.slope) * s
     at = _plain_alpha_t(a, z)
     # bce = c |x| + log1p(e), infinite at an infinite logit unless c = 0.
-    bce = jnp.where(jnp.isinf(x) & (slope > 0), jnp.inf, log1p_unit(e) - slope * minus_abs)
+    bce = jnp.where(jnp.isinf(x) & (p.slope > 0), jnp.inf, p.log1p_e - p.slope * p.minus_abs)
     out = at * bce
     for _ in range(n):
         out = u * out
@@ -335,34 +346,26 @@ def _logits_grad_power(x: Array, z: Array, n: int, a: Array, out: Array | None =
     """``d/dx alpha_t u**n bce = alpha_t (n (1 - 2z) u**(n-1) s (1 - s) bce + u**n (p - z))``
     for a static integer ``n``, with ``s = sigmoid(-|x|)`` and ``u = c (1 - s) + q s``.
 
-    Plain arithmetic, no division by ``u`` or ``bce``: every factor is bounded (``u <= 1``,
-    ``s (1 - s) bce`` small where ``bce`` is large), so it is finite for every ``x`` (an infinite
-    one is replaced by a finite one beyond which ``s = 0``), and so is its own derivative, the
-    Hessian. One ``exp`` and no division (``1 / (1 + e)`` by Newton steps): XLA:CPU gives a
-    divide or an ``exp`` with several users a loop of its own, and each is a pass over memory.
-    The roundings of ``u`` reach it ``n`` times: 7.7 ulp at ``n = 2`` (of the terms' magnitude,
-    tests/test_focal.py); the plain path's.
+    No division by ``u`` or ``bce``: every factor is bounded (``u <= 1``, ``s (1 - s) bce``
+    small where ``bce`` is large), so it is finite for every ``x`` (an infinite one is replaced
+    by a finite one beyond which ``s = 0``), and so is its own derivative, the Hessian.
 
-    ``out``: the accurate value ``alpha_t u**n bce`` (the two-float products). Then the result
-    is the ratio form ``out (p - z) / bce + out n (1 - 2z) e / ((1 + e) mix)`` (the module
-    docstring's), in which the plain roundings of ``u`` and ``bce`` enter once, not ``n``
-    times (5.2 ulp at worst for ``n`` up to 8), from the same pieces in the same loop. It is
-    added as a correction without a derivative to the closed form, whose derivative (the
-    Hessian) stays finite where the ratio's would divide by ``e**2``.
+    ``out``: the accurate value (the two-float products). Then the result is the ratio form
+    ``out (p - z) / bce + out n (1 - 2z) e / ((1 + e) mix)`` (the module docstring's), in which
+    the roundings of ``u`` and ``bce`` enter once, not ``n`` times, from the same pieces in the
+    same loop. It is added as a correction without a derivative to the closed form, whose
+    derivative (the Hessian) stays finite where the ratio's would divide by ``e**2``.
     """
-    xf = _finite(x)
-    minus_abs = neg_abs(xf)
-    e = jnp.exp(minus_abs)
-    inv = twofloat.recip(1 + e, 1.0, 2.0)
-    s = e * inv
-    pos = xf >= 0
-    slope = jnp.where(pos, 1 - z, z)
+    p = bce_parts(_finite(x), z)
+    e, slope = p.e, p.slope
+    s = _sigmoid_neg_abs(e)
+    pos = _finite(x) >= 0
     u = slope * (1 - s) + (1 - slope) * s
     grad = jnp.where(pos, 1 - z, -z) + jnp.where(pos, -1.0, 1.0) * s  # sigmoid(x) - z
     at = _plain_alpha_t(a, z)
     if n == 0:
         return at * grad
-    bce = log1p_unit(e) - slope * minus_abs
+    bce = p.log1p_e - slope * p.minus_abs
     dx = u**n * grad + n * (1 - 2 * z) * (1 - s) * s * bce * (u ** (n - 1) if n > 1 else 1)
     dx = at * dx
     if out is None:
@@ -389,10 +392,11 @@ def _label_terms_f32(x: Array, z: Array, g: Array) -> tuple[Array, Array]:
     weight ``c``: ``bce ~ c |x|``), so they are not derived from ``core``.
     """
     p = _pairs(x, z)
-    gl = _gamma_log_u(p, g)
-    log_b, kb = _log_bce(p)
+    logs = _logs(p)
+    gl = _gamma_log_u(logs.log_u, g)
+    log_b, kb = _log_bce(p, logs.agree)
     over_mix = twofloat.exp_pow2(
-        twofloat.add(gl, twofloat.add(log_b, (-p.log_mix[0], -p.log_mix[1]))), kb
+        twofloat.add(gl, twofloat.add(log_b, (-logs.log_mix[0], -logs.log_mix[1]))), kb
     )
     return over_mix, twofloat.exp_pow2(gl, jnp.zeros_like(x))
 
@@ -407,15 +411,17 @@ def _value_plain(x: Array, z: Array, g: Array, a: Array) -> Array:
 
 
 def _at_most_bce(out: Array, x: Array, z: Array, g: Array, a: Array) -> Array:
-    """Without class balance (``a < 0``), the loss is at most the core's bce as computed, and
-    equal to it at ``gamma = 0`` (exactly, not within the two roundings of a separate program).
+    """For ``alpha`` in [0, 1] (or no class balance, ``a < 0``) the loss is at most the core's
+    bce as computed, and equal to it where ``alpha_t = 1`` at ``gamma = 0``.
 
     ``(1 - p_t)**gamma <= 1``, so this changes only where ``u**gamma`` is within an ulp or two
     of 1; there the accurate product can round above the core's own (1-2 ulp) value, which
     breaks ``focal <= bce`` (torchvision's test).
     """
     bce = loss_value(x, z)
-    return jnp.where(a < 0, jnp.where(g == 0, bce, jnp.minimum(out, bce)), out)
+    # alpha_t = 1 (no balance, or alpha 0 or 1 with a hard label) at gamma 0 is the bce itself.
+    unit = (a < 0) | (_plain_alpha_t(a, z) == 1)
+    return jnp.where(unit & (g == 0), bce, jnp.where(a <= 1, jnp.minimum(out, bce), out))
 
 
 def _plain_alpha_t(a: Array, z: Array) -> Array:
@@ -429,23 +435,22 @@ def _focal_core(
     """``alpha_t (1 - p_t)**gamma bce`` elementwise (``a < 0``: ``alpha_t = 1``); arguments of
     one shape, in the compute dtype.
 
-    One function for the balanced loss, so that the value and the gradient both read its output:
-    with ``alpha_t`` applied after it, XLA:CPU copied the whole two-float program into the
-    value's loop and into the gradient's. ``power``: ``gamma`` as a static integer in
-    [0, MAX_POWER] (``g`` holds the same value), or None. ``plain``: the float32 value in
-    plain arithmetic (:func:`plain_focal_loss`) instead of two-float.
+    One function for the balanced loss, so that the value and the gradient both read its output
+    (with ``alpha_t`` applied after it, XLA:CPU copied the two-float program into both loops).
+    ``power``: ``gamma`` as a static integer in [0, MAX_POWER] (``g`` holds the same value), or
+    None. ``plain``: plain arithmetic in float32 too (the module docstring's table).
     """
-    if x.dtype != jnp.float32 or (plain and power is None):
-        out = _value_plain(x, z, g, a)
-    elif power is None:
-        out = _value_f32(x, z, g, a)
-    elif plain:
-        out = _value_power_plain(x, z, power, a)
+    if _two_float(x, plain):
+        out = _value_f32(x, z, g, a) if power is None else _value_power_f32(x, z, power, a)
     else:
-        out = _value_power_f32(x, z, power, a)
+        out = _value_plain(x, z, g, a) if power is None else _value_power_plain(x, z, power, a)
     # ``balanced``: alpha is a static number >= 0, so no element disables the balance and the
     # bce bound (and its second bce program) is not needed.
     return out if balanced else _at_most_bce(out, x, z, g, a)
+
+
+def _two_float(x: Array, plain: bool) -> bool:
+    return x.dtype == jnp.float32 and not plain
 
 
 def _focal_core_jvp(balanced, power, plain, primals, tangents):
@@ -456,13 +461,12 @@ def _focal_core_jvp(balanced, power, plain, primals, tangents):
     p = _Pieces(_finite(x), z)
     alpha_t = _plain_alpha_t(a, z)
     finite_out = jnp.where(inf, 0, out)
-    # The accurate float32 products take the ratio form from plain pieces in one loop (the
-    # general one below recomputes them with eight divisions, for every gamma and float64).
-    fast_dx = x.dtype == jnp.float32
     zero = jnp.zeros_like(x)
     tangent = zero
-    if not isinstance(tx, SymbolicZero) and power is not None and (plain or fast_dx):
-        accurate = None if plain else out
+    if not isinstance(tx, SymbolicZero) and power is not None:
+        # One loop, one exp, no division by u or bce (the general form below has eight); on
+        # the two-float value, the ratio form corrects it.
+        accurate = out if _two_float(x, plain) else None
         tangent = tangent + _logits_grad_power(x, z, power, a, accurate) * tx
     elif not isinstance(tx, SymbolicZero):
         # At an infinite logit only u**gamma (sigmoid(x) - z) = sign c**gamma * c is left.
@@ -523,85 +527,71 @@ _focal_core.defjvp(_focal_core_jvp, symbolic_zeros=True)
 def sigmoid_focal_loss(
     labels: ArrayLike,
     logits: ArrayLike,
+    *,
     alpha: ArrayLike | None = 0.25,
     gamma: ArrayLike = 2.0,
+    where: ArrayLike | None = None,
 ) -> Array:
     r"""Focal loss of Lin et al. (2017) on logits, elementwise.
 
     .. math::
 
         \ell = \alpha_t \, (1 - p_t)^{\gamma} \, \mathrm{bce}(z, x), \quad
-        p_t = z\sigma(x) + (1 - z)(1 - \sigma(x)), \quad
-        \alpha_t = \alpha z + (1 - \alpha)(1 - z)
+        p_t = z\sigma(x) + (1 - z)(1 - \sigma(x)), \quad \alpha_t = \alpha z + (1 - \alpha)(1 - z)
 
-    for every ``z`` in [0, 1], as ``torchvision.ops.sigmoid_focal_loss`` and Keras'
-    ``BinaryFocalCrossentropy(apply_class_balancing=True)``.
-
-    In float32 (and 16-bit inputs, computed in float32)
-    :math:`\alpha_t (1 - p_t)^\gamma \mathrm{bce}` is evaluated in two-float arithmetic and
-    rounded once, so the loss is within 0.63 ulp of the exact value for every ``gamma``
-    (measured over the float32 range; the tests bound it at 2 ulp), where a plain
-    ``(1 - p_t)**gamma`` loses :math:`|\gamma \log(1 - p_t)| / 2` ulps: 61 at ``gamma = 3.7``
-    for logits in [-20, 20]. Gradients (logits, labels,
-    ``alpha``, ``gamma``) and second derivatives are closed forms, finite at saturation, at
-    infinite logits, and for ``gamma = 0`` or ``0 < gamma < 1`` (where
-    ``d/dp (1-p)**gamma`` is infinite and naive code returns NaN).
+    for every ``z`` in [0, 1], as torchvision. float32: within 2 ulp for every ``gamma``; every
+    gradient and second derivative is finite at saturation, ``±inf`` and ``0 <= gamma < 1``.
 
     Args:
       labels: Targets of ``logits``' shape, hard or soft.
       logits: Float logits.
-      alpha: Weight of the positive class in [0, 1]; ``None`` or a negative value (torchvision's
-        ``-1``) disables the class balance (``alpha_t = 1``).
-      gamma: Focusing exponent, ``>= 0``; ``gamma = 0`` gives ``alpha_t * bce``.
+      alpha: Weight of the positive class in [0, 1]; None or negative: no class balance.
+      gamma: Focusing exponent, ``>= 0``; a Python integer is raised by products.
+      where: Optional bool mask broadcastable to ``logits``; False elements are absent (loss 0,
+        zero gradients).
 
     Returns:
-      The elementwise loss, with ``logits``' shape and dtype.
+      The elementwise loss, with ``logits``' shape and dtype; never above
+      :func:`sigmoid_cross_entropy_with_logits` for ``alpha`` in [0, 1].
 
     Raises:
-      TypeError: integer or bool ``logits``.
+      TypeError: integer or bool ``logits``, or a non-bool ``where``.
       ValueError: shape mismatch, a None label/logit, or a negative static ``gamma``.
 
     Examples:
-      >>> import jax.numpy as jnp
-      >>> import sigmoid_xent as sx
+      >>> import jax.numpy as jnp, sigmoid_xent as sx
       >>> sx.sigmoid_focal_loss(jnp.array([1., 0.]), jnp.array([2., 2.]))
       Array([4.5089072e-04, 1.2375586e+00], dtype=float32)
 
     References:
       Lin et al., "Focal Loss for Dense Object Detection", 2017.
     """
-    return _checked_focal(labels, logits, alpha, gamma, "sigmoid_focal_loss", plain=False)
+    return _checked_focal(labels, logits, alpha, gamma, where, "sigmoid_focal_loss", plain=False)
 
 
 def plain_focal_loss(
     labels: ArrayLike,
     logits: ArrayLike,
+    *,
     alpha: ArrayLike | None = 0.25,
     gamma: ArrayLike = 2.0,
+    where: ArrayLike | None = None,
 ) -> Array:
-    r""":func:`sigmoid_focal_loss` with the float32 value in plain float32 arithmetic, for
-    losses that are reduced next (the Keras classes).
+    r""":func:`sigmoid_focal_loss` in plain float32 arithmetic for a static integer ``gamma``,
+    for losses that are reduced next (the Keras class).
 
-    For a static integer ``gamma`` (0 to 8: 2 is every peer's default), ``(1 - p_t)**gamma`` is
-    formed by products of ``1 - p_t`` computed without cancellation, so the loss is stable and
-    finite exactly where :func:`sigmoid_focal_loss` is, within 8.5 ulp of the exact value at
-    ``gamma = 2`` (tests/test_focal.py) instead of 0.63, at under half the cost (a Keras ``fit``
-    step costs what Keras's own focal loss costs: benchmarks/README.md). Reduced, the errors
-    average out: a mean over 1024 classes is as close to the exact mean as the accurate
-    values' (1.2-1.7 ulp, the float32 mean's own rounding). The gradient is the closed form
-    ``alpha_t (gamma (1 - 2z) u**(gamma-1) s (1 - s) bce + u**gamma (p - z))`` in plain
-    float32 (7.7 ulp at ``gamma = 2``, where :func:`sigmoid_focal_loss`'s ratio form on its
-    accurate value holds 3.4).
-    Any other ``gamma`` keeps :func:`sigmoid_focal_loss`'s two-float value and gradients (a
-    plain ``(1 - p_t)**gamma`` loses ``|gamma log(1 - p_t)| / 2`` ulps). float64 and 16-bit
-    inputs are computed exactly as there (16-bit ones in plain float32 in both: their rounding
-    hides a few float32 ulps).
+    For ``gamma`` a Python integer from 0 to 8, ``(1 - p_t)**gamma`` is a product of
+    ``1 - p_t`` formed without cancellation, and the gradient a closed form without division:
+    finite exactly where :func:`sigmoid_focal_loss` is, a few float32 ulps less accurate
+    elementwise, at under half the cost. Any other ``gamma``, and float64 inputs, are computed
+    as :func:`sigmoid_focal_loss` computes them.
 
     Args:
       labels: Targets of ``logits``' shape, hard or soft.
       logits: Float logits.
       alpha: As :func:`sigmoid_focal_loss`.
       gamma: As :func:`sigmoid_focal_loss`.
+      where: As :func:`sigmoid_focal_loss`.
 
     Returns:
       The elementwise loss, with ``logits``' shape and dtype.
@@ -616,7 +606,7 @@ def plain_focal_loss(
       >>> plain_focal_loss(jnp.array([1., 0.]), jnp.array([2., 2.]))
       Array([4.5089060e-04, 1.2375586e+00], dtype=float32)
     """
-    return _checked_focal(labels, logits, alpha, gamma, "plain_focal_loss", plain=True)
+    return _checked_focal(labels, logits, alpha, gamma, where, "plain_focal_loss", plain=True)
 
 
 def _checked_focal(
@@ -624,10 +614,12 @@ def _checked_focal(
     logits: ArrayLike,
     alpha: ArrayLike | None,
     gamma: ArrayLike,
+    where: ArrayLike | None,
     fn: str,
     plain: bool,
 ) -> Array:
     z, x = check_labels_logits(labels, logits, fn)
+    mask = _checks.where_mask(where, x.shape, fn)
     cd = _checks.compute_dtype(x.dtype)
     g_static = _checks.static_scalar(gamma)
     if g_static is not None and g_static < 0:
@@ -636,7 +628,9 @@ def _checked_focal(
     _checks.broadcastable_to(g, x.shape, "gamma", fn, target="logits")
     a = None
     a_static = None if alpha is None else _checks.static_scalar(alpha)
-    balanced = a_static is not None and a_static >= 0
+    # A static alpha away from 0 and 1 keeps alpha_t below 1 by far more than the roundings, so
+    # the value needs no bound by the bce (and its second program); at 0 or 1 it does.
+    balanced = a_static is not None and _ALPHA_MARGIN <= a_static <= 1 - _ALPHA_MARGIN
     # A static integer gamma is raised by products (2 is every peer's default).
     power = None
     if g_static is not None and g_static.is_integer() and g_static <= MAX_POWER:
@@ -644,7 +638,11 @@ def _checked_focal(
     if alpha is not None:
         a = _checks.as_float(alpha, cd, "alpha", fn)
         _checks.broadcastable_to(a, x.shape, "alpha", fn, target="logits")
-    return _focal(x, z, g, a, balanced=balanced, power=power, plain=plain and power is not None)
+    plain = plain and power is not None
+    return _focal(x, z, g, a, mask, balanced=balanced, power=power, plain=plain)
+
+
+_ALPHA_MARGIN = 2.0**-20
 
 
 # The checks above run in Python; the loss is one compiled program per signature, so an eager
@@ -655,12 +653,13 @@ def _focal(
     z: Array,
     gamma: Array,
     alpha: Array | None,
+    mask: Array | None = None,
     balanced: bool = False,
     power: int | None = None,
     plain: bool = False,
 ) -> Array:
     cd = _checks.compute_dtype(x.dtype)
-    xc, zc = x.astype(cd), z.astype(cd)
+    xc, zc = hide(mask, x).astype(cd), hide(mask, z).astype(cd)
     g = jnp.broadcast_to(gamma.astype(cd), xc.shape)
     if alpha is None:
         a = jnp.full_like(xc, -1.0)
@@ -669,4 +668,4 @@ def _focal(
         a = jnp.broadcast_to(alpha.astype(cd), xc.shape)
     # A 16-bit result is rounded to 8 or 11 bits: the float32 plain value's few ulps vanish.
     plain = plain or jnp.dtype(x.dtype).itemsize < 4
-    return _focal_core(xc, zc, g, a, balanced, power, plain).astype(x.dtype)
+    return keep(mask, _focal_core(xc, zc, g, a, balanced, power, plain)).astype(x.dtype)

@@ -450,13 +450,10 @@ class BinaryFocalCrossentropy(_PerSampleLoss):
     probabilities ``bce`` is Keras 3's clipped one (see :class:`BinaryCrossentropy`) and the
     values are Keras's; at ``p_t = 1`` the derivative of :math:`(1 - p_t)^\gamma` is taken as 0
     (Keras: NaN for ``gamma = 0``). On logits the loss is
-    :func:`sigmoid_xent.focal.plain_focal_loss`: stable and finite at ``±inf`` as
-    :func:`sigmoid_xent.sigmoid_focal_loss`, with closed-form derivatives, and for an integer
-    ``gamma`` (the default 2) value and gradient in plain float32: within 8.5 ulp elementwise
-    instead of 0.63, and Keras reduces it next (a per-sample mean over many classes is as close
-    to the exact one as the accurate values' mean), so that a ``fit`` step costs what one with
-    Keras's own loss costs (benchmarks/README.md). Keras's own goes through the clipped
-    probability, so the two agree wherever ``sigmoid(y_pred)`` lies inside
+    :func:`sigmoid_xent.focal.plain_focal_loss` (for an integer ``gamma``, the default 2, plain
+    float32 products, which Keras's per-sample mean reduces next): stable and finite at ``±inf``
+    as :func:`sigmoid_xent.sigmoid_focal_loss`, with closed-form derivatives. Keras's own goes
+    through the clipped probability, so the two agree wherever ``sigmoid(y_pred)`` lies inside
     ``[epsilon, 1 - epsilon]`` (``|y_pred|`` below about 16) and ours stays accurate beyond, where
     Keras's saturates. Keras's ``Loss.__call__`` applies ``sample_weight``, masks and
     ``reduction``; shapes and dtypes as :class:`BinaryCrossentropy`.

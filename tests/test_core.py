@@ -150,7 +150,7 @@ def test_derivatives_at_exactly_zero():
     # jnp.abs has derivative 0 at 0; the core must not inherit that.
     h = jax.hessian(sce, argnums=1)(jnp.float32(0.7), jnp.float32(0.0))
     np.testing.assert_allclose(h, 0.25, rtol=1e-7)
-    g = jax.grad(lambda x: sx.sigmoid_focal_loss(jnp.float32(1.0), x, 0.25, 2.0))(0.0)
+    g = jax.grad(lambda x: sx.sigmoid_focal_loss(jnp.float32(1.0), x, alpha=0.25, gamma=2.0))(0.0)
     # d/dx [0.25 * sigmoid(-x)**2 * softplus(-x)] at 0
     want = 0.25 * (2 * 0.5 * -0.25 * np.log(2) + 0.25 * -0.5)
     np.testing.assert_allclose(g, want, rtol=1e-6)
@@ -173,7 +173,7 @@ def test_check_grads_float64():
             modes=("rev",),
         )
         check_grads(
-            jax.jit(lambda z, x: sx.sigmoid_focal_loss(z, x, 0.25, 2.0)),
+            jax.jit(lambda z, x: sx.sigmoid_focal_loss(z, x, alpha=0.25, gamma=2.0)),
             (z, x),
             order=2,
             modes=("rev",),

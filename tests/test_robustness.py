@@ -312,7 +312,7 @@ def _elementwise(fn, n_args):
 KERNELS = {
     "core": _elementwise(sx.sigmoid_cross_entropy_with_logits, 2),
     "weighted": _elementwise(sx.weighted_sigmoid_cross_entropy_with_logits, 3),
-    "focal": _elementwise(sx.sigmoid_focal_loss, 4),
+    "focal": _elementwise(lambda z, x, a, g: sx.sigmoid_focal_loss(z, x, alpha=a, gamma=g), 4),
     "probs": _elementwise(sx.binary_cross_entropy, 2),
 }
 
@@ -824,7 +824,7 @@ HESSIANS = {
     "weighted": _hessian_diagonal(
         lambda z, x, pw: sx.weighted_sigmoid_cross_entropy_with_logits(z, x, pw)
     ),
-    "focal": _hessian_diagonal(lambda z, x, a, g: sx.sigmoid_focal_loss(z, x, a, g)),
+    "focal": _hessian_diagonal(lambda z, x, a, g: sx.sigmoid_focal_loss(z, x, alpha=a, gamma=g)),
 }
 
 
@@ -912,10 +912,10 @@ def test_focal_gamma_zero_is_alpha_t_times_plain_loss(dtype, data):
     assert ulp_err(traced, plain, dtype, floor=floor).max() <= 4
 
 
-FOCAL_STATIC_GAMMA_0 = jax.jit(lambda z, x, a: sx.sigmoid_focal_loss(z, x, a, 0.0))
+FOCAL_STATIC_GAMMA_0 = jax.jit(lambda z, x, a: sx.sigmoid_focal_loss(z, x, alpha=a, gamma=0.0))
 
 
-FOCAL_NO_ALPHA = jax.jit(lambda z, x: sx.sigmoid_focal_loss(z, x, None, 2.0))
+FOCAL_NO_ALPHA = jax.jit(lambda z, x: sx.sigmoid_focal_loss(z, x, alpha=None, gamma=2.0))
 
 
 def test_focal_negative_alpha_disables_balancing():
@@ -960,15 +960,17 @@ def test_focal_zero_alpha_t_or_underflowing_modulator_times_infinite_bce():
     x = jnp.array([-INF, INF, -INF])
     z = jnp.array([1.0, 0.0, 1e-20])
     out = [
-        sx.sigmoid_focal_loss(z[:1], x[:1], 0.0, 2.0),  # alpha_t = 0: the class is off
-        sx.sigmoid_focal_loss(z[1:2], x[1:2], 1.0, 2.0),
-        sx.sigmoid_focal_loss(z[2:], x[2:], 0.25, 2.0),
+        sx.sigmoid_focal_loss(z[:1], x[:1], alpha=0.0, gamma=2.0),  # alpha_t = 0: the class is off
+        sx.sigmoid_focal_loss(z[1:2], x[1:2], alpha=1.0, gamma=2.0),
+        sx.sigmoid_focal_loss(z[2:], x[2:], alpha=0.25, gamma=2.0),
     ]  # 0.25 (1e-20)**2 * inf
     np.testing.assert_array_equal(np.concatenate(out), [0.0, 0.0, INF])
 
 
 def test_focal_nan_alpha_propagates():
-    out = sx.sigmoid_focal_loss(jnp.array([1.0, 0.0]), jnp.array([1.0, 2.0]), jnp.nan, 2.0)
+    out = sx.sigmoid_focal_loss(
+        jnp.array([1.0, 0.0]), jnp.array([1.0, 2.0]), alpha=jnp.nan, gamma=2.0
+    )
     assert np.all(np.isnan(out))
 
 
@@ -984,7 +986,9 @@ def test_weighted_pos_weight_gradient_at_infinite_logits():
 def test_focal_gamma_gradient_at_infinite_logits():
     for z, x in ((0.0, INF), (1.0, -INF)):
         g = jax.grad(
-            lambda gm, z=z, x=x: sx.sigmoid_focal_loss(jnp.float32(z), jnp.float32(x), 0.25, gm)
+            lambda gm, z=z, x=x: sx.sigmoid_focal_loss(
+                jnp.float32(z), jnp.float32(x), alpha=0.25, gamma=gm
+            )
         )(2.0)
         assert float(g) == 0.0, (z, x, g)
 
@@ -1001,14 +1005,16 @@ def _focal_dz_exact(z, x, alpha, gamma):
 
 def test_focal_label_gradient_near_zero_logits():
     for x in (1.6464094e-17, 1e-6, -3e-5):
-        g = jax.grad(lambda z, x=x: sx.sigmoid_focal_loss(z, jnp.float32(x), -1.0, 0.5))(
+        g = jax.grad(
+            lambda z, x=x: sx.sigmoid_focal_loss(z, jnp.float32(x), alpha=-1.0, gamma=0.5)
+        )(
             jnp.float32(0.0)
         )
         np.testing.assert_allclose(g, _focal_dz_exact(0.0, x, -1.0, 0.5), rtol=1e-5)
 
 
 def test_focal_label_gradient_at_saturation():
-    g = jax.grad(lambda z: sx.sigmoid_focal_loss(z, jnp.float32(-30.0), -1.0, 2.0))(
+    g = jax.grad(lambda z: sx.sigmoid_focal_loss(z, jnp.float32(-30.0), alpha=-1.0, gamma=2.0))(
         jnp.float32(0.0)
     )
     np.testing.assert_allclose(g, _focal_dz_exact(0.0, -30.0, -1.0, 2.0), rtol=1e-5)
@@ -1019,7 +1025,7 @@ def test_focal_accuracy_within_4_ulp():
     x = np.linspace(-20, 20, 4001).astype(np.float32)
     for z, gamma in ((0.0, 2.0), (1.0, 2.0), (1e-6, 2.0), (0.0, 3.7), (0.3, 6.0), (1.0, 0.2)):
         zz = np.full_like(x, z)
-        got = sx.sigmoid_focal_loss(zz, x, 0.25, gamma)
+        got = sx.sigmoid_focal_loss(zz, x, alpha=0.25, gamma=gamma)
         want = r_focal(ld(zz), ld(x), LD(0.25), ld(np.float32(gamma)))[0]
         assert ulp_err(got, want, "float32").max() <= 4, (z, gamma)
 
@@ -1029,7 +1035,7 @@ def test_focal_near_float32_max():
     x = jnp.array([3.4028235e38, -3.4028235e38, 1e38], jnp.float32)
     z = jnp.array([0.0, 1.0, 0.0], jnp.float32)
     want = 0.75 * ld(np.asarray(x)) * np.array([1, 1, 1], LD)
-    got = sx.sigmoid_focal_loss(z, x, jnp.array([0.25, 0.75, 0.25]), 0.0)
+    got = sx.sigmoid_focal_loss(z, x, alpha=jnp.array([0.25, 0.75, 0.25]), gamma=0.0)
     assert ulp_err(np.asarray(got), np.abs(want), "float32").max() <= 2
 
 
@@ -1044,6 +1050,8 @@ def test_focal_float64_log_one_minus_label():
 def test_focal_full_hessian_finite_at_hard_labels():
     """Reverse over reverse in (z, x) at hard labels: no NaN from an unselected branch."""
     with x64():
-        f = jax.jit(jax.hessian(lambda zx: sx.sigmoid_focal_loss(zx[0], zx[1], 0.25, 2.0)))
+        f = jax.jit(
+            jax.hessian(lambda zx: sx.sigmoid_focal_loss(zx[0], zx[1], alpha=0.25, gamma=2.0))
+        )
         for z, x in ((1.0, -0.3), (0.0, 0.3), (1.0, 5.0), (0.0, -4.0), (1.0, 60.0)):
             assert np.all(np.isfinite(f(jnp.array([z, x])))), (z, x)

@@ -404,7 +404,7 @@ def _mixed_losses(x, z, w, s, pw, a, g, p):
     return {
         "core": sx.sigmoid_cross_entropy_with_logits(z, x),
         "weighted": sx.weighted_sigmoid_cross_entropy_with_logits(z, x, pw),
-        "focal": sx.sigmoid_focal_loss(z, x, a, g),
+        "focal": sx.sigmoid_focal_loss(z, x, alpha=a, gamma=g),
         "probs": sx.binary_cross_entropy(z, p),
         "v1": sx.sigmoid_cross_entropy(z, x, w, s),
         "keras": sx.binary_crossentropy(z, x, True, s),
@@ -453,7 +453,7 @@ def _all_elementwise(z, x):
     out = []
     for fn in (lambda z, x: sx.sigmoid_cross_entropy_with_logits(z, x),
                lambda z, x: sx.weighted_sigmoid_cross_entropy_with_logits(z, x, 1.5),
-               lambda z, x: sx.sigmoid_focal_loss(z, x, 0.25, 0.5),
+               lambda z, x: sx.sigmoid_focal_loss(z, x, alpha=0.25, gamma=0.5),
                lambda z, x: sx.binary_cross_entropy(z, jax.nn.sigmoid(x))):
         v, vjp = jax.vjp(fn, z, x)
         out.append((v,) + vjp(jnp.ones_like(v)))

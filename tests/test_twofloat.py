@@ -37,19 +37,21 @@ def test_two_sum_with_a_constant_is_not_folded_by_xla():
 def test_exp_and_log_relative_accuracy():
     yh = RNG.uniform(-60, 80, N).astype(np.float32)  # results above 2**-86: no flushed lo
     yl = (yh * RNG.uniform(-(2**-25), 2**-25, N)).astype(np.float32)
-    got = _pair_value(jax.jit(twofloat.exp)((yh, yl)))
-    want = np.exp(LD(yh) + LD(yl))
-    assert np.max(np.abs(got / want - 1)) < 2.0**-28
+    h, lo, k = jax.jit(twofloat.exp_unscaled)((yh, yl))
+    got = _pair_value((h, lo)) * np.exp2(np.asarray(k).astype(LD))
+    assert np.max(np.abs(got / np.exp(LD(yh) + LD(yl)) - 1)) < 2.0**-27
     xh = np.exp(RNG.uniform(-60, 80, N)).astype(np.float32)
     xl = (xh * RNG.uniform(-(2**-25), 2**-25, N)).astype(np.float32)
     got = _pair_value(jax.jit(twofloat.log)((xh, xl)))
     assert np.max(np.abs(got - np.log(LD(xh) + LD(xl)))) < 2.0**-28
 
 
-def test_log1p_keeps_relative_accuracy_for_tiny_arguments():
-    e = np.exp(RNG.uniform(-87, 0, N)).astype(np.float32)
-    got = _pair_value(jax.jit(twofloat.log1p)((e, jnp.zeros_like(e))))
-    assert np.max(np.abs(got / np.log1p(LD(e)) - 1)) < 2.0**-28
+def test_exp_neg_and_log1p_unit_keep_relative_accuracy():
+    a = RNG.uniform(0, 60, N).astype(np.float32)  # e above 2**-87: no flushed lo
+    e = jax.jit(twofloat.exp_neg)(a)
+    assert np.max(np.abs(_pair_value(e) / np.exp(-LD(a)) - 1)) < 2.0**-26
+    got = _pair_value(jax.jit(twofloat.log1p_unit)(e))
+    assert np.max(np.abs(got / np.log1p(_pair_value(e)) - 1)) < 2.0**-27
 
 
 def test_exp_pow2_near_the_float32_maximum_and_specials():
@@ -57,10 +59,11 @@ def test_exp_pow2_near_the_float32_maximum_and_specials():
     k = twofloat.exponent(jnp.float32(big))
     log_b = twofloat.log((twofloat.scale(jnp.float32(big), -k), jnp.float32(0)))
     assert float(twofloat.exp_pow2(log_b, k)) == big  # no overflow on the way
-    y = jnp.array([jnp.inf, -jnp.inf, jnp.nan, 300.0, -300.0], jnp.float32)
-    out = np.asarray(twofloat.exp((y, jnp.zeros_like(y)))[0])
+    y = jnp.array([jnp.inf, -jnp.inf, jnp.nan, 300.0, -300.0, 1.0], jnp.float32)
+    out = np.asarray(twofloat.exp_pow2((y, jnp.zeros_like(y)), jnp.zeros_like(y)))
     np.testing.assert_array_equal(out[[0, 1, 3, 4]], [np.inf, 0, np.inf, 0])
     assert np.isnan(out[2])
+    np.testing.assert_allclose(out[5], np.e, rtol=1e-7)
     x = jnp.array([0.0, jnp.inf, -1.0, jnp.nan], jnp.float32)
     out = np.asarray(twofloat.log((x, jnp.zeros_like(x)))[0])
     np.testing.assert_array_equal(out[:2], [-np.inf, np.inf])

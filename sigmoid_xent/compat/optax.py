@@ -100,11 +100,11 @@ def sigmoid_focal_loss(
     optax: ``logits`` first, ``alpha`` and ``gamma`` keyword-only, ``logits``, ``labels``,
     ``alpha`` and ``gamma`` broadcast against each other, soft labels as above, and a negative
     ``alpha`` is used as given (torchvision's ``-1`` would switch the balance off; optax's does
-    not). Computed by :func:`sigmoid_xent.sigmoid_focal_loss`: within 0.63 ulp (measured;
-    tests bound it at 2) for every ``gamma`` in float32, finite at ``±inf`` logits (optax:
-    NaN), finite gradients for ``gamma = 0`` and ``0 < gamma < 1``. A concrete non-negative
-    ``alpha`` is applied inside the core (one rounding); a traced ``alpha`` (or one with
-    negative entries) multiplies the unbalanced loss afterwards.
+    not). Computed by :func:`sigmoid_xent.sigmoid_focal_loss`: within 2 ulp for every ``gamma``
+    in float32, finite at ``±inf`` logits (optax: NaN), finite gradients for ``gamma = 0`` and
+    ``0 < gamma < 1``. A Python-number ``gamma`` is static (one compiled program per value); a
+    concrete non-negative ``alpha`` is applied inside the core (one rounding), a traced one (or
+    one with negative entries) multiplies the unbalanced loss afterwards.
 
     Args:
       logits: Float logits.
@@ -139,16 +139,21 @@ def sigmoid_focal_loss(
         balance = "inside"
     else:
         balance = "outside"
-    return _focal(x, z, a, g, balance=balance)
+    static = _checks.static_scalar(gamma)
+    return _focal(x, z, a, g, balance=balance, static_gamma=static)
 
 
-@functools.partial(jax.jit, static_argnames="balance")
-def _focal(x: Array, z: Array, a: Array | None, g: Array, *, balance: str) -> Array:
+# A Python-number gamma is static, so that an integer one reaches the core's products.
+@functools.partial(jax.jit, static_argnames=("balance", "static_gamma"))
+def _focal(
+    x: Array, z: Array, a: Array | None, g: Array, *, balance: str, static_gamma: float | None
+) -> Array:
     shape = jnp.broadcast_shapes(x.shape, z.shape, g.shape, () if a is None else a.shape)
     x, z = jnp.broadcast_to(x, shape), jnp.broadcast_to(z, shape)
+    gamma = g if static_gamma is None else static_gamma
     if balance == "inside":
-        return sigmoid_xent.sigmoid_focal_loss(z, x, alpha=a, gamma=g)
-    loss = sigmoid_xent.sigmoid_focal_loss(z, x, alpha=None, gamma=g)
+        return sigmoid_xent.sigmoid_focal_loss(z, x, alpha=a, gamma=gamma)
+    loss = sigmoid_xent.sigmoid_focal_loss(z, x, alpha=None, gamma=gamma)
     if balance == "none":
         return loss
     # optax's alpha_t for any alpha, negative ones included: the core would treat those as "no
