@@ -19,7 +19,7 @@ from jax import lax
 from sigmoid_xent._chunks import scan_chunks
 from sigmoid_xent._core import (
     absorbing_mul,
-    log1p_unit,
+    bce_parts,
     logits_grad,
     loss_value,
     neg_abs,
@@ -143,11 +143,13 @@ def _reduce_to(acc: Array, kind: str, g: Array, fresh: Array | None, r0: Any, c0
 
 
 def weighted_value(x: Array, pos: Array, neg: Array) -> Array:
-    minus_abs = neg_abs(x)
-    log_term = (pos + neg) * log1p_unit(jnp.exp(minus_abs))
+    """``coef |x| + (pos + neg) log1p(e)`` from the core's :func:`bce_parts`, guarded as its
+    ``loss_value`` (``coef`` the weight on the saturating side)."""
+    parts = bce_parts(x, pos)
+    log_term = (pos + neg) * parts.log1p_e
     coef = jnp.where(x >= 0, neg, pos)
     absent = (coef == 0) & jnp.isinf(x)
-    value = coef * jnp.where(absent, jnp.zeros_like(minus_abs), -minus_abs) + log_term
+    value = coef * jnp.where(absent, jnp.zeros_like(x), -parts.minus_abs) + log_term
     return jnp.where(absent, log_term, value)
 
 
