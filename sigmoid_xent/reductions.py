@@ -83,9 +83,16 @@ class Reduction(enum.StrEnum):
             member = member if member in valid else None
         if member is None:
             names = list(spellings) if spellings is not None else [m.value for m in cls if m in valid]
+            # The aliases (and None) this function accepts, and the peer's hint.
+            others = [repr(a) for a, target in _ALIASES.items() if target in names]
+            others += ["None"] if "none" in names else []
+            also = ""
+            if others:
+                listed = others[0] if len(others) == 1 else f"{', '.join(others[:-1])} or {others[-1]}"
+                also = f", or {listed}"
             raise ValueError(
-                f"{fn}: unknown reduction {name!r}; expected one of {names} (any case), or "
-                "'auto', 'sum_over_nonzero_weights' or None."
+                f"{fn}: unknown reduction {name!r}; expected one of {names} (any case){also}."
+                f"{_PEER_HINTS.get(peer or '', '')}"
             )
         return member
 
@@ -125,6 +132,17 @@ PEER_SPELLINGS: dict[str, dict[str, Reduction]] = {
     # PyTorch's "mean" is the plain mean over elements.
     "torch": {"none": Reduction.NONE, "mean": Reduction.SUM_OVER_BATCH_SIZE, "sum": Reduction.SUM},
 }
+
+_KERAS_HINT = (
+    " Keras's 'mean' is 'sum_over_batch_size'; for sum(w * loss) / sum(w) use "
+    "'mean_with_sample_weight'."
+)
+_PEER_HINTS = {"keras": _KERAS_HINT, "keras_ranking": _KERAS_HINT}
+
+
+def peer_name(member: Reduction, peer: str) -> str | None:
+    """The peer's first name for ``member`` in :data:`PEER_SPELLINGS`, or None if it has none."""
+    return next((k for k, m in PEER_SPELLINGS[peer].items() if m is member), None)
 
 
 def accumulation_dtype(dtype: Any) -> Any:

@@ -17,25 +17,22 @@ from jax.typing import ArrayLike
 
 import sigmoid_xent
 from sigmoid_xent import _checks
-from sigmoid_xent.compat import _common
+from sigmoid_xent._mask import hide
+from sigmoid_xent.reductions import Reduction, weighted_reduction
 
 Array = jax.Array
 
 __all__ = ["binary_cross_entropy_with_logits", "sigmoid_focal_loss"]
 
-_REDUCTIONS = ("none", "mean", "sum")
-# PyTorch's "mean" is the plain mean over elements: the library's sum_over_batch_size.
-_LIBRARY_REDUCTION = {"none": "none", "mean": "sum_over_batch_size", "sum": "sum"}
-
 
 def _input_target(input: ArrayLike, target: ArrayLike, fn: str, names: tuple[str, str]):
-    x = _common.float_array(input, fn, names[0])
-    z = _common.as_float(target, x.dtype, names[1], fn)
+    x = _checks.float_array(input, fn, names[0])
+    z = _checks.option_value(target, x.dtype, names[1], fn)
     if np.shape(z) != np.shape(x):
         raise ValueError(
             f"{fn}: `{names[1]}` must have the same shape as `{names[0]}` (PyTorch does not "
-            f"broadcast them), got {names[1]} {_common.describe(z)} and {names[0]} "
-            f"{_common.describe(x)}."
+            f"broadcast them), got {names[1]} {_checks.describe(z)} and {names[0]} "
+            f"{_checks.describe(x)}."
         )
     return x, z
 
@@ -46,6 +43,8 @@ def binary_cross_entropy_with_logits(
     weight: ArrayLike | None = None,
     reduction: str = "mean",
     pos_weight: ArrayLike | None = None,
+    *,
+    where: ArrayLike | None = None,
 ) -> Array:
     r"""PyTorch's ``F.binary_cross_entropy_with_logits`` on JAX arrays, stable.
 
@@ -73,6 +72,8 @@ def binary_cross_entropy_with_logits(
       reduction: ``"none"``, ``"mean"`` or ``"sum"`` (any case).
       pos_weight: Optional weight of the positive term, broadcastable to ``input``'s shape
         (typically ``[num_classes]``).
+      where: Optional bool mask broadcastable to ``input``'s shape; a False element is absent:
+        loss 0, no share in the mean's count, zero gradients, whatever its inputs hold.
 
     Returns:
       A scalar for ``"mean"``/``"sum"``, else the elementwise losses; ``input``'s dtype.
@@ -94,33 +95,36 @@ def binary_cross_entropy_with_logits(
     fn = "compat.torch.binary_cross_entropy_with_logits"
     x, z = _input_target(input, target, fn, ("input", "target"))
     cd = _checks.compute_dtype(x.dtype)
-    red = _common.reduction_name(reduction, _REDUCTIONS, fn)
+    red = Reduction.parse(reduction, fn, peer="torch")
     w = pw = None
     if weight is not None:
-        w = _common.as_float(weight, cd, "weight", fn)
-        _common.check_broadcastable(w, x.shape, "weight", fn, target="input")
+        w = _checks.option_value(weight, cd, "weight", fn)
+        _checks.broadcastable_to(w, x.shape, "weight", fn, target="input")
     if pos_weight is not None:
-        pw = _common.as_float(pos_weight, cd, "pos_weight", fn)
-        _common.check_broadcastable(pw, x.shape, "pos_weight", fn, target="input")
-    return _bce(x, z, w, pw, reduction=red)
-
-
-def _reduce(losses: Array, reduction: str, dtype) -> Array:
-    return sigmoid_xent.reduce_loss(losses, reduction=_LIBRARY_REDUCTION[reduction]).astype(dtype)
+        pw = _checks.option_value(pos_weight, cd, "pos_weight", fn)
+        _checks.broadcastable_to(pw, x.shape, "pos_weight", fn, target="input")
+    mask = _checks.where_mask(where, x.shape, fn, target="input")
+    return _bce(x, z, w, pw, mask, reduction=red)
 
 
 @functools.partial(jax.jit, static_argnames="reduction")
-def _bce(x: Array, z: Array, w: Array | None, pw: Array | None, *, reduction: str) -> Array:
+def _bce(
+    x: Array,
+    z: Array,
+    w: Array | None,
+    pw: Array | None,
+    mask: Array | None,
+    *,
+    reduction: Reduction,
+) -> Array:
     if pw is None:
-        losses = sigmoid_xent.sigmoid_cross_entropy_with_logits(z, x)
+        losses = sigmoid_xent.sigmoid_cross_entropy_with_logits(z, x, where=mask)
     else:
-        losses = sigmoid_xent.weighted_sigmoid_cross_entropy_with_logits(
-            z, x, jnp.broadcast_to(pw, x.shape)
-        )
-    if w is not None:
-        cd = _checks.compute_dtype(x.dtype)
-        losses = _common.times(losses.astype(cd), jnp.broadcast_to(w.astype(cd), x.shape))
-    return _reduce(losses, reduction, x.dtype)
+        # pos_weight per element is masked with the element.
+        pw = pw if jnp.ndim(pw) == 0 else hide(mask, pw)
+        losses = sigmoid_xent.weighted_sigmoid_cross_entropy_with_logits(z, x, pw, where=mask)
+    fn = "compat.torch.binary_cross_entropy_with_logits"
+    return weighted_reduction(losses, w, reduction, fn, where=mask)
 
 
 def sigmoid_focal_loss(
@@ -129,6 +133,8 @@ def sigmoid_focal_loss(
     alpha: float = 0.25,
     gamma: float = 2,
     reduction: str = "none",
+    *,
+    where: ArrayLike | None = None,
 ) -> Array:
     r"""torchvision's ``ops.sigmoid_focal_loss`` on JAX arrays, accurate and stable.
 
@@ -174,18 +180,25 @@ def sigmoid_focal_loss(
     fn = "compat.torch.sigmoid_focal_loss"
     x, z = _input_target(inputs, targets, fn, ("inputs", "targets"))
     cd = _checks.compute_dtype(x.dtype)
-    red = _common.reduction_name(reduction, _REDUCTIONS, fn)
-    _common.check_gamma(gamma, fn)
-    g = _common.as_float(gamma, cd, "gamma", fn)
-    _common.check_broadcastable(g, x.shape, "gamma", fn, target="inputs")
+    red = Reduction.parse(reduction, fn, peer="torch")
+    _checks.in_range(gamma, "gamma", fn, low=0)
+    g = _checks.option_value(gamma, cd, "gamma", fn)
+    _checks.broadcastable_to(g, x.shape, "gamma", fn, target="inputs")
     a = None
     if alpha is not None:
-        a = _common.as_float(alpha, cd, "alpha", fn)
-        _common.check_broadcastable(a, x.shape, "alpha", fn, target="inputs")
-    return _focal(x, z, a, g, reduction=red)
+        a = _checks.option_value(alpha, cd, "alpha", fn)
+        _checks.broadcastable_to(a, x.shape, "alpha", fn, target="inputs")
+    mask = _checks.where_mask(where, x.shape, fn, target="inputs")
+    return _focal(x, z, a, g, mask, reduction=red)
 
 
 @functools.partial(jax.jit, static_argnames="reduction")
-def _focal(x: Array, z: Array, a: Array | None, g: Array, *, reduction: str) -> Array:
+def _focal(
+    x: Array, z: Array, a: Array | None, g: Array, mask: Array | None, *, reduction: Reduction
+) -> Array:
+    x, z = hide(mask, x), hide(mask, z)
+    # Per-element options are masked too (a scalar one holds no element of its own).
+    g = g if jnp.ndim(g) == 0 else hide(mask, g)
+    a = a if a is None or jnp.ndim(a) == 0 else hide(mask, a)
     losses = sigmoid_xent.sigmoid_focal_loss(z, x, alpha=a, gamma=g)
-    return _reduce(losses, reduction, x.dtype)
+    return weighted_reduction(losses, None, reduction, "compat.torch.sigmoid_focal_loss", where=mask)
