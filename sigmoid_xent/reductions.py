@@ -82,14 +82,17 @@ class Reduction(enum.StrEnum):
             member = cls(key)
             member = member if member in valid else None
         if member is None:
-            names = list(spellings) if spellings is not None else [m.value for m in cls if m in valid]
+            if spellings is not None:
+                names = list(spellings)
+            else:
+                names = [m.value for m in cls if m in valid]
             # The aliases (and None) this function accepts, and the peer's hint.
             others = [repr(a) for a, target in _ALIASES.items() if target in names]
             others += ["None"] if "none" in names else []
             also = ""
             if others:
-                listed = others[0] if len(others) == 1 else f"{', '.join(others[:-1])} or {others[-1]}"
-                also = f", or {listed}"
+                listed = ", ".join(others[:-1]) + " or " if len(others) > 1 else ""
+                also = f", or {listed}{others[-1]}"
             raise ValueError(
                 f"{fn}: unknown reduction {name!r}; expected one of {names} (any case){also}."
                 f"{_PEER_HINTS.get(peer or '', '')}"

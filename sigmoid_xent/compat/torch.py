@@ -201,4 +201,5 @@ def _focal(
     g = g if jnp.ndim(g) == 0 else hide(mask, g)
     a = a if a is None or jnp.ndim(a) == 0 else hide(mask, a)
     losses = sigmoid_xent.sigmoid_focal_loss(z, x, alpha=a, gamma=g)
-    return weighted_reduction(losses, None, reduction, "compat.torch.sigmoid_focal_loss", where=mask)
+    fn = "compat.torch.sigmoid_focal_loss"
+    return weighted_reduction(losses, None, reduction, fn, where=mask)
