@@ -31,7 +31,7 @@ without it, or with a Keras backend other than JAX, is an ``ImportError`` saying
 
 from __future__ import annotations
 
-import operator
+import functools
 from typing import Any
 
 try:
@@ -54,7 +54,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from sigmoid_xent import _checks, ranking, sigmoid_cross_entropy_with_logits
+from sigmoid_xent._core import smooth_labels
+from sigmoid_xent._mask import hide, keep
 from sigmoid_xent.focal import plain_focal_loss
+from sigmoid_xent.reductions import Reduction, peer_name, safe_divide, weighted_reduction
 
 if int(keras.__version__.split(".")[0]) < 3:
     raise ImportError(
@@ -75,49 +78,16 @@ __all__ = ["BinaryCrossentropy", "BinaryFocalCrossentropy", "SigmoidCrossEntropy
 
 _PACKAGE = "sigmoid_xent"
 
-#: Keras 3's reduction names (plus ``auto``, tf.keras 2's default, = ``sum_over_batch_size``).
-KERAS_REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none")
-
-#: The ranking loss also takes TF-Ranking's own reductions.
-RANKING_REDUCTIONS = KERAS_REDUCTIONS + (
-    "sum_by_nonzero_weights",
-    "sum_over_nonzero_weights",
-    "per_list",
-    "list_mean",
-)
-
-# The ranking loss's names in the terms of sigmoid_xent.ranking.sigmoid_cross_entropy. Keras's
-# "mean" is sum_over_batch_size; mean_with_sample_weight divides by the weights of the valid items.
-_TO_RANKING = {
-    "sum_over_batch_size": "sum_over_batch_size",
-    "mean": "sum_over_batch_size",
-    "sum": "sum",
-    "none": "none",
-    "mean_with_sample_weight": "mean",
-    "sum_by_nonzero_weights": "sum_by_nonzero_weights",
-    "sum_over_nonzero_weights": "sum_by_nonzero_weights",
-    "per_list": "per_list",
-    "list_mean": "list_mean",
-}
-
 
 # --------------------------------------------------------------------------- argument checks
 
 
-def _reduction(reduction: Any, valid: tuple[str, ...], cls: str) -> str:
-    """The lower-case name of ``reduction`` among ``valid`` (``auto`` and None accepted)."""
-    if reduction is None:
-        return "none"
-    if isinstance(reduction, str):
-        key = str.lower(reduction)
-        key = "sum_over_batch_size" if key == "auto" else key
-        if key in valid:
-            return key
-    raise ValueError(
-        f"{cls}: `reduction` must be one of {list(valid)}, 'auto' or None (any case), got "
-        f"{reduction!r}. Keras's 'mean' is 'sum_over_batch_size'; for sum(w * loss) / sum(w) "
-        "use 'mean_with_sample_weight'."
-    )
+def _keras_reduction(reduction: Any, cls: str, peer: str = "keras") -> tuple[Reduction, str]:
+    """Our member for a Keras ``reduction`` name, and the name Keras's base class keeps (its
+    own name for the member; ``"none"`` for the list reductions, which the ranking loss applies
+    itself)."""
+    red = Reduction.parse(reduction, cls, peer=peer)
+    return red, peer_name(red, "keras") or "none"
 
 
 def _bool(value: Any, name: str, cls: str) -> bool:
@@ -129,31 +99,17 @@ def _bool(value: Any, name: str, cls: str) -> bool:
     return bool(value)
 
 
-def _real(value: Any, name: str, cls: str, low: float, high: float, expected: str) -> float:
-    """A Python float in [low, high]; a TypeError/ValueError naming the argument otherwise."""
+def _real(value: Any, name: str, cls: str, **bounds: Any) -> float:
+    """A Python float within ``bounds`` (:func:`_checks.in_range`'s); a TypeError naming the
+    argument for anything but a real number."""
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value.item()  # 0-d arrays, as configs written by numpy code may hold
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
         raise TypeError(
-            f"{cls}: `{name}` must be a real number ({expected}), got {value!r} of type "
-            f"{type(value).__name__}."
+            f"{cls}: `{name}` must be a real number, got {value!r} of type {type(value).__name__}."
         )
-    result = float(value)
-    if not low <= result <= high:
-        raise ValueError(f"{cls}: `{name}` must be {expected}, got {value!r}.")
-    return result
-
-
-def _axis(axis: Any, cls: str) -> int:
-    if isinstance(axis, (bool, np.bool_)):
-        raise TypeError(f"{cls}: `axis` must be an int (one axis, as Keras), got {axis!r}.")
-    try:
-        return operator.index(axis)
-    except TypeError:
-        raise TypeError(
-            f"{cls}: `axis` must be an int (one axis, as Keras), got {axis!r} of type "
-            f"{type(axis).__name__}."
-        ) from None
+    _checks.in_range(value, name, cls, **bounds)
+    return float(value)
 
 
 def _name(name: Any, cls: str) -> None:
@@ -188,61 +144,27 @@ def _dtype_config(dtype: Any) -> Any:
 
 
 def _match_rank(y_true: Array, y_pred: Array) -> tuple[Array, Array]:
-    """Keras's rule when ranks differ by one and the larger has a trailing 1.
-
-    A rank-1 partner is expanded (labels ``[batch]`` with predictions ``[batch, 1]``), else the
-    trailing 1 is squeezed.
-    """
-    t, p = y_true.ndim, y_pred.ndim
-    if t == p + 1 and y_true.shape[-1] == 1:
-        if p == 1:
-            y_pred = y_pred[:, None]
-        else:
-            y_true = jnp.squeeze(y_true, -1)
-    elif p == t + 1 and y_pred.shape[-1] == 1:
-        if t == 1:
-            y_true = y_true[:, None]
-        else:
-            y_pred = jnp.squeeze(y_pred, -1)
-    return y_true, y_pred
+    """Keras's rule for ranks that differ by one (:func:`_checks.keras_same_rank`)."""
+    t, p = _checks.keras_same_rank(y_true.shape, y_pred.shape)
+    y_true = y_true if t == y_true.shape else jnp.reshape(y_true, t)
+    return y_true, y_pred if p == y_pred.shape else jnp.reshape(y_pred, p)
 
 
-def _check_pair(y_true: Array, y_pred: Array, cls: str) -> None:
-    if y_true.shape != y_pred.shape:
+def _check_pair(t: tuple[int, ...], p: tuple[int, ...], cls: str) -> None:
+    if tuple(t) != tuple(p):
         raise ValueError(
             f"{cls}: `y_true` and `y_pred` must have the same shape (after Keras's rule for a "
-            f"trailing dimension of 1), got y_true of shape {tuple(y_true.shape)} and y_pred of "
-            f"shape {tuple(y_pred.shape)}."
+            f"trailing dimension of 1), got y_true of shape {tuple(t)} and y_pred of "
+            f"shape {tuple(p)}."
         )
 
 
-def _keras_weight_shape_ok(values: tuple[int, ...], weights: tuple[int, ...]) -> bool:
-    """Whether Keras's ``reduce_weighted_values`` accepts ``weights`` for ``values``."""
-    v, w = values, weights
-    if len(v) == len(w) + 1 and v and v[-1] == 1:
-        if len(w) == 1:
-            w = w + (1,)
-        else:
-            v = v[:-1]
-    elif len(w) == len(v) + 1 and w and w[-1] == 1:
-        if len(v) == 1:
-            v = v + (1,)
-        else:
-            w = w[:-1]
-    try:
-        np.broadcast_shapes(v, w)
-    except ValueError:
-        return False
-    return True
+def _as_array(x: Any) -> Array:
+    """``x`` as a jax array in its own dtype: a cast (to the loss's dtype) comes after masking."""
+    return x if isinstance(x, jax.Array) else jnp.asarray(np.asarray(x))
 
 
 # --------------------------------------------------------------------------- elementwise pieces
-
-
-def _smooth(z: Array, label_smoothing: float) -> Array:
-    if label_smoothing:
-        return z * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    return z
 
 
 def _bce_probs(z: Array, p: Array) -> Array:
@@ -259,12 +181,9 @@ def _power(u: Array, gamma: float) -> Array:
     return jnp.where(zero, jnp.asarray(0.0**gamma, u.dtype), jnp.power(safe, gamma))
 
 
-def _per_sample_mean(elementwise: Array, axis: int, dtype: Any) -> Array:
-    return jnp.mean(elementwise, axis=axis).astype(dtype)
-
-
 class _PerSampleLoss(keras.losses.Loss):
-    """Shared ``__call__`` checks of the two elementwise losses; Keras's base does the rest."""
+    """The two elementwise losses: their checks, ``call`` and the ``where`` path. Without
+    ``where``, Keras's base ``Loss.__call__`` weights, masks and reduces."""
 
     _CLS = "sigmoid_xent.keras"
 
@@ -278,46 +197,60 @@ class _PerSampleLoss(keras.losses.Loss):
         dtype: Any,
     ) -> None:
         cls = self._CLS
-        red = _reduction(reduction, KERAS_REDUCTIONS, cls)
+        self._reduction, keras_reduction = _keras_reduction(reduction, cls)
         _name(name, cls)
         _dtype(dtype, cls)
-        super().__init__(name=name, reduction=red, dtype=dtype)
+        super().__init__(name=name, reduction=keras_reduction, dtype=dtype)
         self.from_logits = _bool(from_logits, "from_logits", cls)
-        self.label_smoothing = _real(
-            label_smoothing, "label_smoothing", cls, 0.0, 1.0, "a float in [0, 1]"
-        )
-        self.axis = _axis(axis, cls)
+        self.label_smoothing = _real(label_smoothing, "label_smoothing", cls, low=0.0, high=1.0)
+        self.axis = _checks.int_axis(axis, cls)
         self._given_reduction = reduction
         self._given_dtype = _dtype_config(dtype)
 
-    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Array:
-        """The weighted, masked and reduced loss (Keras's ``Loss.__call__``)."""
+    def __call__(
+        self, y_true: Any, y_pred: Any, sample_weight: Any = None, *, where: Any = None
+    ) -> Array:
+        """The weighted, masked and reduced loss (Keras's ``Loss.__call__``); with ``where``,
+        each sample's loss is the mean over its present elements and a sample with none present
+        is absent from the reduction."""
+        cls = self._CLS
+        if sample_weight is None and where is None:
+            return super().__call__(y_true, y_pred)
+        _checks.not_none(y_true, "y_true", cls)
+        _checks.not_none(y_pred, "y_pred", cls)
+        elements, per_sample = self._shapes(np.shape(y_true), np.shape(y_pred))
+        w_shape = None
         if sample_weight is not None:
-            _checks.not_none(y_pred, "y_pred", self._CLS)
-            per_sample = self._per_sample_shape(np.shape(y_true), np.shape(y_pred))
-            w_shape = tuple(np.shape(sample_weight))
-            if not _keras_weight_shape_ok(per_sample, w_shape):
-                raise ValueError(
-                    f"{self._CLS}: `sample_weight` of shape {w_shape} cannot weight the "
-                    f"per-sample losses of shape {per_sample}: expected a scalar, [batch], or a "
-                    "shape broadcastable to the per-sample losses (one trailing dimension of 1 "
-                    "is squeezed or added, as Keras does)."
-                )
-        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
-
-    def _per_sample_shape(self, t: tuple[int, ...], p: tuple[int, ...]) -> tuple[int, ...]:
-        """The shape ``call`` will return, from the input shapes alone (no tracing)."""
-        if len(t) == len(p) + 1 and t[-1] == 1:
-            p, t = (p + (1,), t) if len(p) == 1 else (p, t[:-1])
-        elif len(p) == len(t) + 1 and p[-1] == 1:
-            p, t = (p, t + (1,)) if len(t) == 1 else (p[:-1], t)
-        if t != p:
-            raise ValueError(
-                f"{self._CLS}: `y_true` and `y_pred` must have the same shape (after Keras's rule "
-                f"for a trailing dimension of 1), got y_true of shape {t} and y_pred of shape {p}."
+            w_shape = _checks.keras_weight_shape(np.shape(sample_weight), per_sample, cls)
+        if where is None:
+            return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+        mask = _checks.where_mask(where, elements, cls, target="y_pred")
+        keras_mask = _keras_mask(y_pred)
+        if keras_mask is not None:
+            shape = _checks.keras_weight_shape(
+                np.shape(keras_mask), per_sample, cls, what="the Keras mask on `y_pred`"
             )
+            keras_mask = jnp.reshape(jnp.asarray(keras_mask, bool), shape)
+        weights = None if sample_weight is None else _as_array(sample_weight)
+        return _masked_call(
+            _as_array(y_true),
+            _as_array(y_pred),
+            weights,
+            mask,
+            keras_mask,
+            loss=_ByConfig(self),
+            w_shape=w_shape,
+        )
+
+    def _shapes(
+        self, t: tuple[int, ...], p: tuple[int, ...]
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The elements' shape and the per-sample shape ``call`` returns, from the input shapes
+        alone (no tracing)."""
+        t, p = _checks.keras_same_rank(t, p)
+        _check_pair(t, p, self._CLS)
         axis = self._checked_axis(len(p), p)
-        return tuple(d for i, d in enumerate(p) if i != axis)
+        return p, tuple(d for i, d in enumerate(p) if i != axis)
 
     def _checked_axis(self, ndim: int, shape: tuple[int, ...]) -> int:
         if not -ndim <= self.axis < ndim:
@@ -329,11 +262,19 @@ class _PerSampleLoss(keras.losses.Loss):
 
     def _prepare(self, y_true: Array, y_pred: Array) -> tuple[Array, Array, int]:
         y_true, y_pred = _match_rank(jnp.asarray(y_true), jnp.asarray(y_pred))
-        _check_pair(y_true, y_pred, self._CLS)
+        _check_pair(y_true.shape, y_pred.shape, self._CLS)
         axis = self._checked_axis(y_pred.ndim, y_pred.shape)
         cd = _checks.compute_dtype(y_pred.dtype)
-        z = _smooth(y_true.astype(cd), self.label_smoothing)
-        return z, y_pred.astype(cd), axis
+        smoothing = _checks.label_smoothing(self.label_smoothing, y_true.shape, cd, self._CLS)
+        return smooth_labels(y_true, smoothing, cd), y_pred.astype(cd), axis
+
+    def _elementwise(self, z: Array, x: Array) -> Array:
+        raise NotImplementedError
+
+    def call(self, y_true: Array, y_pred: Array) -> Array:
+        """The per-sample losses ``[batch, d0, .., dN-1]`` (the mean over ``axis``)."""
+        z, x, axis = self._prepare(y_true, y_pred)
+        return jnp.mean(self._elementwise(z, x), axis=axis).astype(y_pred.dtype)
 
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments: ``reduction`` as given, ``dtype`` None or a policy name."""
@@ -345,6 +286,52 @@ class _PerSampleLoss(keras.losses.Loss):
             "label_smoothing": self.label_smoothing,
             "axis": self.axis,
         }
+
+
+class _ByConfig:
+    """A loss object as a static argument of ``jax.jit``, equal to another when their class,
+    configuration, compute dtype and Keras's epsilon are: equal losses share one program."""
+
+    def __init__(self, loss: _PerSampleLoss) -> None:
+        self.loss = loss
+        config = tuple(sorted(loss.get_config().items()))
+        self.key = (type(loss), loss.dtype, keras.config.epsilon(), config)
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ByConfig) and self.key == other.key
+
+
+@functools.partial(jax.jit, static_argnames=("loss", "w_shape"))
+def _masked_call(
+    y_true: Array,
+    y_pred: Array,
+    weights: Array | None,
+    mask: Array,
+    keras_mask: Array | None,
+    *,
+    loss: _ByConfig,
+    w_shape: tuple[int, ...] | None,
+) -> Array:
+    """The loss with ``where``, masked before anything else: each sample's loss is the mean over
+    its present elements, then the present samples are weighted and reduced."""
+    self = loss.loss
+    t, p = _checks.keras_same_rank(y_true.shape, y_pred.shape)
+    y_true = hide(mask, jnp.reshape(y_true, t)).astype(self.dtype)
+    y_pred = hide(mask, jnp.reshape(y_pred, p)).astype(self.dtype)
+    z, x, axis = self._prepare(y_true, y_pred)
+    present = jnp.broadcast_to(mask, x.shape)
+    total = jnp.sum(keep(present, self._elementwise(z, x)), axis=axis)
+    count = jnp.sum(present.astype(x.dtype), axis=axis)
+    per_sample = safe_divide(total, count).astype(self.dtype)
+    sample_present = count > 0
+    if keras_mask is not None:
+        sample_present = sample_present & jnp.broadcast_to(keras_mask, sample_present.shape)
+    if weights is not None:
+        weights = jnp.reshape(weights, w_shape).astype(self.dtype)
+    return weighted_reduction(per_sample, weights, self._reduction, self._CLS, where=sample_present)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -423,14 +410,11 @@ class BinaryCrossentropy(_PerSampleLoss):
     ) -> None:
         self._init_common(from_logits, label_smoothing, axis, reduction, name, dtype)
 
-    def call(self, y_true: Array, y_pred: Array) -> Array:
-        """The per-sample losses ``[batch, d0, .., dN-1]`` (the mean over ``axis``)."""
-        z, x, axis = self._prepare(y_true, y_pred)
+    def _elementwise(self, z: Array, x: Array) -> Array:
+        """The elementwise loss of smoothed labels ``z`` and ``y_pred`` ``x``."""
         if self.from_logits:
-            elementwise = sigmoid_cross_entropy_with_logits(z, x)
-        else:
-            elementwise = _bce_probs(z, x)
-        return _per_sample_mean(elementwise, axis, y_pred.dtype)
+            return sigmoid_cross_entropy_with_logits(z, x)
+        return _bce_probs(z, x)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -508,18 +492,15 @@ class BinaryFocalCrossentropy(_PerSampleLoss):
     ) -> None:
         cls = self._CLS
         balance = _bool(apply_class_balancing, "apply_class_balancing", cls)
-        a = _real(alpha, "alpha", cls, 0.0, 1.0, "a float in [0, 1]")
-        g = _real(gamma, "gamma", cls, 0.0, np.inf, "a finite float >= 0")
-        if not np.isfinite(g):
-            raise ValueError(f"{cls}: `gamma` must be a finite float >= 0, got {gamma!r}.")
+        a = _real(alpha, "alpha", cls, low=0.0, high=1.0)
+        g = _real(gamma, "gamma", cls, low=0.0, high=np.inf, high_open=True)
         self._init_common(from_logits, label_smoothing, axis, reduction, name, dtype)
         self.apply_class_balancing = balance
         self.alpha = a
         self.gamma = g
 
-    def call(self, y_true: Array, y_pred: Array) -> Array:
-        """The per-sample losses ``[batch, d0, .., dN-1]`` (the mean over ``axis``)."""
-        z, x, axis = self._prepare(y_true, y_pred)
+    def _elementwise(self, z: Array, x: Array) -> Array:
+        """The elementwise focal loss of smoothed labels ``z`` and ``y_pred`` ``x``."""
         if self.from_logits:
             alpha = self.alpha if self.apply_class_balancing else None
             elementwise = plain_focal_loss(z, x, alpha=alpha, gamma=self.gamma)
@@ -528,7 +509,7 @@ class BinaryFocalCrossentropy(_PerSampleLoss):
             elementwise = _power(1.0 - p_t, self.gamma) * _bce_probs(z, x)
             if self.apply_class_balancing:
                 elementwise = (z * self.alpha + (1.0 - z) * (1.0 - self.alpha)) * elementwise
-        return _per_sample_mean(elementwise, axis, y_pred.dtype)
+        return elementwise
 
     def get_config(self) -> dict[str, Any]:
         """As :meth:`BinaryCrossentropy.get_config`, with the focal arguments."""
@@ -616,50 +597,54 @@ class SigmoidCrossEntropyLoss(keras.losses.Loss):
         dtype: Any = None,
     ) -> None:
         cls = self._CLS
-        red = _reduction(reduction, RANKING_REDUCTIONS, cls)
+        self._ranking_reduction, keras_reduction = _keras_reduction(
+            reduction, cls, peer="keras_ranking"
+        )
         _name(name, cls)
         _dtype(dtype, cls)
-        keras_red = red if red in KERAS_REDUCTIONS else "none"
-        super().__init__(name=name, reduction=keras_red, dtype=dtype)
-        self._ranking_reduction = _TO_RANKING[red]
+        super().__init__(name=name, reduction=keras_reduction, dtype=dtype)
         self._given_reduction = reduction
         self._given_dtype = _dtype_config(dtype)
 
-    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Array:
-        """The reduced loss of ``y_pred`` (scores) against ``y_true`` (labels, < 0 padding)."""
+    def __call__(
+        self, y_true: Any, y_pred: Any, sample_weight: Any = None, *, where: Any = None
+    ) -> Array:
+        """The reduced loss of ``y_pred`` (scores) against ``y_true`` (labels, < 0 padding);
+        items where ``where`` (or a Keras mask on ``y_pred``) is False are padding too."""
         cls = self._CLS
         _checks.not_none(y_true, "y_true", cls)
         _checks.not_none(y_pred, "y_pred", cls)
-        mask = _keras_mask(y_pred)
-        with keras.name_scope(self.name):
-            labels = keras.ops.convert_to_tensor(y_true, dtype=self.dtype)
-            scores = keras.ops.convert_to_tensor(y_pred, dtype=self.dtype)
-            labels, scores = _match_rank(labels, scores)
-            if labels.ndim != 2 or labels.shape != scores.shape:
-                raise ValueError(
-                    f"{cls}: `y_true` and `y_pred` must both be [batch, list_size], got y_true "
-                    f"of shape {tuple(np.shape(y_true))} and y_pred of shape "
-                    f"{tuple(np.shape(y_pred))}."
-                )
-            weights = None
-            if sample_weight is not None:
-                weights = keras.ops.convert_to_tensor(sample_weight, dtype=self.dtype)
-                batch, size = labels.shape
-                if weights.shape not in ((), (batch,), (batch, 1), (batch, size)):
-                    raise ValueError(
-                        f"{cls}: `sample_weight` must be a scalar, per list ({batch},) or "
-                        f"({batch}, 1), or per item ({batch}, {size}), got shape "
-                        f"{tuple(weights.shape)}."
-                    )
-            where = None
-            if mask is not None:
-                where = jnp.broadcast_to(
-                    jnp.reshape(jnp.asarray(mask, bool), _mask_shape(mask, labels.shape, cls)),
-                    labels.shape,
-                )
-            return ranking.sigmoid_cross_entropy(
-                labels, scores, weights=weights, where=where, reduction=self._ranking_reduction
+        t, p = _checks.keras_same_rank(np.shape(y_true), np.shape(y_pred))
+        if len(t) != 2 or t != p:
+            raise ValueError(
+                f"{cls}: `y_true` and `y_pred` must both be [batch, list_size], got y_true "
+                f"of shape {tuple(np.shape(y_true))} and y_pred of shape "
+                f"{tuple(np.shape(y_pred))}."
             )
+        batch, size = t
+        if sample_weight is not None:
+            w_shape = tuple(np.shape(sample_weight))
+            if w_shape not in ((), (batch,), (batch, 1), (batch, size)):
+                raise ValueError(
+                    f"{cls}: `sample_weight` must be a scalar, per list ({batch},) or "
+                    f"({batch}, 1), or per item ({batch}, {size}), got shape {w_shape}."
+                )
+        mask = _checks.where_mask(where, t, cls, target="y_pred")
+        keras_mask = _keras_mask(y_pred)
+        if keras_mask is not None:
+            keras_mask = jnp.broadcast_to(
+                jnp.reshape(jnp.asarray(keras_mask, bool), _mask_shape(keras_mask, t, cls)), t
+            )
+            mask = keras_mask if mask is None else jnp.broadcast_to(mask, t) & keras_mask
+        weights = None if sample_weight is None else _as_array(sample_weight)
+        return _ranking_call(
+            _as_array(y_true),
+            _as_array(y_pred),
+            weights,
+            mask,
+            reduction=self._ranking_reduction,
+            dtype=self.dtype,
+        )
 
     def call(self, y_true: Array, y_pred: Array) -> Array:
         """Per-item losses ``[batch, list_size]`` (0 at padding), unweighted."""
@@ -670,10 +655,33 @@ class SigmoidCrossEntropyLoss(keras.losses.Loss):
         return {"name": self.name, "reduction": self._given_reduction, "dtype": self._given_dtype}
 
 
+@functools.partial(jax.jit, static_argnames=("reduction", "dtype"))
+def _ranking_call(
+    labels: Array,
+    scores: Array,
+    weights: Array | None,
+    where: Array | None,
+    *,
+    reduction: Reduction,
+    dtype: str,
+) -> Array:
+    """The ranking loss in the loss's dtype, one compiled program (the cast of a masked NaN
+    happens inside it, where it reaches no output)."""
+    labels, scores = _match_rank(labels, scores)
+    weights = None if weights is None else weights.astype(dtype)
+    return ranking.sigmoid_cross_entropy(
+        labels.astype(dtype),
+        scores.astype(dtype),
+        weights=weights,
+        where=where,
+        reduction=reduction,
+    )
+
+
 def _mask_shape(mask: Any, shape: tuple[int, ...], cls: str) -> tuple[int, ...]:
     """A per-item (``[batch, list_size]``, or with a trailing 1) or per-list mask's shape."""
     m = tuple(np.shape(mask))
-    if m == tuple(shape) or m == tuple(shape) + (1,):
+    if _checks.keras_same_rank(tuple(shape), m) == (tuple(shape),) * 2:  # a trailing 1 squeezed
         return tuple(shape)
     if m == tuple(shape[:1]):
         return (shape[0], 1)

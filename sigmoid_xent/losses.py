@@ -165,24 +165,10 @@ def _keras_loss(
 
 
 def keras_sample_weight(sample_weight: Any, loss_shape: tuple[int, ...], fn: str) -> Array:
-    """Keras 2's rules: ``[batch]`` is per sample; one extra trailing 1 is squeezed."""
+    """tf.keras 2's rules (:func:`_checks.keras_weight_shape`): ``[batch]`` is per sample."""
     w = _checks.as_float(sample_weight, jnp.float32, "sample_weight", fn)
-    shape = tuple(w.shape)
-    if len(shape) == len(loss_shape) + 1 and shape[-1] == 1:
-        w = w.reshape(shape[:-1])
-    elif len(shape) == 1 and len(loss_shape) > 1 and shape[0] == loss_shape[0]:
-        w = w.reshape(shape + (1,) * (len(loss_shape) - 1))
-    try:
-        ok = np.broadcast_shapes(w.shape, loss_shape) == tuple(loss_shape)
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(
-            f"{fn}: `sample_weight` of shape {shape} must be a scalar, [batch], or broadcastable "
-            f"to the per-sample loss shape {tuple(loss_shape)} (one more trailing dimension of "
-            "size 1 is squeezed)."
-        )
-    return w
+    shape = _checks.keras_weight_shape(w.shape, tuple(loss_shape), fn, batch_vector=True)
+    return w.reshape(shape)
 
 
 def _is_ragged(value: Any) -> bool:
