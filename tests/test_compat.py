@@ -924,3 +924,86 @@ def test_torch_refuses_the_same_inputs():
         F.binary_cross_entropy_with_logits(torch.zeros(2, 3), torch.zeros(3))
     with pytest.raises(ValueError):
         F.binary_cross_entropy_with_logits(torch.zeros(3), torch.zeros(3), reduction="bogus")
+
+
+# ---------------------------------------------------------------------------------------------
+# where: a masked element is absent, whatever its inputs hold
+
+_KEPT = np.array([[True, False, True, True], [False, True, True, False], [True, True, False, True]])
+_NAN_INPUTS = {  # per-element inputs; NaN or inf wherever _KEPT is False
+    "x": np.where(_KEPT, _logits((3, 4), seed=3), np.nan).astype(F32),
+    "z": np.where(_KEPT, _labels((3, 4), "soft", seed=4), np.inf).astype(F32),
+    "w": np.where(_KEPT, _rng(5).uniform(0.5, 2.0, (3, 4)), np.nan).astype(F32),
+    "a": np.where(_KEPT, _rng(6).uniform(0.0, 1.0, (3, 4)), np.nan).astype(F32),
+    "n": np.where(_KEPT, _rng(7).uniform(-1.0, 0.0, (3, 4)), np.nan).astype(F32),
+}
+WHERE_CALLS = {  # (call(inputs, where), the inputs it takes, elementwise)
+    "optax_bce": (lambda v, where: c_optax.sigmoid_binary_cross_entropy(
+        v["x"], v["z"], where=where), "xz", True),
+    "optax_focal": (lambda v, where: c_optax.sigmoid_focal_loss(
+        v["x"], v["z"], alpha=v["a"], gamma=2.0, where=where), "xza", True),
+    "optax_focal_negative_alpha": (lambda v, where: c_optax.sigmoid_focal_loss(
+        v["x"], v["z"], alpha=v["n"], gamma=1.5, where=where), "xzn", True),
+    "torch_bce_none": (lambda v, where: c_torch.binary_cross_entropy_with_logits(
+        v["x"], v["z"], v["w"], "none", v["a"], where=where), "xzwa", True),
+    "torch_bce_mean": (lambda v, where: c_torch.binary_cross_entropy_with_logits(
+        v["x"], v["z"], v["w"], pos_weight=v["a"], where=where), "xzwa", False),
+    "torch_bce_sum": (lambda v, where: c_torch.binary_cross_entropy_with_logits(
+        v["x"], v["z"], reduction="sum", where=where), "xz", False),
+    "torchvision_focal_none": (lambda v, where: c_torch.sigmoid_focal_loss(
+        v["x"], v["z"], v["a"], where=where), "xza", True),
+    "torchvision_focal_mean": (lambda v, where: c_torch.sigmoid_focal_loss(
+        v["x"], v["z"], 0.25, 2.5, "mean", where=where), "xz", False),
+    "rax_mean": (lambda v, where: c_rax.pointwise_sigmoid_loss(
+        v["x"], v["z"], weights=v["w"], where=where), "xzw", False),
+    "rax_sum": (lambda v, where: c_rax.pointwise_sigmoid_loss(
+        v["x"], v["z"], where=where, reduce_fn=jnp.sum), "xz", False),
+    "rax_none": (lambda v, where: c_rax.pointwise_sigmoid_loss(
+        v["x"], v["z"], weights=v["w"], where=where, reduce_fn=None), "xzw", True),
+}
+
+
+@pytest.mark.parametrize("name", list(WHERE_CALLS))
+def test_where_is_the_call_on_the_kept_elements(name):
+    call, names, elementwise = WHERE_CALLS[name]
+    inputs = {k: jnp.asarray(_NAN_INPUTS[k]) for k in names}
+    got = np.asarray(call(inputs, jnp.asarray(_KEPT)))
+    kept = np.asarray(call({k: v[_KEPT] for k, v in inputs.items()}, None))
+    if elementwise:
+        assert got.shape == _KEPT.shape and np.all(got[~_KEPT] == 0)
+        np.testing.assert_allclose(got[_KEPT], kept, rtol=RTOL)
+    else:
+        np.testing.assert_allclose(got, kept, rtol=RTOL)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("name", list(WHERE_CALLS))
+def test_where_gives_zero_gradients_and_no_nan_under_debug_nans(name, jit):
+    call, names, _ = WHERE_CALLS[name]
+    inputs = {k: jnp.asarray(_NAN_INPUTS[k]) for k in names}
+    where = jnp.asarray(_KEPT)
+
+    def total(v):
+        return jnp.sum(call(v, where))
+
+    grad = jax.value_and_grad(total)
+    with jax.debug_nans(True):
+        value, grads = (jax.jit(grad) if jit else grad)(inputs)
+    assert np.isfinite(value)
+    for k, g in grads.items():
+        g = np.asarray(g)
+        assert np.all(np.isfinite(g)), k
+        assert np.all(g[~_KEPT] == 0), k
+
+
+def test_where_must_be_boolean_and_broadcast():
+    x = jnp.zeros((2, 3))
+    with pytest.raises(TypeError, match=r"compat.optax.sigmoid_binary_cross_entropy: `where`"):
+        c_optax.sigmoid_binary_cross_entropy(x, x, where=jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"compat.torch.sigmoid_focal_loss: `where` of shape "
+                                         r"\(2,\) cannot be broadcast to the inputs shape"):
+        c_torch.sigmoid_focal_loss(x, x, where=jnp.ones(2, bool))
+    # rax's own convention: a numeric mask, nonzero = valid
+    np.testing.assert_array_equal(
+        c_rax.pointwise_sigmoid_loss(x, x, where=jnp.array([1, 0, 2]), reduce_fn=None),
+        c_rax.pointwise_sigmoid_loss(x, x, where=jnp.array([True, False, True]), reduce_fn=None))
