@@ -348,40 +348,34 @@ class BinaryCrossentropy(_PerSampleLoss):
         \hat p = \mathrm{clip}(p, \epsilon, 1 - \epsilon) & \text{otherwise}
         \end{cases} \qquad z' = z (1 - s) + s / 2
 
-    with :math:`\epsilon` = ``keras.config.epsilon()`` (Keras 3's clipping; tf.keras 2 also
-    added :math:`\epsilon` inside the logs). Keras's ``Loss.__call__`` then applies
-    ``sample_weight``, any Keras mask on ``y_pred`` and ``reduction`` exactly as for
-    ``keras.losses.BinaryCrossentropy``, whose values these are for every argument. On logits
-    the loss and its gradients are :func:`sigmoid_xent.sigmoid_cross_entropy_with_logits`' (custom
-    VJP): exact where ``sigmoid(x) - z`` cancels, finite at ``±inf`` logits (Keras: NaN).
-
-    Labels ``[batch]`` with predictions ``[batch, 1]`` are expanded, and a trailing 1 of one
-    more rank is squeezed, as Keras does; other shapes must be equal. Inputs are converted to
-    ``dtype`` first (by default ``keras.config.floatx()``, so under a ``mixed_bfloat16`` policy
-    the loss is computed in float32); a 16-bit ``dtype`` is computed in float32 and returned in
-    16 bits.
+    with :math:`\epsilon` = ``keras.config.epsilon()``; Keras's ``Loss.__call__`` then applies
+    ``sample_weight``, a Keras mask on ``y_pred`` and ``reduction`` as for
+    ``keras.losses.BinaryCrossentropy``, whose values these are. On logits the gradients are
+    :func:`sigmoid_xent.sigmoid_cross_entropy_with_logits`' and stay finite at ``±inf``. Shapes
+    follow Keras's rule for a trailing dimension of 1; inputs are converted to ``dtype``
+    (16-bit computed in float32). ``where`` (bool, broadcastable to ``y_pred``): a sample's
+    loss is the mean over its present elements, a sample with none is absent from the reduction
+    (its weight counts nowhere), and masked elements get zero gradients even if NaN.
 
     Args:
       from_logits: Whether ``y_pred`` holds logits (recommended: exact) or probabilities.
       label_smoothing: ``s`` in [0, 1]: labels are squeezed towards 1/2.
       axis: The axis averaged over per sample (the features axis).
-      reduction: Keras 3's names: ``"sum_over_batch_size"`` (also ``"mean"`` and ``"auto"``),
-        ``"sum"``, ``"mean_with_sample_weight"`` (divides by the sum of the weights as given),
-        ``"none"`` or None; any case. Kept as given in the config.
-      name: The loss name (Keras's metric and scope name).
-      dtype: The computation dtype, a name or a ``keras.DTypePolicy`` (its compute dtype);
-        None for ``keras.config.floatx()``.
+      reduction: Keras's names: ``"sum_over_batch_size"`` (also ``"mean"``, ``"auto"``),
+        ``"sum"``, ``"mean_with_sample_weight"``, ``"none"`` or None; any case.
+      name: The loss name.
+      dtype: The computation dtype, a name or a ``keras.DTypePolicy``; None for floatx.
 
     Returns:
-      Called as ``loss(y_true, y_pred, sample_weight=None)``: a scalar of ``dtype``, or for
-      ``"none"`` the weighted per-sample losses ``[batch, d0, .., dN-1]``.
+      Called as ``loss(y_true, y_pred, sample_weight=None, *, where=None)``: a scalar of
+      ``dtype``, or for ``"none"`` the weighted per-sample losses.
 
     Raises:
       TypeError: a non-bool ``from_logits``, a non-number ``label_smoothing``, a non-int
-        ``axis`` or a non-str ``name`` (at construction).
+        ``axis`` or a non-str ``name``; when called, a non-bool ``where``.
       ValueError: ``label_smoothing`` outside [0, 1], an unknown reduction or a non-float
-        ``dtype`` (at construction); when called, ``y_true``/``y_pred`` of different shapes, an
-        ``axis`` out of range, or a ``sample_weight`` shape Keras cannot apply.
+        ``dtype``; when called, shapes that do not match, an ``axis`` out of range, or a
+        ``sample_weight``/``where`` shape that cannot be applied.
 
     Examples:
       >>> import numpy as np
@@ -392,9 +386,8 @@ class BinaryCrossentropy(_PerSampleLoss):
       Array(0.8149245, dtype=float32)
       >>> BinaryCrossentropy()(y_true, y_pred, sample_weight=np.array([1., 0.]))
       Array(0.45814538, dtype=float32)
-      >>> BinaryCrossentropy(from_logits=True, reduction="none")(
-      ...     np.array([[1.], [1.]]), np.array([[30.], [np.inf]]))
-      Array([9.357623e-14, 0.000000e+00], dtype=float32)
+      >>> BinaryCrossentropy()(y_true, y_pred, where=np.array([[True], [False]]))
+      Array(0.91629076, dtype=float32)
     """
 
     _CLS = "sigmoid_xent.keras.BinaryCrossentropy"
@@ -431,19 +424,11 @@ class BinaryFocalCrossentropy(_PerSampleLoss):
         \\ 1 & \text{otherwise} \end{cases}
 
     with ``p = sigmoid(y_pred)`` when ``from_logits`` and :math:`z' = z (1 - s) + s / 2`. On
-    probabilities ``bce`` is Keras 3's clipped one (see :class:`BinaryCrossentropy`) and the
-    values are Keras's; at ``p_t = 1`` the derivative of :math:`(1 - p_t)^\gamma` is taken as 0
-    (Keras: NaN for ``gamma = 0``). On logits the loss is
-    :func:`sigmoid_xent.focal.plain_focal_loss`: stable and finite at ``±inf`` as
-    :func:`sigmoid_xent.sigmoid_focal_loss`, with closed-form derivatives, and for an integer
-    ``gamma`` (the default 2) value and gradient in plain float32: within 8.5 ulp elementwise
-    instead of 0.63, and Keras reduces it next (a per-sample mean over many classes is as close
-    to the exact one as the accurate values' mean), so that a ``fit`` step costs what one with
-    Keras's own loss costs (benchmarks/README.md). Keras's own goes through the clipped
-    probability, so the two agree wherever ``sigmoid(y_pred)`` lies inside
-    ``[epsilon, 1 - epsilon]`` (``|y_pred|`` below about 16) and ours stays accurate beyond, where
-    Keras's saturates. Keras's ``Loss.__call__`` applies ``sample_weight``, masks and
-    ``reduction``; shapes and dtypes as :class:`BinaryCrossentropy`.
+    probabilities ``bce`` is Keras 3's clipped one and the values are Keras's (the derivative of
+    :math:`(1 - p_t)^\gamma` at ``p_t = 1`` is 0, where Keras gives NaN for ``gamma = 0``). On
+    logits the loss is :func:`sigmoid_xent.focal.plain_focal_loss`: stable, finite at ``±inf``,
+    and accurate where Keras's clipped probability saturates (``|y_pred|`` above about 16).
+    Weights, masks, ``where``, reductions, shapes and dtypes as :class:`BinaryCrossentropy`.
 
     Args:
       apply_class_balancing: Whether to weight the classes by ``alpha`` and ``1 - alpha``.
@@ -457,15 +442,15 @@ class BinaryFocalCrossentropy(_PerSampleLoss):
       dtype: As :class:`BinaryCrossentropy`.
 
     Returns:
-      Called as ``loss(y_true, y_pred, sample_weight=None)``: a scalar of ``dtype``, or the
-      weighted per-sample losses for ``"none"``.
+      Called as ``loss(y_true, y_pred, sample_weight=None, *, where=None)``: a scalar of
+      ``dtype``, or the weighted per-sample losses for ``"none"``.
 
     Raises:
       TypeError: a non-bool ``apply_class_balancing``/``from_logits``, non-number ``alpha``,
-        ``gamma`` or ``label_smoothing``, a non-int ``axis`` (at construction).
-      ValueError: ``alpha`` or ``label_smoothing`` outside [0, 1], a negative or infinite
-        ``gamma``, an unknown reduction or a non-float ``dtype`` (at construction); at call
-        time as :class:`BinaryCrossentropy`.
+        ``gamma`` or ``label_smoothing``, a non-int ``axis``.
+      ValueError: ``alpha`` or ``label_smoothing`` outside [0, 1], ``gamma`` outside
+        [0, inf), an unknown reduction or a non-float ``dtype``; when called, as
+        :class:`BinaryCrossentropy`.
 
     Examples:
       >>> import numpy as np
@@ -537,9 +522,9 @@ def _keras_mask(x: Any) -> Any:
 class SigmoidCrossEntropyLoss(keras.losses.Loss):
     r"""TF-Ranking's ``SigmoidCrossEntropyLoss`` as a real ``keras.losses.Loss``.
 
-    Dense lists ``[batch, list_size]``: labels ``< 0`` are padding (ignored), and so are items
-    where a Keras mask on ``y_pred`` is False. The loss is
-    :func:`sigmoid_xent.ranking.sigmoid_cross_entropy`:
+    Dense lists ``[batch, list_size]``: labels ``< 0`` are padding, and so are items where
+    ``where`` or a Keras mask on ``y_pred`` is False. The loss is
+    :func:`sigmoid_xent.ranking.sigmoid_cross_entropy`, e.g.
 
     .. math::
 
@@ -547,35 +532,25 @@ class SigmoidCrossEntropyLoss(keras.losses.Loss):
         {\mathrm{batch} \cdot \mathrm{list\_size}}, \qquad
         \ell(z, s) = \max(s, 0) - s z + \log(1 + e^{-|s|})
 
-    (padding adds 0 but counts in the denominator, as TF-Ranking: ``0.8042943`` for its example,
-    ``0.6444636`` for its ragged one padded with -1). This class reduces itself, because a
-    ranking weight is per list: ``sample_weight`` of shape ``[batch]`` or ``[batch, 1]`` weights
-    every item of its list (Keras's base would apply a ``[batch]`` vector per position), one of
-    ``[batch, list_size]`` each item, a scalar everything.
-
-    Reductions (any case): ``"sum_over_batch_size"`` (= ``"auto"``, TF-Ranking's default, and
-    Keras's ``"mean"``), ``"sum"``, ``"none"``/None (``[batch, list_size]``, 0 at padding),
-    ``"mean_with_sample_weight"`` (:math:`\sum w \ell / \sum w` over the valid items, with
-    per-list weights counted once per item), and TF-Ranking's ``"sum_by_nonzero_weights"``,
-    ``"per_list"`` (``[batch]``) and ``"list_mean"``. The config keeps it as given.
-
-    Labels and scores are converted to ``dtype`` (``keras.config.floatx()`` by default, so
-    float32 under a ``mixed_bfloat16`` policy); 16-bit dtypes are computed in float32.
+    (padding adds 0 but counts in the denominator, as TF-Ranking). The class reduces itself,
+    because a ranking weight is per list: ``sample_weight`` ``[batch]`` or ``[batch, 1]``
+    weights every item of its list, ``[batch, list_size]`` each item, a scalar everything.
 
     Args:
-      reduction: See above; default ``"sum_over_batch_size"``.
+      reduction: Keras's names (``"mean_with_sample_weight"``: :math:`\sum w \ell / \sum w`
+        over the valid items) and TF-Ranking's (``"sum_by_nonzero_weights"``, ``"per_list"``,
+        ``"list_mean"``), any case; default ``"sum_over_batch_size"`` (``"auto"``).
       name: The loss name; None gives Keras's automatic one.
       dtype: The computation dtype, a name or a ``keras.DTypePolicy``; None for floatx.
 
     Returns:
-      Called as ``loss(y_true, y_pred, sample_weight=None)``: a scalar of ``dtype``; for
-      ``"none"`` the ``[batch, list_size]`` weighted losses, for ``"per_list"`` ``[batch]``.
+      Called as ``loss(y_true, y_pred, sample_weight=None, *, where=None)``: a scalar of
+      ``dtype``; ``[batch, list_size]`` for ``"none"``, ``[batch]`` for ``"per_list"``.
 
     Raises:
-      ValueError: an unknown reduction or a non-float ``dtype`` (at construction); when called,
-        ``y_true``/``y_pred`` of different shapes or not ``[batch, list_size]``, or a
-        ``sample_weight`` of another shape than those above.
-      TypeError: a non-str ``name`` (at construction).
+      ValueError: an unknown reduction or a non-float ``dtype``; when called, inputs that are
+        not both ``[batch, list_size]``, or a ``sample_weight``/``where`` of another shape.
+      TypeError: a non-str ``name``; when called, a non-bool ``where``.
 
     Examples:
       >>> import numpy as np

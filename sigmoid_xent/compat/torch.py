@@ -53,17 +53,15 @@ def binary_cross_entropy_with_logits(
         \ell_i = w_i \big(p_i \, z_i \log(1 + e^{-x_i}) + (1 - z_i) \log(1 + e^{x_i})\big)
 
     with :math:`w` = ``weight`` and :math:`p` = ``pos_weight`` (1 when None), then
-    ``reduction``: ``"none"`` (the elementwise losses), ``"mean"`` (the plain mean of the
-    weighted losses, :math:`\sum_i \ell_i / n`, not a weighted mean) or ``"sum"``.
+    ``reduction``: ``"none"``, ``"mean"`` (the plain mean :math:`\sum_i \ell_i / n` over the
+    ``n`` present elements, not a weighted mean) or ``"sum"``.
 
     As PyTorch: ``target`` must have ``input``'s shape; ``weight`` and ``pos_weight``
-    broadcast to it (``pos_weight`` ``[C]`` weighs the positive term of each class on the last
-    axis, and only that term). Computed by
-    :func:`sigmoid_xent.weighted_sigmoid_cross_entropy_with_logits` (no cancellation), with
-    finite values at ``±inf`` inputs (0 for an agreeing hard target; PyTorch gives NaN), a zero
-    ``weight`` removing an element even where its loss is infinite, and gradients (input,
-    target, weight, pos_weight) from the core's custom VJP. The mean of an empty input is 0
-    (PyTorch: NaN). Integer and bool targets are cast (PyTorch refuses them).
+    broadcast to it (``pos_weight`` ``[C]`` weighs the positive term of each class). Computed
+    by :func:`sigmoid_xent.weighted_sigmoid_cross_entropy_with_logits` and
+    :func:`sigmoid_xent.reduce_loss`: finite at ``±inf`` inputs (PyTorch: NaN), a zero
+    ``weight`` removes an element even where its loss is infinite, the mean of nothing is 0,
+    and integer and bool targets are cast (PyTorch refuses them).
 
     Args:
       input: Float logits, any shape.
@@ -79,9 +77,9 @@ def binary_cross_entropy_with_logits(
       A scalar for ``"mean"``/``"sum"``, else the elementwise losses; ``input``'s dtype.
 
     Raises:
-      TypeError: integer or bool ``input``.
-      ValueError: ``target`` of another shape, ``weight``/``pos_weight`` not broadcastable to
-        ``input``'s shape, or an unknown ``reduction``.
+      TypeError: integer or bool ``input``, or a non-bool ``where``.
+      ValueError: ``target`` of another shape, ``weight``/``pos_weight``/``where`` not
+        broadcastable to ``input``'s shape, or an unknown ``reduction``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -147,10 +145,8 @@ def sigmoid_focal_loss(
     As torchvision: the defaults ``alpha=0.25``, ``gamma=2``, ``reduction="none"``; a negative
     ``alpha`` (its ``-1``) drops :math:`\alpha_t`; ``targets`` of ``inputs``' shape; ``"mean"``
     the plain mean and ``"sum"`` the sum of the elementwise losses. Computed by
-    :func:`sigmoid_xent.sigmoid_focal_loss`: within 0.63 ulp (measured; tests bound it at 2)
-    for every ``gamma`` in float32 (the plain ``(1 - p_t)**gamma`` loses ulps), finite at
-    ``±inf`` inputs and finite gradients for ``gamma = 0`` and ``0 < gamma < 1``.
-    ``alpha=None`` is accepted as "no balance" too.
+    :func:`sigmoid_xent.sigmoid_focal_loss`: accurate for every ``gamma``, finite at ``±inf``
+    inputs, finite gradients for ``0 <= gamma < 1``. ``alpha=None`` is "no balance" too.
 
     Args:
       inputs: Float logits, any shape.
@@ -159,14 +155,16 @@ def sigmoid_focal_loss(
         array broadcastable to ``inputs``' shape).
       gamma: Focusing exponent ``>= 0``.
       reduction: ``"none"``, ``"mean"`` or ``"sum"`` (any case).
+      where: Optional bool mask broadcastable to ``inputs``' shape; a False element is absent:
+        loss 0, no share in the mean's count, zero gradients, whatever its inputs hold.
 
     Returns:
       The elementwise losses (``"none"``) or a scalar; ``inputs``' dtype.
 
     Raises:
-      TypeError: integer or bool ``inputs``.
-      ValueError: ``targets`` of another shape, ``alpha``/``gamma`` not broadcastable to
-        ``inputs``' shape, a concrete negative ``gamma``, or an unknown ``reduction``.
+      TypeError: integer or bool ``inputs``, or a non-bool ``where``.
+      ValueError: ``targets`` of another shape, ``alpha``/``gamma``/``where`` not broadcastable
+        to ``inputs``' shape, a concrete negative ``gamma``, or an unknown ``reduction``.
 
     Examples:
       >>> import jax.numpy as jnp
