@@ -197,6 +197,11 @@ def in_range(
     ``high_open``); a ValueError naming ``fn`` and ``name``. Traced values are not checked."""
     if value is None or is_traced(value):
         return
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        v = float(value)  # the common case, a Python number: no array (eager calls stay cheap)
+        above = high is not None and (v >= high if high_open else v > high)
+        if not (v != v or (low is not None and v < low) or above):
+            return
     host = np.asarray(value, dtype=np.float64)
     bad = np.isnan(host)
     if low is not None:
