@@ -938,28 +938,75 @@ _NAN_INPUTS = {  # per-element inputs; NaN or inf wherever _KEPT is False
     "n": np.where(_KEPT, _rng(7).uniform(-1.0, 0.0, (3, 4)), np.nan).astype(F32),
 }
 WHERE_CALLS = {  # (call(inputs, where), the inputs it takes, elementwise)
-    "optax_bce": (lambda v, where: c_optax.sigmoid_binary_cross_entropy(
-        v["x"], v["z"], where=where), "xz", True),
-    "optax_focal": (lambda v, where: c_optax.sigmoid_focal_loss(
-        v["x"], v["z"], alpha=v["a"], gamma=2.0, where=where), "xza", True),
-    "optax_focal_negative_alpha": (lambda v, where: c_optax.sigmoid_focal_loss(
-        v["x"], v["z"], alpha=v["n"], gamma=1.5, where=where), "xzn", True),
-    "torch_bce_none": (lambda v, where: c_torch.binary_cross_entropy_with_logits(
-        v["x"], v["z"], v["w"], "none", v["a"], where=where), "xzwa", True),
-    "torch_bce_mean": (lambda v, where: c_torch.binary_cross_entropy_with_logits(
-        v["x"], v["z"], v["w"], pos_weight=v["a"], where=where), "xzwa", False),
-    "torch_bce_sum": (lambda v, where: c_torch.binary_cross_entropy_with_logits(
-        v["x"], v["z"], reduction="sum", where=where), "xz", False),
-    "torchvision_focal_none": (lambda v, where: c_torch.sigmoid_focal_loss(
-        v["x"], v["z"], v["a"], where=where), "xza", True),
-    "torchvision_focal_mean": (lambda v, where: c_torch.sigmoid_focal_loss(
-        v["x"], v["z"], 0.25, 2.5, "mean", where=where), "xz", False),
-    "rax_mean": (lambda v, where: c_rax.pointwise_sigmoid_loss(
-        v["x"], v["z"], weights=v["w"], where=where), "xzw", False),
-    "rax_sum": (lambda v, where: c_rax.pointwise_sigmoid_loss(
-        v["x"], v["z"], where=where, reduce_fn=jnp.sum), "xz", False),
-    "rax_none": (lambda v, where: c_rax.pointwise_sigmoid_loss(
-        v["x"], v["z"], weights=v["w"], where=where, reduce_fn=None), "xzw", True),
+    "optax_bce": (
+        lambda v, where: c_optax.sigmoid_binary_cross_entropy(v["x"], v["z"], where=where),
+        "xz",
+        True,
+    ),
+    "optax_focal": (
+        lambda v, where: c_optax.sigmoid_focal_loss(
+            v["x"], v["z"], alpha=v["a"], gamma=2.0, where=where
+        ),
+        "xza",
+        True,
+    ),
+    "optax_focal_negative_alpha": (
+        lambda v, where: c_optax.sigmoid_focal_loss(
+            v["x"], v["z"], alpha=v["n"], gamma=1.5, where=where
+        ),
+        "xzn",
+        True,
+    ),
+    "torch_bce_none": (
+        lambda v, where: c_torch.binary_cross_entropy_with_logits(
+            v["x"], v["z"], v["w"], "none", v["a"], where=where
+        ),
+        "xzwa",
+        True,
+    ),
+    "torch_bce_mean": (
+        lambda v, where: c_torch.binary_cross_entropy_with_logits(
+            v["x"], v["z"], v["w"], pos_weight=v["a"], where=where
+        ),
+        "xzwa",
+        False,
+    ),
+    "torch_bce_sum": (
+        lambda v, where: c_torch.binary_cross_entropy_with_logits(
+            v["x"], v["z"], reduction="sum", where=where
+        ),
+        "xz",
+        False,
+    ),
+    "torchvision_focal_none": (
+        lambda v, where: c_torch.sigmoid_focal_loss(v["x"], v["z"], v["a"], where=where),
+        "xza",
+        True,
+    ),
+    "torchvision_focal_mean": (
+        lambda v, where: c_torch.sigmoid_focal_loss(v["x"], v["z"], 0.25, 2.5, "mean", where=where),
+        "xz",
+        False,
+    ),
+    "rax_mean": (
+        lambda v, where: c_rax.pointwise_sigmoid_loss(v["x"], v["z"], weights=v["w"], where=where),
+        "xzw",
+        False,
+    ),
+    "rax_sum": (
+        lambda v, where: c_rax.pointwise_sigmoid_loss(
+            v["x"], v["z"], where=where, reduce_fn=jnp.sum
+        ),
+        "xz",
+        False,
+    ),
+    "rax_none": (
+        lambda v, where: c_rax.pointwise_sigmoid_loss(
+            v["x"], v["z"], weights=v["w"], where=where, reduce_fn=None
+        ),
+        "xzw",
+        True,
+    ),
 }
 
 
@@ -1000,10 +1047,14 @@ def test_where_must_be_boolean_and_broadcast():
     x = jnp.zeros((2, 3))
     with pytest.raises(TypeError, match=r"compat.optax.sigmoid_binary_cross_entropy: `where`"):
         c_optax.sigmoid_binary_cross_entropy(x, x, where=jnp.ones((2, 3)))
-    with pytest.raises(ValueError, match=r"compat.torch.sigmoid_focal_loss: `where` of shape "
-                                         r"\(2,\) cannot be broadcast to the inputs shape"):
+    with pytest.raises(
+        ValueError,
+        match=r"compat.torch.sigmoid_focal_loss: `where` of shape "
+        r"\(2,\) cannot be broadcast to the inputs shape",
+    ):
         c_torch.sigmoid_focal_loss(x, x, where=jnp.ones(2, bool))
     # rax's own convention: a numeric mask, nonzero = valid
     np.testing.assert_array_equal(
         c_rax.pointwise_sigmoid_loss(x, x, where=jnp.array([1, 0, 2]), reduce_fn=None),
-        c_rax.pointwise_sigmoid_loss(x, x, where=jnp.array([True, False, True]), reduce_fn=None))
+        c_rax.pointwise_sigmoid_loss(x, x, where=jnp.array([True, False, True]), reduce_fn=None),
+    )

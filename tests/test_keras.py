@@ -731,20 +731,27 @@ def test_where_per_sample_is_the_call_on_the_kept_samples(loss, reduction):
 def test_where_sample_loss_is_the_mean_over_its_present_elements(loss):
     y_true, y_pred, sw, kept = _nan_data(loss.from_logits)
     none = type(loss).from_config({**loss.get_config(), "reduction": "none"})
-    per_sample = np.array([
-        float(none(y_true[i, kept[i]][None], y_pred[i, kept[i]][None])[0]) if kept[i].any()
-        else 0.0
-        for i in range(len(kept))
-    ])
+    per_sample = np.array(
+        [
+            float(none(y_true[i, kept[i]][None], y_pred[i, kept[i]][None])[0])
+            if kept[i].any()
+            else 0.0
+            for i in range(len(kept))
+        ]
+    )
     np.testing.assert_allclose(none(y_true, y_pred, where=kept), per_sample, rtol=2e-6)
     present = kept.any(-1)  # the empty sample counts nowhere: not in the size, not its weight
     np.testing.assert_allclose(
-        loss(y_true, y_pred, sw, where=kept), np.sum(sw[present] * per_sample[present]) / 5,
-        rtol=2e-6)
+        loss(y_true, y_pred, sw, where=kept),
+        np.sum(sw[present] * per_sample[present]) / 5,
+        rtol=2e-6,
+    )
     weighted = type(loss).from_config({**loss.get_config(), "reduction": "mean_with_sample_weight"})
     np.testing.assert_allclose(
         weighted(y_true, y_pred, sw, where=kept),
-        np.sum(sw[present] * per_sample[present]) / np.sum(sw[present]), rtol=2e-6)
+        np.sum(sw[present] * per_sample[present]) / np.sum(sw[present]),
+        rtol=2e-6,
+    )
 
 
 RANKING_WHERE = [
@@ -764,9 +771,7 @@ def test_ranking_where_is_padding(loss):
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-@pytest.mark.parametrize(
-    "loss", WHERE_LOSSES + RANKING_WHERE[:1], ids=WHERE_IDS + ["ranking"]
-)
+@pytest.mark.parametrize("loss", WHERE_LOSSES + RANKING_WHERE[:1], ids=WHERE_IDS + ["ranking"])
 def test_where_gives_zero_gradients_and_no_nan_under_debug_nans(loss, jit):
     y_true, y_pred, sw, kept = _nan_data(loss.from_logits if hasattr(loss, "from_logits") else 1)
     args = tuple(map(jnp.asarray, (y_true, y_pred, sw)))
@@ -790,8 +795,10 @@ def test_where_with_a_keras_mask_counts_both():
     loss = sk.BinaryCrossentropy(from_logits=True)
     both = np.asarray(kept) & np.asarray(keras_mask)[:, None]
     np.testing.assert_allclose(
-        loss(y_true, y_pred, sw, where=kept), loss(y_true, np.asarray(y_pred), sw, where=both),
-        rtol=1e-7)
+        loss(y_true, y_pred, sw, where=kept),
+        loss(y_true, np.asarray(y_pred), sw, where=both),
+        rtol=1e-7,
+    )
 
 
 def test_where_errors_name_the_class():
