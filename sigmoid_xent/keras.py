@@ -159,9 +159,12 @@ def _check_pair(t: tuple[int, ...], p: tuple[int, ...], cls: str) -> None:
         )
 
 
-def _as_array(x: Any) -> Array:
-    """``x`` as a jax array in its own dtype: a cast (to the loss's dtype) comes after masking."""
-    return x if isinstance(x, jax.Array) else jnp.asarray(np.asarray(x))
+def _as_arrays(*values: Any) -> tuple[Array | None, ...]:
+    """Each value as a jax array in its own dtype (None stays None): the cast to the loss's dtype
+    comes inside the compiled program, after masking."""
+    return tuple(
+        v if v is None or isinstance(v, jax.Array) else jnp.asarray(np.asarray(v)) for v in values
+    )
 
 
 # --------------------------------------------------------------------------- elementwise pieces
@@ -225,22 +228,9 @@ class _PerSampleLoss(keras.losses.Loss):
         if where is None:
             return super().__call__(y_true, y_pred, sample_weight=sample_weight)
         mask = _checks.where_mask(where, elements, cls, target="y_pred")
-        keras_mask = _keras_mask(y_pred)
-        if keras_mask is not None:
-            shape = _checks.keras_weight_shape(
-                np.shape(keras_mask), per_sample, cls, what="the Keras mask on `y_pred`"
-            )
-            keras_mask = jnp.reshape(jnp.asarray(keras_mask, bool), shape)
-        weights = None if sample_weight is None else _as_array(sample_weight)
-        return _masked_call(
-            _as_array(y_true),
-            _as_array(y_pred),
-            weights,
-            mask,
-            keras_mask,
-            loss=_ByConfig(self),
-            w_shape=w_shape,
-        )
+        keras_mask = _keras_mask_as(y_pred, per_sample, cls)
+        arrays = _as_arrays(y_true, y_pred, sample_weight)
+        return _masked_call(*arrays, mask, keras_mask, loss=_ByConfig(self), w_shape=w_shape)
 
     def _shapes(
         self, t: tuple[int, ...], p: tuple[int, ...]
@@ -518,6 +508,23 @@ def _keras_mask(x: Any) -> Any:
     return get_keras_mask(x)
 
 
+def _keras_mask_as(
+    y_pred: Any, shape: tuple[int, ...], cls: str, *, per_list: bool = False
+) -> Array | None:
+    """The Keras mask on ``y_pred`` as bools of ``shape`` (the per-sample losses', or with
+    ``per_list`` the ranking's items, per item or per list), or None without one."""
+    mask = _keras_mask(y_pred)
+    if mask is None:
+        return None
+    if per_list:
+        to = _mask_shape(mask, shape, cls)
+    else:
+        to = _checks.keras_weight_shape(
+            np.shape(mask), shape, cls, what="the Keras mask on `y_pred`"
+        )
+    return jnp.broadcast_to(jnp.reshape(jnp.asarray(mask, bool), to), shape)
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class SigmoidCrossEntropyLoss(keras.losses.Loss):
     r"""TF-Ranking's ``SigmoidCrossEntropyLoss`` as a real ``keras.losses.Loss``.
@@ -605,21 +612,11 @@ class SigmoidCrossEntropyLoss(keras.losses.Loss):
                     f"({batch}, 1), or per item ({batch}, {size}), got shape {w_shape}."
                 )
         mask = _checks.where_mask(where, t, cls, target="y_pred")
-        keras_mask = _keras_mask(y_pred)
+        keras_mask = _keras_mask_as(y_pred, t, cls, per_list=True)
         if keras_mask is not None:
-            keras_mask = jnp.broadcast_to(
-                jnp.reshape(jnp.asarray(keras_mask, bool), _mask_shape(keras_mask, t, cls)), t
-            )
             mask = keras_mask if mask is None else jnp.broadcast_to(mask, t) & keras_mask
-        weights = None if sample_weight is None else _as_array(sample_weight)
-        return _ranking_call(
-            _as_array(y_true),
-            _as_array(y_pred),
-            weights,
-            mask,
-            reduction=self._ranking_reduction,
-            dtype=self.dtype,
-        )
+        arrays = _as_arrays(y_true, y_pred, sample_weight)
+        return _ranking_call(*arrays, mask, reduction=self._ranking_reduction, dtype=self.dtype)
 
     def call(self, y_true: Array, y_pred: Array) -> Array:
         """Per-item losses ``[batch, list_size]`` (0 at padding), unweighted."""

@@ -78,7 +78,7 @@ class Reduction(enum.StrEnum):
         member = None
         if spellings is not None:
             member = spellings.get(key) if key is not None else None
-        elif key in cls._value2member_map_:
+        elif key is not None and key in cls._value2member_map_:
             member = cls(key)
             member = member if member in valid else None
         if member is None:

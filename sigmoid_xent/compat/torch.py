@@ -94,13 +94,13 @@ def binary_cross_entropy_with_logits(
     x, z = _input_target(input, target, fn, ("input", "target"))
     cd = _checks.compute_dtype(x.dtype)
     red = Reduction.parse(reduction, fn, peer="torch")
-    w = pw = None
-    if weight is not None:
-        w = _checks.option_value(weight, cd, "weight", fn)
-        _checks.broadcastable_to(w, x.shape, "weight", fn, target="input")
-    if pos_weight is not None:
-        pw = _checks.option_value(pos_weight, cd, "pos_weight", fn)
-        _checks.broadcastable_to(pw, x.shape, "pos_weight", fn, target="input")
+    w, pw = (
+        None if v is None else _checks.option_value(v, cd, name, fn)
+        for v, name in ((weight, "weight"), (pos_weight, "pos_weight"))
+    )
+    for v, name in ((w, "weight"), (pw, "pos_weight")):
+        if v is not None:
+            _checks.broadcastable_to(v, x.shape, name, fn, target="input")
     mask = _checks.where_mask(where, x.shape, fn, target="input")
     return _bce(x, z, w, pw, mask, reduction=red)
 
