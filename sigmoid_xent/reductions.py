@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 from collections.abc import Callable, Collection
@@ -65,6 +66,10 @@ class Reduction(enum.StrEnum):
         ``peer`` reads the name in a peer's spelling (:data:`PEER_SPELLINGS`: ``"keras"``,
         ``"keras_ranking"``, ``"torch"``), where it differs from ours.
         """
+        try:  # every eager call parses its reduction: a name once read is looked up
+            return _PARSED[(name, accepted, peer)]
+        except (KeyError, TypeError):
+            pass
         valid = ELEMENTWISE if accepted is None else accepted
         spellings = None if peer is None else PEER_SPELLINGS[peer]
         if name is None:
@@ -97,8 +102,12 @@ class Reduction(enum.StrEnum):
                 f"{fn}: unknown reduction {name!r}; expected one of {names} (any case){also}."
                 f"{_PEER_HINTS.get(peer or '', '')}"
             )
+        with contextlib.suppress(TypeError):  # an unhashable `accepted` is not remembered
+            _PARSED[(name, accepted, peer)] = member
         return member
 
+
+_PARSED: dict[tuple[Any, Any, Any], Reduction] = {}  # (name, accepted, peer): the names read so far
 
 _ALIASES = {
     "auto": "sum_over_batch_size",

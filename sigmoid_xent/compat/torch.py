@@ -37,6 +37,15 @@ def _input_target(input: ArrayLike, target: ArrayLike, fn: str, names: tuple[str
     return x, z
 
 
+def _weight(value: ArrayLike | None, dtype, name: str, fn: str, shape: tuple[int, ...]):
+    """An optional weight broadcastable to ``input``'s shape (None stays None)."""
+    if value is None:
+        return None
+    value = _checks.option_value(value, dtype, name, fn)
+    _checks.broadcastable_to(value, shape, name, fn, target="input")
+    return value
+
+
 def binary_cross_entropy_with_logits(
     input: ArrayLike,
     target: ArrayLike,
@@ -94,13 +103,8 @@ def binary_cross_entropy_with_logits(
     x, z = _input_target(input, target, fn, ("input", "target"))
     cd = _checks.compute_dtype(x.dtype)
     red = Reduction.parse(reduction, fn, peer="torch")
-    w, pw = (
-        None if v is None else _checks.option_value(v, cd, name, fn)
-        for v, name in ((weight, "weight"), (pos_weight, "pos_weight"))
-    )
-    for v, name in ((w, "weight"), (pw, "pos_weight")):
-        if v is not None:
-            _checks.broadcastable_to(v, x.shape, name, fn, target="input")
+    w = _weight(weight, cd, "weight", fn, x.shape)
+    pw = _weight(pos_weight, cd, "pos_weight", fn, x.shape)
     mask = _checks.where_mask(where, x.shape, fn, target="input")
     return _bce(x, z, w, pw, mask, reduction=red)
 
