@@ -200,7 +200,7 @@ class _PerSampleLoss(keras.losses.Loss):
         dtype: Any,
     ) -> None:
         cls = self._CLS
-        self._reduction, keras_reduction = _keras_reduction(reduction, cls)
+        _, keras_reduction = _keras_reduction(reduction, cls)
         _name(name, cls)
         _dtype(dtype, cls)
         super().__init__(name=name, reduction=keras_reduction, dtype=dtype)
@@ -285,7 +285,7 @@ class _ByConfig:
     def __init__(self, loss: _PerSampleLoss) -> None:
         self.loss = loss
         config = tuple(sorted(loss.get_config().items()))
-        self.key = (type(loss), loss.dtype, keras.config.epsilon(), config)
+        self.key = (type(loss), loss.dtype, loss.reduction, keras.config.epsilon(), config)
 
     def __hash__(self) -> int:
         return hash(self.key)
@@ -321,7 +321,8 @@ def _masked_call(
         sample_present = sample_present & jnp.broadcast_to(keras_mask, sample_present.shape)
     if weights is not None:
         weights = jnp.reshape(weights, w_shape).astype(self.dtype)
-    return weighted_reduction(per_sample, weights, self._reduction, self._CLS, where=sample_present)
+    red = Reduction.parse(self.reduction, self._CLS, peer="keras")  # Keras's base reads it too
+    return weighted_reduction(per_sample, weights, red, self._CLS, where=sample_present)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
