@@ -106,10 +106,9 @@ def sigmoid_focal_loss(
     optax: ``logits`` first, ``alpha`` and ``gamma`` keyword-only, ``logits``, ``labels``,
     ``alpha`` and ``gamma`` broadcast against each other, soft labels as above, and a negative
     ``alpha`` is used as given (torchvision's ``-1`` would switch the balance off; optax's does
-    not). Computed by :func:`sigmoid_xent.sigmoid_focal_loss`: accurate for every ``gamma``, finite at ``±inf`` logits (optax: NaN), finite gradients for
-    ``0 <= gamma < 1``. A Python-number ``gamma`` is static (one compiled program per value); a
-    concrete non-negative ``alpha`` is applied inside the core (one rounding), a traced one (or
-    one with negative entries) multiplies the unbalanced loss afterwards.
+    not). Computed by :func:`sigmoid_xent.sigmoid_focal_loss`: accurate for every ``gamma``,
+    finite at ``±inf`` logits (optax: NaN), finite gradients for ``0 <= gamma < 1``; a
+    Python-number ``gamma`` reaches its static-integer path.
 
     Args:
       logits: Float logits.
