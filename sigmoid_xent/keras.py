@@ -77,6 +77,14 @@ Array = jax.Array
 __all__ = ["BinaryCrossentropy", "BinaryFocalCrossentropy", "SigmoidCrossEntropyLoss"]
 
 _PACKAGE = "sigmoid_xent"
+# Saved in every config: Keras prints the config when it cannot find the class (a new process
+# that never imported this module), so its error names the import that registers the classes.
+_REQUIRES = "import sigmoid_xent.keras"
+
+
+def _from_config(cls: Any, config: dict[str, Any]) -> Any:
+    config = {k: v for k, v in config.items() if k != "requires"}
+    return keras.losses.Loss.from_config.__func__(cls, config)  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -275,7 +283,13 @@ class _PerSampleLoss(keras.losses.Loss):
             "from_logits": self.from_logits,
             "label_smoothing": self.label_smoothing,
             "axis": self.axis,
+            "requires": _REQUIRES,
         }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        """The loss of :meth:`get_config`'s dict."""
+        return _from_config(cls, config)
 
 
 class _ByConfig:
@@ -624,8 +638,18 @@ class SigmoidCrossEntropyLoss(keras.losses.Loss):
         return ranking.sigmoid_cross_entropy(y_true, y_pred, reduction="none")
 
     def get_config(self) -> dict[str, Any]:
-        """``{"name", "reduction", "dtype"}``, the reduction as given."""
-        return {"name": self.name, "reduction": self._given_reduction, "dtype": self._given_dtype}
+        """``{"name", "reduction", "dtype", "requires"}``, the reduction as given."""
+        return {
+            "name": self.name,
+            "reduction": self._given_reduction,
+            "dtype": self._given_dtype,
+            "requires": _REQUIRES,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        """The loss of :meth:`get_config`'s dict."""
+        return _from_config(cls, config)
 
 
 @functools.partial(jax.jit, static_argnames=("reduction", "dtype"))

@@ -560,6 +560,23 @@ def test_saved_model_loads_in_a_new_process(tmp_path):
     assert out["value"] == pytest.approx(value, rel=1e-6)
 
 
+def test_loading_without_the_import_names_it(tmp_path):
+    model = _model(outputs=3)
+    model.compile(optimizer="sgd", loss=sk.BinaryCrossentropy(from_logits=True))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    result = _run(
+        f"""
+        import keras
+        keras.models.load_model({str(path)!r})
+        """,
+        KERAS_BACKEND="jax",
+    )
+    assert result.returncode != 0
+    assert "Could not locate class 'BinaryCrossentropy'" in result.stderr
+    assert "import sigmoid_xent.keras" in result.stderr
+
+
 # --------------------------------------------------------------------------- optional dependency
 
 _BLOCK_KERAS = """

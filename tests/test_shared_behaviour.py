@@ -41,6 +41,7 @@ class Loss:
     # The weights the loss takes, from labels-shaped ones (outside debug_nans: slicing NaN
     # weights is the caller's operation, not the loss's).
     prepare: Callable[[jax.Array], jax.Array] = lambda w: w
+    keeps_dtype: bool = True  # Keras computes in its dtype policy's float32, by design
 
 
 def _elementwise(f: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
@@ -118,6 +119,71 @@ LOSSES = [
         reduces=True,
     ),
 ]
+LOSSES += [
+    Loss(
+        "compat.optax.sigmoid_binary_cross_entropy",
+        _elementwise(
+            lambda z, x, where: compat.optax.sigmoid_binary_cross_entropy(x, z, where=where)
+        ),
+    ),
+    Loss(
+        "compat.optax.sigmoid_focal_loss",
+        _elementwise(
+            lambda z, x, where: compat.optax.sigmoid_focal_loss(x, z, alpha=0.25, where=where)
+        ),
+    ),
+    Loss(
+        "compat.torch.binary_cross_entropy_with_logits",
+        lambda z, x, w=None, where=None: compat.torch.binary_cross_entropy_with_logits(
+            x, z, w, "sum", pos_weight=1.5, where=where
+        ),
+        reduces=True,
+    ),
+    Loss(
+        "compat.torch.sigmoid_focal_loss",
+        _elementwise(lambda z, x, where: compat.torch.sigmoid_focal_loss(x, z, where=where)),
+    ),
+    Loss(
+        "compat.rax.pointwise_sigmoid_loss",
+        lambda z, x, w=None, where=None: compat.rax.pointwise_sigmoid_loss(
+            x, z, where=where, weights=w, reduce_fn=jnp.sum
+        ),
+        reduces=True,
+    ),
+]
+
+
+def _keras_losses() -> list[Loss]:
+    try:
+        import sigmoid_xent.keras as sk
+    except ImportError:
+        return []
+
+    def per_sample(cls, **kwargs):
+        def fn(z, x, w=None, where=None):
+            if w is not None and w.ndim == 2:
+                w = w[:, 0]
+            return cls(reduction="sum", **kwargs)(z, x, sample_weight=w, where=where)
+
+        return fn
+
+    return [
+        Loss(
+            f"keras.{cls.__name__}",
+            per_sample(cls, **kwargs),
+            weighted=False,  # per-sample weights: the battery's weights are per element
+            reduces=True,
+            keeps_dtype=False,
+        )
+        for cls, kwargs in [
+            (sk.BinaryCrossentropy, {"from_logits": True}),
+            (sk.BinaryFocalCrossentropy, {"from_logits": True}),
+            (sk.SigmoidCrossEntropyLoss, {}),
+        ]
+    ]
+
+
+LOSSES += _keras_losses()
 IDS = [loss.name for loss in LOSSES]
 
 
@@ -170,7 +236,9 @@ def test_gradients_finite_for_finite_input(loss, scale):
     chex.assert_tree_all_finite(grads)
 
 
-@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+@pytest.mark.parametrize(
+    "loss", [loss for loss in LOSSES if loss.keeps_dtype], ids=lambda c: c.name
+)
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
 def test_dtype_kept(loss, dtype):
     z, x = _data(dtype=dtype)
@@ -179,7 +247,9 @@ def test_dtype_kept(loss, dtype):
     chex.assert_type(jax.grad(_total(loss), argnums=1)(z, x), dtype)
 
 
-@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+@pytest.mark.parametrize(
+    "loss", [loss for loss in LOSSES if loss.keeps_dtype], ids=lambda c: c.name
+)
 def test_float64_kept_with_x64(loss):
     with jax.enable_x64(True):
         z, x = _data(dtype=jnp.float64)
