@@ -387,8 +387,3 @@ def test_gradient_matches_optax_where_optax_is_accurate():
     g_ours = jax.grad(lambda x: sce(z, x).sum())(x)
     g_optax = jax.grad(lambda x: optax.sigmoid_binary_cross_entropy(x, z).sum())(x)
     np.testing.assert_allclose(g_ours, g_optax, rtol=1e-5, atol=1e-7)
-
-
-def test_forward_mode_refused_by_jax_documented():
-    with pytest.raises(TypeError, match="custom_vjp"):
-        jax.jvp(lambda x: sce(jnp.ones(2), x), (jnp.zeros(2),), (jnp.ones(2),))
