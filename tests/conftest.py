@@ -22,6 +22,14 @@ settings.register_profile("fuzz", max_examples=100_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def ci_examples(n: int) -> settings:
+    """``n`` examples in the ci profile (for a property that compiles per example: shapes and
+    static options drawn); every other profile keeps its own count."""
+    if os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci":
+        return settings(max_examples=n)
+    return settings()
+
+
 def x64():
     """Context manager enabling float64 (``jax.enable_x64``) for one block."""
     return jax.enable_x64(True)
