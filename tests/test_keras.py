@@ -25,6 +25,7 @@ if keras.backend.backend() != "jax":  # pragma: no cover - depends on the enviro
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from conftest import ci_examples  # noqa: E402
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -90,6 +91,7 @@ def _both(ours_cls, keras_cls, kwargs, y_true, y_pred, sw, dtype="float64"):
 
 
 @pytest.mark.parametrize("ours_cls, keras_cls", PAIRS)
+@ci_examples(15)  # shapes and options drawn: each example compiles ours and Keras's ops
 @given(
     from_logits=st.booleans(),
     label_smoothing=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
