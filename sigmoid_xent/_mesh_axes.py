@@ -100,6 +100,24 @@ def check_sharded_over(x: Array, names: tuple, what: str, fn: str) -> None:
         )
 
 
+def split_axes(names: tuple, h: Array, w: Array) -> tuple[tuple, tuple] | None:
+    """The axes of ``names`` that split the rows (``h`` varies over them) and those that split
+    the classes (``w`` varies over them), in ``names``' order; None where JAX records neither
+    (``shard_map(check_vma=False)``, or both replicated)."""
+    rows, classes = varying_axes(h), varying_axes(w)
+    if not (rows | classes) & set(names):
+        return None
+    return tuple(a for a in names if a in rows), tuple(a for a in names if a in classes)
+
+
+def axes_index(names: tuple) -> Array:
+    """This device's index over the axes ``names`` together (the first one major)."""
+    index = lax.axis_index(names[0])
+    for name in names[1:]:
+        index = index * lax.axis_size(name) + lax.axis_index(name)
+    return index
+
+
 def psum_over(x: Array, names: tuple) -> Array:
     # psum needs a value varying over every summed axis under check_vma=True.
     return lax.psum(pcast_varying(x, frozenset(names)), names)

@@ -179,7 +179,7 @@ def head_step(mesh: Any, learning_rate: float) -> Any:
 
     def local(w, bias, h, labels):
         loss, (d_w, d_b) = jax.value_and_grad(
-            lambda w, b: sx.linear_sigmoid_cross_entropy(h, w, labels, b, axis_name="model"),
+            lambda w, b: sx.linear_sigmoid_cross_entropy(h, w, labels, bias=b, axis_name="model"),
             (0, 1),
         )(w, bias)
         return w - learning_rate * d_w, bias - learning_rate * d_b, loss
@@ -202,7 +202,7 @@ def unsharded_step(learning_rate: float) -> Any:
 
     def step(w, bias, h, labels):
         loss, (d_w, d_b) = jax.value_and_grad(
-            lambda w, b: sx.linear_sigmoid_cross_entropy(h, w, labels, b), (0, 1)
+            lambda w, b: sx.linear_sigmoid_cross_entropy(h, w, labels, bias=b), (0, 1)
         )(w, bias)
         return w - learning_rate * d_w, bias - learning_rate * d_b, loss
 

@@ -1,7 +1,13 @@
-"""Fused linear + sigmoid cross-entropy: value and gradients against the naive formula."""
+"""Fused linear + sigmoid cross-entropy: values and gradients against a float64 dense reference.
+
+The shared behaviours (strict modes, debug_nans, jit equals eager, vmap, dtypes, `where` with
+NaN) are in test_shared_behaviour.py; here: every option against the reference, label ids,
+tiles, memory, errors and the sharded forms.
+"""
 
 from __future__ import annotations
 
+import functools
 import re
 
 import jax
@@ -16,6 +22,11 @@ from jax.sharding import PartitionSpec as P
 import sigmoid_xent as sx
 
 ARGNUMS = (0, 1, 2, 3)  # h, w, labels, bias
+
+
+def head(h, w, labels, bias, **kwargs):
+    """The call of the tests before the options became keyword-only: (h, w, labels, bias)."""
+    return sx.linear_sigmoid_cross_entropy(h, w, labels, bias=bias, **kwargs)
 
 
 def naive_linear(h, w, labels, bias):
@@ -52,13 +63,9 @@ def ref_linear(h, w, labels, bias):
     return np.mean(ref_loss(z, x)), grads
 
 
-VALUE_AND_GRAD = jax.jit(
-    jax.value_and_grad(sx.linear_sigmoid_cross_entropy, ARGNUMS), static_argnames="chunk_size"
-)
+VALUE_AND_GRAD = jax.jit(jax.value_and_grad(head, ARGNUMS), static_argnames="chunk_size")
 # Integer and bool labels have no gradient.
-VALUE_AND_GRAD_H_W_BIAS = jax.jit(
-    jax.value_and_grad(sx.linear_sigmoid_cross_entropy, (0, 1, 3)), static_argnames="chunk_size"
-)
+VALUE_AND_GRAD_H_W_BIAS = jax.jit(jax.value_and_grad(head, (0, 1, 3)), static_argnames="chunk_size")
 
 
 def assert_tree_close(got, want, rtol, atol):
@@ -95,6 +102,288 @@ def test_value_and_grads_match_naive(batch_shape, classes, hidden, chunk, label_
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-8)
 
 
+# --------------------------------------------------------------------------------------------
+# Every option against a float64 dense reference (jnp under x64, plain autodiff).
+
+
+def dense_from_ids(ids, values, classes):
+    """The dense labels of ``label_ids``, and which entry holds each listed class (the first of
+    the largest values: the only one that gets a gradient)."""
+    ids, values = np.asarray(ids), np.asarray(values, np.float64)
+    rows = ids.reshape(-1, ids.shape[-1])
+    vals = np.broadcast_to(values, ids.shape).reshape(rows.shape)
+    z = np.zeros((rows.shape[0], classes))
+    first = np.zeros(rows.shape, bool)
+    for i, row in enumerate(rows):
+        best = {}
+        for k, c in enumerate(row):
+            if c >= 0 and (c not in best or vals[i, k] > vals[i, best[c]]):
+                best[c] = k
+        for c, k in best.items():
+            z[i, c], first[i, k] = vals[i, k], True
+    return z.reshape((*ids.shape[:-1], classes)), first.reshape(ids.shape)
+
+
+def ref_head(h, w, z, bias, weights, where, pos_weight, smoothing, reduction):
+    """reduce_loss(weighted loss of the smoothed labels, weights, reduction, where=where),
+    densely in float64: the contract's definition."""
+    x = h @ w.T + (0.0 if bias is None else bias)
+    s = 0.0 if smoothing is None else smoothing
+    zs = z * (1 - s) + 0.5 * s
+    p = 1.0 if pos_weight is None else pos_weight
+    loss = p * zs * jnp.logaddexp(0.0, -x) + (1 - zs) * jnp.logaddexp(0.0, x)
+    keep = jnp.broadcast_to(True if where is None else where, x.shape)
+    wt = jnp.broadcast_to(1.0 if weights is None else weights, x.shape)
+    wl = jnp.where(keep, wt * loss, 0.0)
+    if reduction == "none":
+        return jnp.sum(wl, axis=-1)
+    if reduction == "sum":
+        return jnp.sum(wl)
+    if reduction == "mean":
+        den = jnp.sum(jnp.where(keep, wt, 0.0))
+    elif reduction == "sum_by_nonzero_weights" and weights is not None:
+        den = jnp.sum(keep & (wt != 0))
+    else:
+        den = jnp.sum(keep)
+    return jnp.sum(wl) / den
+
+
+def _options(rng, batch, classes, spec):
+    """The arrays of one case: ``spec`` maps an option to the shape kind it takes."""
+    shapes = {"row": (*batch, 1), "class": (classes,), "element": (*batch, classes), "scalar": ()}
+    out = {}
+    for name, kind in spec.items():
+        if name == "where":
+            out[name] = rng.uniform(size=shapes[kind]) < 0.7
+        elif name == "pos_weight":
+            out[name] = rng.uniform(0.5, 2.0, size=shapes[kind])
+        elif name == "label_smoothing":
+            out[name] = rng.uniform(0.0, 0.3, size=shapes[kind])
+        else:  # weights, some zero
+            out[name] = rng.uniform(size=shapes[kind]) * (rng.uniform(size=shapes[kind]) < 0.8)
+    return out
+
+
+# (batch, classes, hidden, K (None: dense labels), options, reduction, chunk_size)
+CASES = {
+    "dense_plain_mean": ((9,), 17, 4, None, {}, "mean", (4, 5)),
+    "dense_element_options": (
+        (3, 4),
+        13,
+        3,
+        None,
+        {"weights": "element", "where": "element", "label_smoothing": "scalar"},
+        "sum_by_nonzero_weights",
+        (5, 4),
+    ),
+    "dense_class_weights_row_where": (
+        (10,),
+        11,
+        3,
+        None,
+        {"weights": "class", "where": "row", "pos_weight": "scalar"},
+        "mean",
+        3,
+    ),
+    "ids_row_weights_class_where": (
+        (11,),
+        23,
+        5,
+        4,
+        {"weights": "row", "where": "class", "pos_weight": "class", "label_smoothing": "scalar"},
+        "mean",
+        (4, 5),
+    ),
+    "ids_sum_class_smoothing": (
+        (2, 5),
+        19,
+        4,
+        3,
+        {"weights": "scalar", "label_smoothing": "class"},
+        "sum",
+        (3, 7),
+    ),
+    "ids_sum_over_batch_size_where": (
+        (12,),
+        16,
+        4,
+        5,
+        {"where": "element", "weights": "element"},
+        "sum_over_batch_size",
+        None,
+    ),
+    "ids_none": (
+        (8,),
+        21,
+        3,
+        4,
+        {"weights": "class", "where": "element", "pos_weight": "class"},
+        "none",
+        (3, 8),
+    ),
+    "dense_none_row": ((2, 3), 9, 2, None, {"weights": "row", "label_smoothing": "row"}, "none", 4),
+}
+
+
+def case_data(name, seed=0):
+    batch, classes, hidden, k, spec, reduction, chunk = CASES[name]
+    rng = np.random.default_rng(seed)
+    args = {
+        "h": rng.standard_normal((*batch, hidden)),
+        "w": rng.standard_normal((classes, hidden)) / np.sqrt(hidden),
+        "bias": rng.standard_normal(classes),
+    }
+    if k is None:
+        args["labels"] = rng.uniform(size=(*batch, classes))
+    else:
+        ids = rng.integers(-2, classes, size=(*batch, k))
+        ids.reshape(-1, k)[0, :2] = 3  # a duplicate: the larger value counts,
+        ids.reshape(-1, k)[1, :2] = 5  # or the first of two equal ones.
+        values = rng.uniform(size=ids.shape)
+        values.reshape(-1, k)[1, :2] = 0.5
+        args["label_ids"], args["label_values"] = ids, values
+    args.update(_options(rng, batch, classes, spec))
+    return args, reduction, chunk
+
+
+def _floats(args):
+    return [k for k, v in args.items() if k != "label_ids" and np.asarray(v).dtype != bool]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_value_and_gradients_equal_the_float64_dense_reference(name):
+    args, reduction, chunk = case_data(name)
+    floats = _floats(args)
+    fixed = {k: v for k, v in args.items() if k not in floats}
+    cotangent = np.random.default_rng(1).standard_normal(args["h"].shape[:-1])
+
+    def total(out):  # `none` returns rows: a random cotangent checks every row's gradient.
+        return jnp.sum(out * cotangent) if reduction == "none" else out
+
+    def ours(*values):
+        kw = dict(zip(floats, values, strict=True)) | fixed
+        h, w, labels = kw.pop("h"), kw.pop("w"), kw.pop("labels", None)
+        kw = {k: jnp.asarray(v) for k, v in kw.items()}
+        out = sx.linear_sigmoid_cross_entropy(
+            h, w, labels, reduction=reduction, chunk_size=chunk, **kw
+        )
+        return total(out)
+
+    def reference(*values):
+        kw = dict(zip(floats, values, strict=True)) | fixed
+        if "label_ids" in kw:
+            classes = kw["w"].shape[0]
+            _, first = dense_from_ids(kw["label_ids"], args["label_values"], classes)
+            onehot = jax.nn.one_hot(np.where(first, kw["label_ids"], -1), classes)
+            kw["labels"] = jnp.einsum("...k,...kc->...c", kw["label_values"], onehot)
+        out = ref_head(
+            kw["h"],
+            kw["w"],
+            kw["labels"],
+            kw["bias"],
+            kw.get("weights"),
+            kw.get("where"),
+            kw.get("pos_weight"),
+            kw.get("label_smoothing"),
+            reduction,
+        )
+        return total(out)
+
+    argnums = tuple(range(len(floats)))
+    value, grads = jax.jit(jax.value_and_grad(ours, argnums))(
+        *(jnp.asarray(args[k], jnp.float32) for k in floats)
+    )
+    with x64():
+        want, want_grads = jax.jit(jax.value_and_grad(reference, argnums))(
+            *(jnp.asarray(args[k], jnp.float64) for k in floats)
+        )
+    np.testing.assert_allclose(value, want, rtol=2e-6)
+    for k, g, want_g in zip(floats, grads, want_grads, strict=True):
+        assert g.shape == np.shape(args[k]) and g.dtype == jnp.float32, k
+        scale = float(np.max(np.abs(want_g)))
+        np.testing.assert_allclose(g, want_g, rtol=1e-5, atol=2e-6 * scale, err_msg=k)
+
+
+def test_label_ids_equal_their_dense_labels():
+    # Hard and soft labels given both ways, in every layout of tiles.
+    h, w, _, bias = make((13,), 37, 8, seed=2)
+    rng = np.random.default_rng(2)
+    ids = jnp.asarray(rng.integers(-1, 37, size=(13, 6)))
+    values = jnp.asarray(rng.uniform(size=(13, 6)), jnp.float32)
+    for v in (None, values):
+        dense = jnp.asarray(dense_from_ids(ids, 1.0 if v is None else v, 37)[0], jnp.float32)
+        for chunk in (5, (4, 9), None):
+            got = sx.linear_sigmoid_cross_entropy(
+                h, w, label_ids=ids, label_values=v, bias=bias, chunk_size=chunk
+            )
+            np.testing.assert_allclose(got, head(h, w, dense, bias, chunk_size=chunk), rtol=1e-6)
+
+
+def test_out_of_range_class_id_is_an_error_or_nan():
+    h, w, _, bias = make((4,), 5, 3)
+    ids = jnp.array([[0, 5], [1, -1], [2, 3], [4, 4]])
+    with pytest.raises(ValueError, match=r"`label_ids` must be < C = 5.*got 5"):
+        sx.linear_sigmoid_cross_entropy(h, w, label_ids=ids)
+    # Under jit the values are unknown: the whole result, and every gradient, is NaN.
+    for reduction in ("mean", "none"):
+
+        def f(h, ids, reduction=reduction):
+            out = sx.linear_sigmoid_cross_entropy(h, w, label_ids=ids, reduction=reduction)
+            return jnp.sum(out), out
+
+        (_, out), grad = jax.jit(jax.value_and_grad(f, has_aux=True))(h, ids)
+        assert np.all(np.isnan(out)) and np.all(np.isnan(grad)), reduction
+        (_, out), grad = jax.jit(jax.value_and_grad(f, has_aux=True))(h, ids.at[0, 1].set(-7))
+        assert np.all(np.isfinite(out)) and np.all(np.isfinite(grad))
+
+
+def test_masked_and_padded_entries_reach_nothing():
+    # NaN label values of padding ids and of masked elements, NaN weights of masked rows, a NaN
+    # bias of a masked class: the same value as with finite ones there, and zero gradients.
+    h, w, _, _ = make((6,), 9, 3, seed=4)
+    ids = jnp.array([[0, 2, -1], [1, 1, 8], [3, -1, -1], [4, 5, 6], [7, 0, 0], [2, 3, 4]])
+    values = jnp.asarray(np.random.default_rng(4).uniform(size=(6, 3)), jnp.float32)
+    rows = jnp.array([True, False, True, True, False, True])[:, None]
+    classes = jnp.arange(9) != 3
+    where = rows & classes
+    bad_values = jnp.where(rows & (ids >= 0) & (ids != 3), values, jnp.nan)
+    bad_weights = jnp.where(rows, 2.0, jnp.nan)
+    bad_bias = jnp.where(classes, 0.5, jnp.nan)
+
+    def f(values, weights, bias):
+        return sx.linear_sigmoid_cross_entropy(
+            h, w, label_ids=ids, label_values=values, bias=bias, weights=weights, where=where,
+            reduction="mean", chunk_size=(4, 4),
+        )  # fmt: skip
+
+    vg = jax.jit(jax.value_and_grad(f, (0, 1, 2)))
+    value, grads = vg(bad_values, bad_weights, bad_bias)
+    clean_value, clean_grads = vg(values, jnp.full((6, 1), 2.0), jnp.full(9, 0.5))
+    assert value == clean_value
+    assert all(np.all(np.isfinite(g)) for g in grads)
+    absent = ~np.asarray(rows & (ids >= 0) & (ids != 3))
+    np.testing.assert_array_equal(grads[0][absent], 0.0)
+    np.testing.assert_array_equal(grads[0][~absent], clean_grads[0][~absent])
+    np.testing.assert_array_equal(grads[1][~np.asarray(rows)], 0.0)
+    assert grads[2][3] == 0.0
+    r, c = np.asarray(rows[:, 0]), np.asarray(classes)
+    dense = dense_from_ids(ids, values, 9)[0][r][:, c]
+    kept = ref_head(h[r], w[c], dense, jnp.full(8, 0.5), 2.0, None, None, None, "mean")
+    np.testing.assert_allclose(value, kept, rtol=1e-6)
+
+
+def test_a_class_listed_twice_counts_once_with_its_larger_value():
+    h, w, _, _ = make((2,), 4, 3, seed=5)
+    ids = jnp.array([[2, 2, 2, 1], [3, 0, 3, -1]])
+    values = jnp.array([[0.3, 0.7, 0.7, 1.0], [0.2, 1.0, 0.6, 0.9]])
+    dense = jnp.array([[0.0, 1.0, 0.7, 0.0], [1.0, 0.0, 0.0, 0.6]])
+    f = lambda v: sx.linear_sigmoid_cross_entropy(h, w, label_ids=ids, label_values=v)  # noqa: E731
+    np.testing.assert_allclose(f(values), sx.linear_sigmoid_cross_entropy(h, w, dense), rtol=1e-6)
+    g = np.asarray(jax.grad(f)(values))
+    assert np.all(g[[0, 0, 1, 1], [1, 3, 1, 2]] != 0)
+    np.testing.assert_array_equal(g[[0, 0, 1, 1], [0, 2, 0, 3]], 0.0)
+
+
 def test_float64_and_no_bias():
     with x64():
         h, w, labels, _ = make((11,), 23, 6, jnp.float64)
@@ -114,27 +403,29 @@ def test_float64_and_no_bias():
 
 def test_stable_for_huge_logits():
     h, w, labels, bias = make((13,), 37, 8, seed=1)
+    ids = jnp.asarray(np.random.default_rng(1).integers(-1, 37, size=(13, 4)))
+    dense = jnp.asarray(dense_from_ids(ids, 1.0, 37)[0], jnp.float32)
+    pw = jnp.linspace(0.5, 2.0, 37)
     for scale in (1e4, 1e30):
         value, grads = VALUE_AND_GRAD(h * scale, w, labels, bias, chunk_size=5)
         assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in grads)
         logits = np.asarray(h, np.float64) * scale @ np.asarray(w, np.float64).T
-        np.testing.assert_allclose(
-            value, np.mean(ref_loss(labels, logits + np.asarray(bias))), rtol=1e-5
-        )
+        logits = logits + np.asarray(bias)
+        np.testing.assert_allclose(value, np.mean(ref_loss(labels, logits)), rtol=1e-5)
+        # With label ids and pos_weight.
+        value, grads = jax.value_and_grad(
+            lambda h: sx.linear_sigmoid_cross_entropy(
+                h, w, label_ids=ids, bias=bias, pos_weight=pw, chunk_size=(4, 5)
+            )
+        )(h * scale)
+        want = np.asarray(pw) * dense * ref_loss(1.0, logits) + (1 - dense) * ref_loss(0.0, logits)
+        np.testing.assert_allclose(value, np.mean(want), rtol=1e-5)
+        assert np.all(np.isfinite(grads))
 
 
-def test_low_precision_inputs():
-    h, w, labels, bias = make((8,), 16, 4, jnp.bfloat16)
-    value, grads = jax.jit(jax.value_and_grad(sx.linear_sigmoid_cross_entropy, (0, 1)))(
-        h, w, labels, bias
-    )
-    assert value.dtype == jnp.bfloat16 and grads[0].dtype == grads[1].dtype == jnp.bfloat16
-    np.testing.assert_allclose(float(value), ref_linear(h, w, labels, bias)[0], rtol=1e-2)
-
-
-def test_vmap_of_value_and_grad_of_checkpoint():
+def test_checkpoint_vmap_value_and_grad():
     h, w, labels, bias = make((3, 6), 21, 4)
-    f = jax.checkpoint(lambda h, z: sx.linear_sigmoid_cross_entropy(h, w, z, bias, chunk_size=8))
+    f = jax.checkpoint(lambda h, z: head(h, w, z, bias, chunk_size=8))
     values, grads = jax.jit(jax.vmap(jax.value_and_grad(f, (0, 1))))(h, labels)
     for k in range(3):
         want_value, want_grads = ref_linear(h[k], w, labels[k], bias)
@@ -163,7 +454,7 @@ def _all_shapes(jaxpr):
 
 def test_no_batch_by_classes_value_unless_label_gradient_is_asked():
     h, w, labels, bias = make((24,), 40, 4)
-    f = lambda *a: sx.linear_sigmoid_cross_entropy(*a, chunk_size=(8, 16))  # noqa: E731
+    f = lambda *a: head(*a, chunk_size=(8, 16))  # noqa: E731
     for g in (f, jax.value_and_grad(f, (0, 1, 3))):
         shapes = _all_shapes(jax.make_jaxpr(g)(h, w, labels, bias))
         assert (8, 16) in shapes
@@ -174,16 +465,36 @@ def test_no_batch_by_classes_value_unless_label_gradient_is_asked():
         assert (24, 40) not in produced
 
 
+def test_label_ids_never_form_batch_by_classes_values():
+    h, w, _, bias = make((24,), 40, 4)
+    ids = jnp.zeros((24, 3), jnp.int32)
+    values = jnp.ones((24, 3))
+
+    def f(h, w, bias, values, reduction):
+        return sx.linear_sigmoid_cross_entropy(
+            h, w, label_ids=ids, label_values=values, bias=bias, weights=values[:, :1],
+            where=jnp.arange(40) > 2, pos_weight=jnp.ones(40), label_smoothing=0.1,
+            reduction=reduction, chunk_size=(8, 16),
+        )  # fmt: skip
+
+    for reduction in ("mean", "none"):
+        g = lambda *a, r=reduction: jnp.sum(f(*a, r))  # noqa: E731
+        for t in (g, jax.value_and_grad(g, (0, 1, 2, 3))):
+            shapes = _all_shapes(jax.make_jaxpr(t)(h, w, bias, values))
+            assert (8, 16) in shapes
+            assert not any(s[-2:] == (24, 40) or 24 * 40 in s for s in shapes), shapes
+
+
 def test_compiled_temp_memory_much_smaller_than_naive():
     n, c, hidden = 256, 2048, 32
     shapes = [
         jax.ShapeDtypeStruct(s, jnp.float32) for s in ((n, hidden), (c, hidden), (n, c), (c,))
     ]
 
-    def temp(f):
-        return jax.jit(f).lower(*shapes).compile().memory_analysis().temp_size_in_bytes
+    def temp(f, args=shapes):
+        return jax.jit(f).lower(*args).compile().memory_analysis().temp_size_in_bytes
 
-    chunked = lambda *a: sx.linear_sigmoid_cross_entropy(*a, chunk_size=64)  # noqa: E731
+    chunked = lambda *a: head(*a, chunk_size=64)  # noqa: E731
     naive_bytes = temp(jax.value_and_grad(naive_linear, (0, 1, 3)))
     chunked_bytes = temp(jax.value_and_grad(chunked, (0, 1, 3)))
     assert naive_bytes >= n * c * 4
@@ -191,6 +502,18 @@ def test_compiled_temp_memory_much_smaller_than_naive():
     # The forward pass alone: [n, 64] tiles, never [n, c]. (XLA:CPU may fuse the naive dot
     # and reduction into one YNNPACK call whose scratch it does not report, so compare to n * c.)
     assert temp(chunked) <= n * c * 4 / 8
+    # Label ids with every option: as far below the naive program.
+    ids = jax.ShapeDtypeStruct((n, 8), jnp.int32)
+
+    def from_ids(h, w, bias, ids):
+        return sx.linear_sigmoid_cross_entropy(
+            h, w, label_ids=ids, bias=bias, weights=h[:, :1], where=bias > 0,
+            pos_weight=bias, label_smoothing=0.1, chunk_size=64,
+        )  # fmt: skip
+
+    ids_args = [shapes[0], shapes[1], shapes[3], ids]
+    assert temp(jax.value_and_grad(from_ids, (0, 1, 2)), ids_args) <= naive_bytes / 8
+    assert temp(from_ids, ids_args) <= n * c * 4 / 8
 
 
 @pytest.mark.parametrize(
@@ -211,8 +534,8 @@ def test_compiled_temp_memory_much_smaller_than_naive():
         ),
         ((np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5)) * 1j), {}, TypeError, "`labels`"),
         (
-            (np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5)), np.ones(4)),
-            {},
+            (np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5))),
+            {"bias": np.ones(4)},
             ValueError,
             r"`bias`.*\(4,\)",
         ),
@@ -235,7 +558,67 @@ def test_compiled_temp_memory_much_smaller_than_naive():
             r"chunk_size\[1\]",
         ),
         ((np.ones((0, 3)), np.ones((5, 3)), np.ones((0, 5))), {}, ValueError, "empty"),
-        ((np.ones((4, 3)), np.ones((5, 3)), None), {}, ValueError, "`labels`"),
+        ((np.ones((4, 3)), np.ones((5, 3))), {}, ValueError, "exactly one.*neither"),
+        (
+            (np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5))),
+            {"label_ids": np.zeros((4, 2), int)},
+            ValueError,
+            "exactly one.*both",
+        ),
+        (
+            (np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5))),
+            {"label_values": np.ones((4, 2))},
+            ValueError,
+            "`label_values` needs `label_ids`",
+        ),
+        (
+            (np.ones((4, 3)), np.ones((5, 3))),
+            {"label_ids": np.zeros((4, 2))},
+            TypeError,
+            "`label_ids` must be integer",
+        ),
+        (
+            (np.ones((4, 3)), np.ones((5, 3))),
+            {"label_ids": np.zeros((3, 2), int)},
+            ValueError,
+            r"`label_ids`.*\(3, 2\)",
+        ),
+        (
+            (np.ones((4, 3)), np.ones((5, 3))),
+            {"label_ids": np.zeros((4, 2), int), "label_values": np.ones((4, 3))},
+            ValueError,
+            r"`label_values` of shape \(4, 3\)",
+        ),
+        (
+            (np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5))),
+            {"weights": np.ones((5,))[:4]},
+            ValueError,
+            r"`weights` of shape \(4,\)",
+        ),
+        (
+            (np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5))),
+            {"where": np.ones((4, 5))},
+            TypeError,
+            "`where` must be a boolean",
+        ),
+        (
+            (np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5))),
+            {"pos_weight": np.ones((2,))},
+            ValueError,
+            "`pos_weight`",
+        ),
+        (
+            (np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5))),
+            {"label_smoothing": 1.5},
+            ValueError,
+            r"`label_smoothing` must lie in \[0, 1\]",
+        ),
+        (
+            (np.ones((4, 3)), np.ones((5, 3)), np.ones((4, 5))),
+            {"reduction": "mean_with_sample_weight"},
+            ValueError,
+            "unknown reduction",
+        ),
     ],
 )
 def test_errors_name_the_argument(args, kwargs, error, match):
@@ -245,17 +628,28 @@ def test_errors_name_the_argument(args, kwargs, error, match):
 
 def test_value_and_grad_forms_each_tile_once():
     # The forward does one product per tile; value_and_grad three (logits, d_h, d_w), all in
-    # the forward rule's scan: the backward pass only scales the gradients.
+    # the forward rule's scan: the backward pass only scales the gradients. Also with label
+    # ids and every option.
     h, w, labels, bias = make((24,), 40, 4)
-    f = lambda *a: sx.linear_sigmoid_cross_entropy(*a, chunk_size=(8, 16))  # noqa: E731
-    assert count_dots(jax.make_jaxpr(f)(h, w, labels, bias)) == 1
-    assert count_dots(jax.make_jaxpr(jax.value_and_grad(f, (0, 1, 3)))(h, w, labels, bias)) == 3
+    ids = jnp.zeros((24, 3), jnp.int32)
+    f = lambda *a: head(*a, chunk_size=(8, 16))  # noqa: E731
+
+    def g(h, w, z, bias):
+        return sx.linear_sigmoid_cross_entropy(
+            h, w, label_ids=ids, bias=bias, weights=h[:, :1], where=bias > 0, pos_weight=bias,
+            label_smoothing=0.1, reduction="mean", chunk_size=(8, 16),
+        )  # fmt: skip
+
+    for loss in (f, g):
+        assert count_dots(jax.make_jaxpr(loss)(h, w, labels, bias)) == 1
+        vg = jax.value_and_grad(loss, (0, 1, 3))
+        assert count_dots(jax.make_jaxpr(vg)(h, w, labels, bias)) == 3
     # Only the gradients asked for: d_w alone needs the logits and one more product.
     assert count_dots(jax.make_jaxpr(jax.grad(f, 1))(h, w, labels, bias)) == 2
 
 
 def naive_definition(h, w, labels, bias):
-    """SPEC §5's definition, unchunked, through the core (plain autodiff for second order)."""
+    """The contract's definition, unchunked, through the core (plain autodiff for second order)."""
     return jnp.mean(sx.sigmoid_cross_entropy_with_logits(labels, h @ w.T + bias[None, :]))
 
 
@@ -264,7 +658,7 @@ def test_second_derivatives_match_naive_autodiff(chunk):
     with x64():
         h, w, labels, bias = make((5,), 7, 3, jnp.float64, seed=11)
         args = (h, w, labels, bias)
-        f = lambda *a: sx.linear_sigmoid_cross_entropy(*a, chunk_size=chunk)  # noqa: E731
+        f = lambda *a: head(*a, chunk_size=chunk)  # noqa: E731
         hess = jax.jit(jax.hessian(f, ARGNUMS))(*args)
         want = jax.jit(jax.hessian(naive_definition, ARGNUMS))(*args)
         for got_row, want_row in zip(hess, want, strict=True):
@@ -280,18 +674,27 @@ def test_second_derivatives_match_naive_autodiff(chunk):
         )
         jac2 = jax.jacrev(jax.jacrev(f, 3), 3)(*args)
         np.testing.assert_allclose(jac2, want[3][3], rtol=1e-10, atol=1e-15)
+        # With label ids, weights and reduction "none" (its gradients in the backward pass).
+        ids = jnp.array([[0, 2], [1, -1], [6, 6], [3, 4], [5, 0]])
+        dense = jnp.asarray(dense_from_ids(ids, 1.0, 7)[0])
+        rw = jnp.linspace(0.5, 1.5, 5)[:, None]
 
-
-def test_strict_modes_no_nan_and_no_rank_promotion():
-    h, w, labels, bias = make((13,), 37, 8, seed=1)
-    with jax.debug_nans(True), jax.numpy_rank_promotion("raise"):
-        for scale in (1.0, 1e30):
-            value, grads = jax.value_and_grad(sx.linear_sigmoid_cross_entropy, ARGNUMS)(
-                h * scale, w, labels, bias, chunk_size=(4, 5)
+        def rows(h, w):
+            out = sx.linear_sigmoid_cross_entropy(
+                h, w, label_ids=ids, weights=rw, reduction="none", chunk_size=chunk
             )
-            assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in grads)
-        hess = jax.hessian(sx.linear_sigmoid_cross_entropy, 3)(h, w, labels, bias, 5)
-        assert np.all(np.isfinite(hess))
+            return jnp.sum(out * jnp.arange(1.0, 6.0))
+
+        def dense_rows(h, w):
+            out = jnp.sum(rw * sx.sigmoid_cross_entropy_with_logits(dense, h @ w.T), axis=1)
+            return jnp.sum(out * jnp.arange(1.0, 6.0))
+
+        for got, expected in zip(
+            jax.tree.leaves(jax.jit(jax.hessian(rows, (0, 1)))(h, w)),
+            jax.tree.leaves(jax.jit(jax.hessian(dense_rows, (0, 1)))(h, w)),
+            strict=True,
+        ):
+            np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-14)
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +722,9 @@ def sharded_linear(layout, check_vma=True, chunk=None):
     specs = (h_spec, w_spec, z_spec, w_spec)
 
     def local(h, w, z, bias):
-        return sx.linear_sigmoid_cross_entropy(h, w, z, bias, chunk_size=chunk, axis_name=axis_name)
+        return sx.linear_sigmoid_cross_entropy(
+            h, w, z, bias=bias, chunk_size=chunk, axis_name=axis_name
+        )
 
     f = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P(), check_vma=check_vma)
     return f, mesh, specs
@@ -359,9 +764,69 @@ def test_sharded_equals_unsharded(layout, check_vma, chunk):
     np.testing.assert_allclose(jax.jit(f)(*args), want_value, rtol=2e-6)
     hard = (labels > 0.5).astype(jnp.int32)
     args[2] = put((hard,), mesh, specs[2:3])[0]
-    np.testing.assert_allclose(
-        jax.jit(f)(*args), sx.linear_sigmoid_cross_entropy(h, w, hard, bias), rtol=2e-6
+    np.testing.assert_allclose(jax.jit(f)(*args), head(h, w, hard, bias), rtol=2e-6)
+
+
+# Per-row arrays are split like h's rows, per-class ones like w's classes.
+def _spec(layout, kind):
+    _, _, h_spec, w_spec, z_spec, _ = LAYOUTS[layout]
+    return {"row": h_spec, "class": w_spec, "element": z_spec, "scalar": P()}[kind]
+
+
+@sharded
+@needs_8
+@pytest.mark.parametrize(
+    "layout,reduction,options",
+    [
+        ("rows", "mean", {"weights": "row", "where": "class", "pos_weight": "class"}),
+        ("classes", "none", {"weights": "class", "where": "row", "label_smoothing": "scalar"}),
+        ("2d", "sum_by_nonzero_weights", {"weights": "element", "where": "element"}),
+        ("2d", "none", {"weights": "row", "pos_weight": "class", "label_smoothing": "class"}),
+        ("classes", "sum", {"where": "class", "pos_weight": "scalar"}),
+    ],
+)
+def test_sharded_label_ids_and_options_equal_unsharded(layout, reduction, options):
+    # Global class ids: each device offsets them by its classes' first index.
+    rng = np.random.default_rng(6)
+    h, w, _, bias = make((16,), 40, 6, seed=6)
+    ids = jnp.asarray(rng.integers(-1, 40, size=(16, 5)))
+    values = jnp.asarray(rng.uniform(size=(16, 5)), jnp.float32)
+    opts = {k: jnp.asarray(v) for k, v in _options(rng, (16,), 40, options).items()}
+    floats = [k for k in opts if opts[k].dtype != bool]
+    shape, axes, h_spec, w_spec, _, axis_name = LAYOUTS[layout]
+    mesh = Mesh(np.array(jax.devices()[:8]).reshape(shape), axes)
+    names = ("h", "w", "bias", "label_ids", "label_values", *opts)
+    specs = (h_spec, w_spec, w_spec, h_spec, h_spec, *(_spec(layout, options[k]) for k in opts))
+    out_spec = P() if reduction != "none" else h_spec
+    cotangent = jnp.asarray(rng.standard_normal(16), jnp.float32)
+
+    def call(axis_name, *arrays):
+        kw = dict(zip(names, arrays, strict=True))
+        h, w = kw.pop("h"), kw.pop("w")
+        return sx.linear_sigmoid_cross_entropy(
+            h, w, **kw, reduction=reduction, chunk_size=(3, 2), axis_name=axis_name
+        )
+
+    sharded = jax.shard_map(
+        functools.partial(call, axis_name), mesh=mesh, in_specs=specs, out_specs=out_spec
     )
+    args = [h, w, bias, ids, values, *opts.values()]
+    argnums = (0, 1, 2, 4, *(5 + list(opts).index(k) for k in floats))
+
+    def total(f):
+        return lambda *a: jnp.sum(f(*a) * (cotangent if reduction == "none" else 1.0))
+
+    value, grads = jax.jit(jax.value_and_grad(total(sharded), argnums))(*put(args, mesh, specs))
+    want, want_grads = jax.jit(jax.value_and_grad(total(functools.partial(call, None)), argnums))(
+        *args
+    )
+    np.testing.assert_allclose(value, want, rtol=2e-6)
+    for i, g, want_g in zip(argnums, grads, want_grads, strict=True):
+        assert g.shape == args[i].shape, names[i]
+        np.testing.assert_allclose(g, want_g, rtol=1e-5, atol=1e-7, err_msg=names[i])
+    if reduction == "none":  # each device's rows, summed over the class axes.
+        rows = jax.jit(sharded)(*put(args, mesh, specs))
+        np.testing.assert_allclose(rows, call(None, *args), rtol=2e-6)
 
 
 @sharded
@@ -398,7 +863,7 @@ def class_sharded_memory(n=256, c=65536, hidden=64, devices=8):
             jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=NamedSharding(mesh, p))
             for s, p in zip(full, specs, strict=True)
         ]
-        local = lambda *a, chunk=chunk: sx.linear_sigmoid_cross_entropy(*a, chunk_size=chunk)  # noqa: E731
+        local = lambda *a, chunk=chunk: head(*a, chunk_size=chunk)  # noqa: E731
         out[tiles] = {
             "sharded": _vg_temp(f, sharded_args),
             "unsharded": _vg_temp(local, full),
@@ -425,7 +890,7 @@ def test_sharding_errors_say_what_is_wrong():
 
     def call(specs, axis_name="model", check_vma=True):
         f = jax.shard_map(
-            lambda *a: sx.linear_sigmoid_cross_entropy(*a, axis_name=axis_name),
+            lambda *a: head(*a, axis_name=axis_name),
             mesh=mesh,
             in_specs=specs,
             out_specs=P(),
@@ -436,7 +901,7 @@ def test_sharding_errors_say_what_is_wrong():
     with pytest.raises(ValueError, match=r"`axis_name`.*'classes'.*binds \('model',\)"):
         call((P(), P("model"), P(None, "model"), P("model")), axis_name="classes")
     with pytest.raises(NameError, match="outside jax.shard_map"):  # also a NameError.
-        sx.linear_sigmoid_cross_entropy(h, w, labels, bias, axis_name="model")
+        head(h, w, labels, bias, axis_name="model")
     # Labels not sharded like w: 5 classes of w against 40 of labels, on every device.
     with pytest.raises(ValueError, match=r"`labels`.*\(16, 5\).*\(16, 40\).*shard_map"):
         call((P(), P("model"), P(), P("model")))
@@ -445,3 +910,14 @@ def test_sharding_errors_say_what_is_wrong():
     # Rows of h split, rows of labels not: 2 rows of h against 16 of labels.
     with pytest.raises(ValueError, match=r"`labels`.*\(2, 5\).*\(16, 5\).*batch rows"):
         call((P("model"), P("model"), P(None, "model"), P("model")))
+    # Label ids need the axes that split `w`, which check_vma=False does not record.
+    ids = jnp.zeros((16, 2), jnp.int32)
+    f = jax.shard_map(
+        lambda h, w, ids: sx.linear_sigmoid_cross_entropy(h, w, label_ids=ids, axis_name="model"),
+        mesh=mesh,
+        in_specs=(P(), P("model"), P()),
+        out_specs=P(),
+        check_vma=False,
+    )
+    with pytest.raises(ValueError, match=r"`label_ids`.*check_vma=True"):
+        jax.jit(f)(*put((h, w, ids), mesh, (P(), P("model"), P())))

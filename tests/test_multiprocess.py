@@ -137,7 +137,7 @@ def compute() -> dict[str, np.ndarray]:
         run(
             name,
             lambda h, w, z, b, a=axis_name: sx.linear_sigmoid_cross_entropy(
-                h, w, z, b, chunk_size=(3, 2), axis_name=a
+                h, w, z, bias=b, chunk_size=(3, 2), axis_name=a
             ),
             mesh,
             specs,
@@ -178,7 +178,7 @@ def check_reference_values(ref: dict[str, np.ndarray]) -> None:
         for r in RANKING_REDUCTIONS
     ]
     np.testing.assert_allclose(ref["ranking/value"], ranked, rtol=2e-6)
-    linear = sx.linear_sigmoid_cross_entropy(d["h"], d["w"], d["z"], d["bias"])
+    linear = sx.linear_sigmoid_cross_entropy(d["h"], d["w"], d["z"], bias=d["bias"])
     for layout in ("rows", "classes", "2d"):
         np.testing.assert_allclose(ref[f"linear_{layout}/value"], linear, rtol=2e-6)
     assert float(jnp.abs(linear)) > 0

@@ -161,3 +161,17 @@ def test_sources_and_notebooks_agree():
         assert [c.source for c in nb.cells] == want, (
             f"{source.name} changed: rebuild with `python notebooks/build.py {source.stem[:2]}`"
         )
+
+
+def test_05_scale():
+    saved, nb = _run("05_scale.ipynb")
+    result = _check_saved(saved, nb, rtol=5e-2, atol=0.05)
+    s = result["summary"]
+    assert result["has_png"]
+    assert s["ids_equal_dense"] and s["siglip_equal_dense"]
+    assert s["head_final_loss"] < 0.5 * s["head_first_loss"]
+    assert s["precision_at_5_after"] > 10 * s["precision_at_5_before"]
+    assert s["precision_at_5_after"] > 0.5 * s["precision_at_5_hidden_model"]
+    assert s["vg_temp_MiB"] <= s["dense_array_MiB"] / 16
+    assert s["siglip_final_loss"] < 0.1 * s["siglip_first_loss"]
+    assert s["retrieval_after"] > s["retrieval_before"] + 0.5

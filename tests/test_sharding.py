@@ -452,7 +452,7 @@ def test_fused_loss_under_shard_map(check_vma):
     z = jnp.asarray(rng.uniform(size=(16, 12)), jnp.float32)
 
     def local(h, w, z, bias):  # equal shards: the global mean is the mean of the shard means.
-        loss = sx.linear_sigmoid_cross_entropy(h, w, z, bias, chunk_size=5)
+        loss = sx.linear_sigmoid_cross_entropy(h, w, z, bias=bias, chunk_size=5)
         return jax.lax.pmean(loss, "batch")
 
     f = jax.shard_map(

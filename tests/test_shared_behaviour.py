@@ -430,7 +430,11 @@ def _surface() -> list[tuple[str, Callable[..., Any], tuple[Any, ...]]]:
             lambda z, x: ranking.sigmoid_cross_entropy(z, x, segment_ids=ids, num_segments=2),
             (z[0], x[0]),
         ),
-        ("linear", sx.linear_sigmoid_cross_entropy, (h, w, labels, jnp.ones(3))),
+        (
+            "linear",
+            lambda h, w, z, b: sx.linear_sigmoid_cross_entropy(h, w, z, bias=b),
+            (h, w, labels, jnp.ones(3)),
+        ),
         ("siglip", sx.siglip_loss, (img, txt, jnp.asarray(0.5), jnp.asarray(-1.0))),
         ("compat_optax", lambda x, z: compat.optax.sigmoid_binary_cross_entropy(x, z), (x, z)),
         (
