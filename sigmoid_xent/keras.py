@@ -84,7 +84,7 @@ _REQUIRES = "import sigmoid_xent.keras"
 
 def _from_config(cls: Any, config: dict[str, Any]) -> Any:
     config = {k: v for k, v in config.items() if k != "requires"}
-    return keras.losses.Loss.from_config.__func__(cls, config)  # type: ignore[attr-defined]
+    return keras.losses.Loss.from_config.__func__(cls, config)
 
 
 # --------------------------------------------------------------------------- argument checks
