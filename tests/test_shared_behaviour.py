@@ -42,6 +42,9 @@ class Loss:
     # weights is the caller's operation, not the loss's).
     prepare: Callable[[jax.Array], jax.Array] = lambda w: w
     keeps_dtype: bool = True  # Keras computes in its dtype policy's float32, by design
+    # Whether an infinite logit is an input (the linear head's logits are h @ w.T, where an
+    # infinite h is a NaN row: not a finite input).
+    infinite_logits: bool = True
 
 
 def _elementwise(f: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
@@ -151,6 +154,18 @@ LOSSES += [
         reduces=True,
     ),
 ]
+
+
+def _linear_head(z, x, w=None, where=None):
+    # The fused head with an identity weight matrix: its logits are x itself, so every shared
+    # behaviour (weights, where, NaN data, dtypes, vmap) is checked against the same data.
+    eye = jnp.eye(x.shape[-1], dtype=x.dtype)
+    return sx.linear_sigmoid_cross_entropy(x, eye, z, weights=w, where=where, reduction="sum")
+
+
+LOSSES.append(
+    Loss("linear_sigmoid_cross_entropy", _linear_head, reduces=True, infinite_logits=False)
+)
 
 
 def _keras_losses() -> list[Loss]:
@@ -264,7 +279,9 @@ def test_shape_mismatch_is_a_clear_error(loss):
         loss.fn(z[:, :4], x)
 
 
-@pytest.mark.parametrize("loss", [loss for loss in LOSSES if loss.weighted], ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "loss", [c for c in LOSSES if c.weighted and c.infinite_logits], ids=lambda c: c.name
+)
 def test_zero_weight_gives_zero_gradient(loss):
     # Infinite logits that disagree with their labels (the loss is inf there) and that agree
     # (d/dz = -x is infinite): with weight 0 every gradient is 0, never NaN.
