@@ -235,6 +235,19 @@ def _times(c: Array, v: Array) -> Array:
     return jnp.where(inf, _signed_inf(c) * jnp.sign(v), c * jnp.where(inf, 0.0, v))
 
 
+def _fix(plain: Array, accurate: Array | None) -> Array:
+    """``plain`` with the value of ``accurate`` and the derivative of ``plain``.
+
+    The closed-form derivatives take their amplified pieces (``p - c``, ``z - p``, powers) from
+    the pairs, so that they are as accurate as the loss, while their own derivatives (the
+    Hessian) come from the plain formulas, which JAX can differentiate.
+    """
+    if accurate is None:
+        return plain
+    ok = jnp.isfinite(plain) & jnp.isfinite(accurate)
+    return plain + jax.lax.stop_gradient(jnp.where(ok, accurate - plain, 0.0))
+
+
 def _tangent(total: Array, coef: Array, t: Any) -> Array:
     if isinstance(t, SymbolicZero):
         return total
@@ -306,6 +319,14 @@ def _one_minus_exp_neg(d: Pair) -> Pair:
     return tf2.select(small, _neg(em1), big)
 
 
+class _AslAccurate(NamedTuple):
+    pos_term: Array
+    neg_term: Array
+    mod_pos: Array
+    mod_neg: Array
+    pm: Array | None = None
+
+
 def _asl_value_f32(
     x: Array,
     z: Array,
@@ -316,9 +337,10 @@ def _asl_value_f32(
     gp_power: int | None,
     gn_power: int | None,
     clipped: bool,
-) -> tuple[Pair, Pair]:
+) -> tuple[Pair, Pair, _AslAccurate]:
     """The two terms ``s_-**gp sp_-`` and ``p_m**gn L`` for finite float32 logits, as pairs:
-    the modulators from pairs times the core's softplus (or ``L``)."""
+    the modulators from pairs times the core's softplus (or ``L``); and the amplified pieces
+    rounded once, for the derivatives."""
     s = _sig_pairs(x)
     zero = jnp.zeros_like(x)
     one = tf2.opaque(1.0)
@@ -327,7 +349,9 @@ def _asl_value_f32(
     pos_term = tf2.mul1(mod_pos, sp_neg)
     if not clipped:
         mod_neg = _modulator(s.sig, lambda: _neg(_softplus_pair(s, False)), gn, gn_power)
-        return pos_term, tf2.mul1(mod_neg, sp_pos)
+        neg_term = tf2.mul1(mod_neg, sp_pos)
+        acc = _AslAccurate(_round(pos_term), _round(neg_term), _round(mod_pos), _round(mod_neg))
+        return pos_term, neg_term, acc
     below_zero = c < 0  # a traced clip used as given: p_m = s_+ + |c|, no cancellation
     d = tf2.add(tf2.two_sum(x, -x0[0]), (-x0[1], -x0[2]))
     above = (d[0] > 0) & ~below_zero
@@ -345,8 +369,10 @@ def _asl_value_f32(
     lm_big = -jnp.log(jnp.where(small | (c == 0), 1.0, arg[0] + arg[1]))
     lm = jnp.where(small, lm_small, jnp.where(c == 0, sp_pos, lm_big))
     log_pm = lambda: tf2.log(tf2.select(present, pm, (zero + 1, zero)))  # noqa: E731
-    neg_term = tf2.mul1(_modulator(pm, log_pm, gn, gn_power), lm)
-    return pos_term, tf2.select(present, neg_term, (zero, zero))
+    mod_neg = _modulator(pm, log_pm, gn, gn_power)
+    neg_term = tf2.select(present, tf2.mul1(mod_neg, lm), (zero, zero))
+    acc = _AslAccurate(_round(pos_term), _round(neg_term), _round(mod_pos), _round(mod_neg), pm_f)
+    return pos_term, neg_term, acc
 
 
 class _AslPlain(NamedTuple):
@@ -369,35 +395,41 @@ def _asl_plain(
     gp_power: int | None,
     gn_power: int | None,
     clipped: bool,
+    acc: _AslAccurate | None = None,
 ) -> _AslPlain:
-    """The terms and their factors in plain arithmetic of the dtype (differentiable)."""
+    """The terms and their factors in plain arithmetic of the dtype (differentiable); with
+    ``acc``, the values of the accurate pieces (:func:`_fix`)."""
     if gp_power is not None:
         mod_pos = pl.sig_neg**gp_power if gp_power else jnp.ones_like(x)
     else:
         mod_pos = jnp.exp(-gp * pl.sp_pos)
+    mod_pos = _fix(mod_pos, None if acc is None else acc.mod_pos)
+    pos_term = _fix(mod_pos * pl.sp_neg, None if acc is None else acc.pos_term)
     if not clipped:
         if gn_power is not None:
             mod_neg = pl.sig**gn_power if gn_power else jnp.ones_like(x)
         else:
             mod_neg = jnp.exp(-gn * pl.sp_neg)
+        mod_neg = _fix(mod_neg, None if acc is None else acc.mod_neg)
+        neg_term = _fix(mod_neg * pl.sp_pos, None if acc is None else acc.neg_term)
         present = jnp.ones_like(x, dtype=bool)
-        return _AslPlain(
-            mod_pos * pl.sp_neg, mod_neg * pl.sp_pos, mod_pos, mod_neg, pl.sig, pl.sp_pos, present
-        )
+        return _AslPlain(pos_term, neg_term, mod_pos, mod_neg, pl.sig, pl.sp_pos, present)
     d = ((x - x0[0]) - x0[1]) - x0[2]  # x - x0[0] is exact near the boundary
     below_zero = c < 0
     above = (d > 0) & ~below_zero
     q = -jnp.expm1(-jnp.where(above, d, jnp.ones_like(d)))
     pm = jnp.where(above, (1 - c) * pl.sig * q, jnp.where(below_zero, pl.sig - c, 0.0))
+    pm = _fix(pm, None if acc is None else acc.pm)
     present = (above | below_zero) & (pm > 0)
     small = pm < 0.5
     lm_small = -jnp.log1p(-jnp.where(small, pm, 0.0))
     arg = c + pl.sig_neg
     lm_big = jnp.where(c == 0, pl.sp_pos, -jnp.log(jnp.where(c == 0, 1.0, arg)))
     lm = jnp.where(small, lm_small, lm_big)
-    mod_neg = _pow_plain(pm, gn, gn_power)
+    mod_neg = _fix(_pow_plain(pm, gn, gn_power), None if acc is None else acc.mod_neg)
     neg_term = jnp.where(present, mod_neg * lm, 0.0)
-    return _AslPlain(mod_pos * pl.sp_neg, neg_term, mod_pos, mod_neg, pm, lm, present)
+    neg_term = _fix(neg_term, None if acc is None else acc.neg_term)
+    return _AslPlain(pos_term, neg_term, mod_pos, mod_neg, pm, lm, present)
 
 
 def _asl_special(x: Array, z: Array, c: Array, pos_term: Array, neg_term: Array, clipped: bool):
@@ -412,7 +444,7 @@ def _asl_special(x: Array, z: Array, c: Array, pos_term: Array, neg_term: Array,
 def _asl_terms(x, z, gp, gn, c, x0, gp_power, gn_power, clipped):
     xf = _finite(x)
     if x.dtype == jnp.float32:
-        pos_pair, neg_pair = _asl_value_f32(xf, z, gp, gn, c, x0, gp_power, gn_power, clipped)
+        pos_pair, neg_pair, _ = _asl_value_f32(xf, z, gp, gn, c, x0, gp_power, gn_power, clipped)
         out = _combine(z, pos_pair, neg_pair)
         pos_term, neg_term = _round(pos_pair), _round(neg_pair)
     else:
@@ -439,7 +471,11 @@ def _asl_jvp(gp_power, gn_power, clipped, primals, tangents):
     out = _asl(x, z, gp, gn, c, x0h, x0m, x0l, gp_power, gn_power, clipped)
     xf = _finite(x)
     pl = _plain(xf)
-    t = _asl_plain(pl, xf, c, (x0h, x0m, x0l), gp, gn, gp_power, gn_power, clipped)
+    x0 = (x0h, x0m, x0l)
+    acc = None
+    if x.dtype == jnp.float32:
+        acc = _asl_value_f32(xf, z, gp, gn, c, x0, gp_power, gn_power, clipped)[2]
+    t = _asl_plain(pl, xf, c, x0, gp, gn, gp_power, gn_power, clipped, acc)
     tangent = jnp.zeros_like(out)
     if not isinstance(tx, SymbolicZero):
         # d/dx s_-**gp sp_- = -s_-**gp (gp s_+ sp_- + s_-); d/dx p_m**gn L =
@@ -480,9 +516,13 @@ _asl.defjvp(_asl_jvp, symbolic_zeros=True)
 # --------------------------------------------------------------------------- quality focal loss
 
 
-def _qfl_value_f32(x: Array, z: Array, beta: Array, power: int | None) -> Array:
+def _qfl_value_f32(
+    x: Array, z: Array, beta: Array, power: int | None
+) -> tuple[Array, tuple[Array, Array, Array]]:
     """``|z - s_+|**beta`` from pairs, rounded once, times the core's bce (finite ``x``): at
-    most the bce as the core computes it (the factor is at most 1 for labels in [0, 1])."""
+    most the bce as the core computes it (the factor is at most 1 for labels in [0, 1]). And,
+    rounded once for the derivatives, ``z - s_+``, ``|z - s_+|**beta`` and
+    ``beta |z - s_+|**(beta - 1)``."""
     s = _sig_pairs(x)
     zero = jnp.zeros_like(x)
     diff = tf2.add(tf2.two_sum(z, -s.sig[0]), (-s.sig[1], zero))
@@ -491,11 +531,17 @@ def _qfl_value_f32(x: Array, z: Array, beta: Array, power: int | None) -> Array:
     present = absd[0] > 0
     log_d = lambda: tf2.log(tf2.select(present, absd, (zero + 1, zero)))  # noqa: E731
     bce = loss_value(x, z)
-    out = _round(tf2.mul1(_modulator(absd, log_d, beta, power), bce))
+    mod = _modulator(absd, log_d, beta, power)
+    out = _round(tf2.mul1(mod, bce))
     if power is None:
         at_zero = jnp.where(beta == 0, 1.0, jnp.where(beta < 0, jnp.inf, 0.0))
         out = jnp.where(present, out, at_zero * bce)
-    return out
+        less = jnp.where(present, beta * _round(_modulator(absd, log_d, beta - 1, None)), 0.0)
+    elif power:
+        less = power * _round(_modulator(absd, log_d, beta, power - 1))
+    else:
+        less = jnp.zeros_like(x)
+    return out, (_round(diff), _round(mod), less)
 
 
 class _QflPlain(NamedTuple):
@@ -505,16 +551,27 @@ class _QflPlain(NamedTuple):
     bce: Array
 
 
-def _qfl_plain(pl: _Plain, x: Array, z: Array, beta: Array, power: int | None) -> _QflPlain:
-    diff = jnp.where(pl.pos, (z - 1) + pl.sig_neg, z - pl.sig)
+def _qfl_plain(
+    pl: _Plain,
+    x: Array,
+    z: Array,
+    beta: Array,
+    power: int | None,
+    acc: tuple[Array, Array, Array] | None = None,
+) -> _QflPlain:
+    """The factors in plain arithmetic (differentiable); with ``acc``, the values of the
+    accurate ones (:func:`_fix`)."""
+    acc_diff, acc_mod, acc_less = (None, None, None) if acc is None else acc
+    diff = _fix(jnp.where(pl.pos, (z - 1) + pl.sig_neg, z - pl.sig), acc_diff)
     absd = jnp.abs(diff)
-    mod = _pow_plain(absd, beta, power)
+    mod = _fix(_pow_plain(absd, beta, power), acc_mod)
     if power is not None:
         less = _pow_plain(absd, beta, power - 1) * power if power else jnp.zeros_like(x)
     else:
         present = absd > 0
         safe = jnp.where(present, absd, 1.0)
         less = jnp.where(present, beta * jnp.exp((beta - 1) * jnp.log(safe)), 0.0)
+    less = _fix(less, acc_less)
     return _QflPlain(diff, mod, less * jnp.sign(diff), loss_value(x, z))
 
 
@@ -523,7 +580,7 @@ def _qfl_terms(x, z, beta, power):
         return loss_value(x, z)
     xf = _finite(x)
     if x.dtype == jnp.float32:
-        out = _qfl_value_f32(xf, z, beta, power)
+        out = _qfl_value_f32(xf, z, beta, power)[0]
     else:
         t = _qfl_plain(_plain(xf), xf, z, beta, power)
         out = t.mod * t.bce
@@ -544,12 +601,18 @@ def _qfl_jvp(power, primals, tangents):
     out = _qfl(x, z, beta, power)
     xf = _finite(x)
     pl = _plain(xf)
-    t = _qfl_plain(pl, xf, z, beta, power)
+    acc = None
+    if x.dtype == jnp.float32 and power != 0:
+        acc = _qfl_value_f32(xf, z, beta, power)[1]
+    t = _qfl_plain(pl, xf, z, beta, power, acc)
     tangent = jnp.zeros_like(out)
     if not isinstance(tx, SymbolicZero):
-        # d/dx = -(beta |D|**(beta-1) sign(D)) s_+ s_- bce - |D|**beta D, D = z - s_+: the first
-        # factor is bounded where bce is large (s_+ s_- bce <= 1).
-        dx = -t.mod_less * (pl.sig * pl.sig_neg * t.bce) - t.mod * t.diff
+        # d/dx = -(beta |D|**(beta-1) sign(D)) s_+ s_- bce - |D|**beta D, D = z - s_+, the
+        # smaller sigmoid on |D|**(beta - 1) (D is at least as large where bce is small), the
+        # other on bce (at most 1 times bce): no product under- or overflows before the result.
+        small = jnp.where(pl.pos, pl.sig_neg, pl.sig)
+        big = jnp.where(pl.pos, pl.sig, pl.sig_neg)
+        dx = -(t.mod_less * small) * (big * t.bce) - t.mod * t.diff
         tangent = tangent + dx * tx
     if not isinstance(tz, SymbolicZero):
         # d/dz = beta |D|**(beta-1) sign(D) bce - x |D|**beta; at x = +-inf, -x where the
@@ -572,9 +635,12 @@ _qfl.defjvp(_qfl_jvp, symbolic_zeros=True)
 # --------------------------------------------------------------------------- Poly-1
 
 
-def _poly_value_f32(x: Array, z: Array, eps: Array, g: Array, power: int | None) -> Array:
+def _poly_value_f32(
+    x: Array, z: Array, eps: Array, g: Array, power: int | None
+) -> tuple[Array, tuple[Array, Array, Array]]:
     """``epsilon u**(gamma + 1)``, ``u = (c_z + (1 - c_z) e) / (1 + e)`` from pairs, the power
-    rounded once (finite ``x``)."""
+    rounded once (finite ``x``); and ``u``, ``u**gamma``, ``u**(gamma + 1)`` rounded once, for
+    the derivatives."""
     s = _sig_pairs(x)
     zero = jnp.zeros_like(x)
     omz = tf2.two_sum(tf2.opaque(1.0), -z)
@@ -591,15 +657,21 @@ def _poly_value_f32(x: Array, z: Array, eps: Array, g: Array, power: int | None)
         return tf2.add(log_mix, _neg(tf2.log1p_unit(s.e)))
 
     mod = _modulator(u, log_u, g + 1, None if power is None else power + 1)
-    return _round(tf2.mul1(mod, eps + zero))
+    pieces = _round(u), _round(_modulator(u, log_u, g, power)), _round(mod)
+    return _round(tf2.mul1(mod, eps + zero)), pieces
 
 
-def _poly_plain(pl: _Plain, z: Array, g: Array, power: int | None) -> tuple[Array, Array]:
-    """``u = 1 - p_t`` and ``u**gamma`` in the dtype."""
+def _poly_plain(
+    pl: _Plain, z: Array, g: Array, power: int | None, acc: tuple | None = None
+) -> tuple[Array, Array, Array]:
+    """``u = 1 - p_t``, ``u**gamma`` and ``u**(gamma + 1)`` in the dtype; with ``acc``, the
+    values of the accurate ones (:func:`_fix`)."""
+    acc = (None, None, None) if acc is None else acc
     slope = jnp.where(pl.pos, 1 - z, z)
     s = jnp.where(pl.pos, pl.sig_neg, pl.sig)  # sigmoid(-|x|)
-    u = slope * (1 - s) + (1 - slope) * s
-    return u, _pow_plain(u, g, power)
+    u = _fix(slope * (1 - s) + (1 - slope) * s, acc[0])
+    mod = _fix(_pow_plain(u, g, power), acc[1])
+    return u, mod, _fix(u * mod, acc[2])
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(4,))
@@ -607,9 +679,8 @@ def _poly(x, z, eps, g, power):
     """``epsilon (1 - p_t)**(gamma + 1)`` elementwise, in the compute dtype."""
     xf = _finite(x)
     if x.dtype == jnp.float32:
-        return _poly_value_f32(xf, z, eps, g, power)
-    u, mod = _poly_plain(_plain(xf), z, g, power)
-    return eps * (u * mod)
+        return _poly_value_f32(xf, z, eps, g, power)[0]
+    return eps * _poly_plain(_plain(xf), z, g, power)[2]
 
 
 def _poly_jvp(power, primals, tangents):
@@ -618,7 +689,8 @@ def _poly_jvp(power, primals, tangents):
     out = _poly(x, z, eps, g, power)
     xf = _finite(x)
     pl = _plain(xf)
-    u, mod = _poly_plain(pl, z, g, power)
+    acc = _poly_value_f32(xf, z, eps, g, power)[1] if x.dtype == jnp.float32 else None
+    u, mod, mod1 = _poly_plain(pl, z, g, power, acc)
     tangent = jnp.zeros_like(out)
     scale = eps * (g + 1) * mod
     if not isinstance(tx, SymbolicZero):
@@ -630,11 +702,11 @@ def _poly_jvp(power, primals, tangents):
         du_dz = sign * -jnp.expm1(neg_abs(xf)) / (1 + pl.e)
         tangent = tangent + scale * du_dz * tz
     if not isinstance(te, SymbolicZero):
-        tangent = tangent + (u * mod) * te
+        tangent = tangent + mod1 * te
     if not isinstance(tg, SymbolicZero):
         present = u > 0
         log_u = jnp.log(jnp.where(present, u, 1.0))
-        tangent = tangent + jnp.where(present, eps * (u * mod) * log_u, 0.0) * tg
+        tangent = tangent + jnp.where(present, eps * mod1 * log_u, 0.0) * tg
     return out, tangent
 
 
