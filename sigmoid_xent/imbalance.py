@@ -217,11 +217,12 @@ def _combine(z: Array, pos_term: Pair, neg_term: Pair) -> Array:
     return s[0] + s[1]
 
 
-def _at_most_bce(out: Array, x: Array, z: Array) -> Array:
-    """A loss at most the cross-entropy in exact arithmetic (labels in [0, 1]) kept at most
-    the core's value as computed, which can be an ulp below the exact one."""
+def _at_most_bce(out: Array, x: Array, z: Array, options_in_range: Array) -> Array:
+    """A loss at most the cross-entropy in exact arithmetic (labels in [0, 1], options in
+    range) kept at most the core's value as computed, which can be an ulp below the exact
+    one."""
     bce = loss_value(x, z)
-    return jnp.where((z >= 0) & (z <= 1), jnp.minimum(out, bce), out)
+    return jnp.where((z >= 0) & (z <= 1) & options_in_range, jnp.minimum(out, bce), out)
 
 
 def _signed_inf(c: Array) -> Array:
@@ -442,9 +443,11 @@ def _asl_special(x: Array, z: Array, c: Array, pos_term: Array, neg_term: Array,
 
 
 def _asl_terms(x, z, gp, gn, c, x0, gp_power, gn_power, clipped):
+    """The loss, and (float32) the accurate pieces for the derivatives."""
     xf = _finite(x)
+    acc = ()
     if x.dtype == jnp.float32:
-        pos_pair, neg_pair, _ = _asl_value_f32(xf, z, gp, gn, c, x0, gp_power, gn_power, clipped)
+        pos_pair, neg_pair, acc = _asl_value_f32(xf, z, gp, gn, c, x0, gp_power, gn_power, clipped)
         out = _combine(z, pos_pair, neg_pair)
         pos_term, neg_term = _round(pos_pair), _round(neg_pair)
     else:
@@ -454,13 +457,15 @@ def _asl_terms(x, z, gp, gn, c, x0, gp_power, gn_power, clipped):
     pos_inf, neg_inf = _asl_special(x, z, c, pos_term, neg_term, clipped)
     special = _times(z, pos_inf) + _times(1 - z, neg_inf)
     out = jnp.where(jnp.isinf(x), special, out)
-    return _at_most_bce(out, x, z)
+    return _at_most_bce(out, x, z, (gp >= 0) & (gn >= 0) & (c >= 0)), acc
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(8, 9, 10))
 def _asl(x, z, gp, gn, c, x0h, x0m, x0l, gp_power, gn_power, clipped):
     """ASL elementwise, arguments in the compute dtype at one rank (options broadcastable);
-    ``x0h + x0m + x0l = logit(c)`` (their tangents are ignored: ``c``'s carries the clip's)."""
+    ``x0h + x0m + x0l = logit(c)`` (their tangents are ignored: ``c``'s carries the clip's).
+    Returns the loss and, for the derivative rule, the pieces it takes from pairs (one program
+    for both: computing them again in the rule made XLA merge two copies)."""
     x0 = (x0h, x0m, x0l)
     return _asl_terms(x, z, gp, gn, c, x0, gp_power, gn_power, clipped)
 
@@ -468,14 +473,11 @@ def _asl(x, z, gp, gn, c, x0h, x0m, x0l, gp_power, gn_power, clipped):
 def _asl_jvp(gp_power, gn_power, clipped, primals, tangents):
     x, z, gp, gn, c, x0h, x0m, x0l = primals
     tx, tz, tgp, tgn, tc = tangents[:5]
-    out = _asl(x, z, gp, gn, c, x0h, x0m, x0l, gp_power, gn_power, clipped)
+    out, acc = _asl(x, z, gp, gn, c, x0h, x0m, x0l, gp_power, gn_power, clipped)
     xf = _finite(x)
     pl = _plain(xf)
     x0 = (x0h, x0m, x0l)
-    acc = None
-    if x.dtype == jnp.float32:
-        acc = _asl_value_f32(xf, z, gp, gn, c, x0, gp_power, gn_power, clipped)[2]
-    t = _asl_plain(pl, xf, c, x0, gp, gn, gp_power, gn_power, clipped, acc)
+    t = _asl_plain(pl, xf, c, x0, gp, gn, gp_power, gn_power, clipped, acc or None)
     tangent = jnp.zeros_like(out)
     if not isinstance(tx, SymbolicZero):
         # d/dx s_-**gp sp_- = -s_-**gp (gp s_+ sp_- + s_-); d/dx p_m**gn L =
@@ -507,7 +509,7 @@ def _asl_jvp(gp_power, gn_power, clipped, primals, tangents):
         inv = 1 / jnp.where(den > 0, den, 1.0)
         dc = jnp.where(t.present, -(1 - z) * t.mod_neg * (gn * over + inv), 0.0)
         tangent = _tangent(tangent, dc, tc)
-    return out, tangent
+    return (out, acc), (tangent, jax.tree.map(jnp.zeros_like, acc))
 
 
 _asl.defjvp(_asl_jvp, symbolic_zeros=True)
@@ -576,17 +578,20 @@ def _qfl_plain(
 
 
 def _qfl_terms(x, z, beta, power):
+    """The loss, and (float32) the accurate pieces for the derivatives."""
     if power == 0:
-        return loss_value(x, z)
+        return loss_value(x, z), ()
     xf = _finite(x)
+    acc = ()
     if x.dtype == jnp.float32:
-        out = _qfl_value_f32(xf, z, beta, power)[0]
+        out, acc = _qfl_value_f32(xf, z, beta, power)
     else:
         t = _qfl_plain(_plain(xf), xf, z, beta, power)
         out = t.mod * t.bce
     # At x = +-inf the loss is inf times the label weight on the saturating side.
     slope = jnp.where(x > 0, 1 - z, z)
-    return _at_most_bce(jnp.where(jnp.isinf(x), _signed_inf(slope), out), x, z)
+    out = _at_most_bce(jnp.where(jnp.isinf(x), _signed_inf(slope), out), x, z, beta >= 0)
+    return out, acc
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(3,))
@@ -598,13 +603,10 @@ def _qfl(x, z, beta, power):
 def _qfl_jvp(power, primals, tangents):
     x, z, beta = primals
     tx, tz, tb = tangents
-    out = _qfl(x, z, beta, power)
+    out, acc = _qfl(x, z, beta, power)
     xf = _finite(x)
     pl = _plain(xf)
-    acc = None
-    if x.dtype == jnp.float32 and power != 0:
-        acc = _qfl_value_f32(xf, z, beta, power)[1]
-    t = _qfl_plain(pl, xf, z, beta, power, acc)
+    t = _qfl_plain(pl, xf, z, beta, power, acc or None)
     tangent = jnp.zeros_like(out)
     if not isinstance(tx, SymbolicZero):
         # d/dx = -(beta |D|**(beta-1) sign(D)) s_+ s_- bce - |D|**beta D, D = z - s_+, the
@@ -626,7 +628,7 @@ def _qfl_jvp(power, primals, tangents):
         log_d = jnp.log(jnp.where(present, jnp.abs(t.diff), 1.0))
         db = jnp.where(present & (log_d != 0), jnp.where(log_d == 0, 1.0, out) * log_d, 0.0)
         tangent = _tangent(tangent, db, tb)
-    return out, tangent
+    return (out, acc), (tangent, jax.tree.map(jnp.zeros_like, acc))
 
 
 _qfl.defjvp(_qfl_jvp, symbolic_zeros=True)
@@ -679,18 +681,17 @@ def _poly(x, z, eps, g, power):
     """``epsilon (1 - p_t)**(gamma + 1)`` elementwise, in the compute dtype."""
     xf = _finite(x)
     if x.dtype == jnp.float32:
-        return _poly_value_f32(xf, z, eps, g, power)[0]
-    return eps * _poly_plain(_plain(xf), z, g, power)[2]
+        return _poly_value_f32(xf, z, eps, g, power)
+    return eps * _poly_plain(_plain(xf), z, g, power)[2], ()
 
 
 def _poly_jvp(power, primals, tangents):
     x, z, eps, g = primals
     tx, tz, te, tg = tangents
-    out = _poly(x, z, eps, g, power)
+    out, acc = _poly(x, z, eps, g, power)
     xf = _finite(x)
     pl = _plain(xf)
-    acc = _poly_value_f32(xf, z, eps, g, power)[1] if x.dtype == jnp.float32 else None
-    u, mod, mod1 = _poly_plain(pl, z, g, power, acc)
+    u, mod, mod1 = _poly_plain(pl, z, g, power, acc or None)
     tangent = jnp.zeros_like(out)
     scale = eps * (g + 1) * mod
     if not isinstance(tx, SymbolicZero):
@@ -707,7 +708,7 @@ def _poly_jvp(power, primals, tangents):
         present = u > 0
         log_u = jnp.log(jnp.where(present, u, 1.0))
         tangent = tangent + jnp.where(present, eps * mod1 * log_u, 0.0) * tg
-    return out, tangent
+    return (out, acc), (tangent, jax.tree.map(jnp.zeros_like, acc))
 
 
 _poly.defjvp(_poly_jvp, symbolic_zeros=True)
@@ -759,7 +760,7 @@ def asymmetric_loss(
       >>> import jax.numpy as jnp
       >>> import sigmoid_xent as sx
       >>> sx.asymmetric_loss(jnp.array([1., 0., 0.]), jnp.array([2., 2., -3.]))
-      Array([0.126928 , 1.5013822, 0.       ], dtype=float32)
+      Array([0.126928 , 0.8464149, 0.       ], dtype=float32)
 
     References:
       Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV 2021.
@@ -789,7 +790,7 @@ def _asl_compiled(x, z, gp, gn, c, x0, mask, powers, clipped):
     # Constants to XLA when the clip is static: the barrier keeps the simplifier from
     # folding the exact sums of x - x0.
     x0 = jax.lax.optimization_barrier(tuple(_at_rank(v, xc.ndim, cd) for v in x0))
-    out = _asl(xc, zc, gp, gn, c, *x0, powers[0], powers[1], clipped)
+    out = _asl(xc, zc, gp, gn, c, *x0, powers[0], powers[1], clipped)[0]
     return keep(mask, out).astype(x.dtype)
 
 
@@ -831,7 +832,7 @@ def quality_focal_loss(
       >>> import jax.numpy as jnp
       >>> import sigmoid_xent as sx
       >>> sx.quality_focal_loss(jnp.array([0.9, 0., 0.]), jnp.array([2., 2., -3.]))
-      Array([6.3105975e-04, 1.6526029e+00, 1.0965784e-04], dtype=float32)
+      Array([1.20555145e-04, 1.65007830e+00, 1.09283319e-04], dtype=float32)
 
     References:
       Li et al., "Generalized Focal Loss", NeurIPS 2020.
@@ -848,7 +849,7 @@ def _qfl_compiled(x, z, beta, mask, power):
     x, z = hide(mask, x), hide(mask, z)
     cd = _checks.compute_dtype(x.dtype)
     xc, zc = x.astype(cd), z.astype(cd)
-    out = _qfl(xc, zc, _at_rank(beta, xc.ndim, cd), power)
+    out = _qfl(xc, zc, _at_rank(beta, xc.ndim, cd), power)[0]
     return keep(mask, out).astype(x.dtype)
 
 
@@ -894,7 +895,7 @@ def poly1_sigmoid_loss(
       >>> import jax.numpy as jnp
       >>> import sigmoid_xent as sx
       >>> sx.poly1_sigmoid_loss(jnp.array([1., 0.]), jnp.array([2., 2.]))
-      Array([0.24611206, 3.0088284 ], dtype=float32)
+      Array([0.24613091, 3.0077252 ], dtype=float32)
 
     References:
       Leng et al., "PolyLoss: A Polynomial Expansion Perspective of Classification Loss
@@ -941,7 +942,7 @@ def _poly1_compiled(x, z, eps, g, alpha, mask, power, gamma_static, alpha_static
         focal = sigmoid_cross_entropy_with_logits(zc, xc)
     else:
         focal = sigmoid_focal_loss(zc, xc, alpha=alpha, gamma=gamma)
-    poly = _poly(xc, zc, _at_rank(eps, xc.ndim, cd), _at_rank(g, xc.ndim, cd), power)
+    poly = _poly(xc, zc, _at_rank(eps, xc.ndim, cd), _at_rank(g, xc.ndim, cd), power)[0]
     return keep(mask, focal + poly).astype(x.dtype)
 
 
@@ -972,8 +973,8 @@ def class_balanced_weights(counts: ArrayLike, *, beta: ArrayLike = 0.999) -> Arr
 
     Examples:
       >>> import sigmoid_xent as sx
-      >>> sx.class_balanced_weights([1000, 100, 10, 0], beta=0.99)
-      Array([0.04309151, 0.04317783, 2.913731  , 0.        ], dtype=float32)
+      >>> sx.class_balanced_weights([1000, 100, 10], beta=0.99)
+      Array([0.230147 , 0.3630109, 2.4068422], dtype=float32)
 
     References:
       Cui et al., "Class-Balanced Loss Based on Effective Number of Samples", CVPR 2019.
@@ -982,9 +983,10 @@ def class_balanced_weights(counts: ArrayLike, *, beta: ArrayLike = 0.999) -> Arr
     default = jnp.zeros((), float).dtype
     n = _checks.as_float(counts, default, "counts", fn)
     if n.ndim != 1:
+        given = counts if hasattr(counts, "dtype") else np.asarray(counts)
         raise ValueError(
             f"{fn}: `counts` must be one-dimensional (samples per class), got "
-            f"{_checks.describe(n)}."
+            f"{_checks.describe(given)}."
         )
     dtype = _checks.compute_dtype(n.dtype)
     b = _checks.as_float(beta, dtype, "beta", fn)
@@ -992,21 +994,32 @@ def class_balanced_weights(counts: ArrayLike, *, beta: ArrayLike = 0.999) -> Arr
         raise ValueError(f"{fn}: `beta` must be a scalar, got {_checks.describe(b)}.")
     _checks.in_range(n, "counts", fn, low=0.0)
     _checks.in_range(b, "beta", fn, low=0.0, high=1.0, high_open=True)
-    return _class_balanced(n.astype(dtype), b.astype(dtype))
+    if not (_checks.is_traced(counts) or _checks.is_traced(beta)):
+        # Concrete (the usual case: counts of a data set): in float64 on the host from beta as
+        # given, not from beta rounded to float32 (1 - beta is what matters).
+        host = np.asarray(counts, np.float64), np.asarray(beta, np.float64)
+        with np.errstate(divide="ignore"):  # log(0) for beta = 0, as in-graph
+            return jnp.asarray(_class_balanced(*host, np), dtype)
+    return _class_balanced_compiled(n.astype(dtype), b.astype(dtype))
 
 
 @jax.jit
-def _class_balanced(n: Array, beta: Array) -> Array:
+def _class_balanced_compiled(n: Array, beta: Array) -> Array:
+    return _class_balanced(n, beta, jnp)
+
+
+def _class_balanced(n: Any, beta: Any, xp: Any) -> Any:
+    """The weights with the array module ``xp`` (numpy on the host, or jax.numpy)."""
     present = n > 0
     # 1 - beta**n = -expm1(n log beta): exact where beta**n is near 1 (beta near 1, small n);
     # beta = 0 gives log 0 = -inf and 1 for every n > 0.
-    log_b = jnp.log(beta)
-    effective = -jnp.expm1(jnp.where(present, n, jnp.ones_like(n)) * log_b)
-    effective = jnp.maximum(effective, jnp.finfo(n.dtype).tiny)
+    log_b = xp.log(beta)
+    effective = -xp.expm1(xp.where(present, n, xp.ones_like(n)) * log_b)
+    effective = xp.maximum(effective, xp.finfo(n.dtype).tiny)
     # (1 - beta) cancels in the normalisation; the ratios to the smallest effective number
     # are at most 1, so their sum cannot overflow.
-    smallest = jnp.min(jnp.where(present, effective, jnp.inf))
-    smallest = jnp.where(jnp.isfinite(smallest), smallest, 1.0)
-    ratio = jnp.where(present, smallest / effective, 0.0)
-    total = jnp.sum(ratio)
-    return jnp.where(total > 0, ratio * (n.shape[0] / jnp.where(total > 0, total, 1.0)), 0.0)
+    smallest = xp.min(xp.where(present, effective, xp.inf))
+    smallest = xp.where(xp.isfinite(smallest), smallest, 1.0)
+    ratio = xp.where(present, smallest / effective, 0.0)
+    total = xp.sum(ratio)
+    return xp.where(total > 0, ratio * (n.shape[0] / xp.where(total > 0, total, 1.0)), 0.0)
