@@ -74,7 +74,12 @@ if keras.backend.backend() != "jax":
 
 Array = jax.Array
 
-__all__ = ["BinaryCrossentropy", "BinaryFocalCrossentropy", "SigmoidCrossEntropyLoss"]
+__all__ = [
+    "AsymmetricLoss",
+    "BinaryCrossentropy",
+    "BinaryFocalCrossentropy",
+    "SigmoidCrossEntropyLoss",
+]
 
 _PACKAGE = "sigmoid_xent"
 # Saved in every config: Keras prints the config when it cannot find the class (a new process
@@ -686,3 +691,99 @@ def _mask_shape(mask: Any, shape: tuple[int, ...], cls: str) -> tuple[int, ...]:
         f"{cls}: the Keras mask on `y_pred` must be per item {tuple(shape)} or per list "
         f"({shape[0]},), got shape {m}."
     )
+
+
+# --------------------------------------------------------------------------- class imbalance
+
+from sigmoid_xent.imbalance import asymmetric_loss  # noqa: E402 (this section's own import)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class AsymmetricLoss(_PerSampleLoss):
+    r"""The asymmetric loss (ASL) of Ridnik et al. as a real ``keras.losses.Loss``, on logits.
+
+    ``call(y_true, y_pred)`` returns the per-sample loss, the mean over ``axis`` of
+    :func:`sigmoid_xent.asymmetric_loss` on logits ``y_pred``,
+
+    .. math::
+
+        \ell = -z' (1 - p)^{\gamma_+} \log p - (1 - z')\, p_m^{\gamma_-} \log(1 - p_m),
+        \quad p_m = \max(p - c, 0), \quad z' = z (1 - s) + s / 2
+
+    (timm's ``AsymmetricLossMultiLabel``, with exact logs where its ``log(max(p, 1e-8))``
+    caps the loss, finite gradients at ``±inf`` and at the clip boundary, at most the
+    cross-entropy). Keras's ``Loss.__call__`` applies ``sample_weight``, masks and
+    ``reduction``; shapes and dtypes as :class:`BinaryCrossentropy`.
+
+    Args:
+      gamma_pos: Focusing exponent of the positive term, a finite float ``>= 0``.
+      gamma_neg: Focusing exponent of the negative term, a finite float ``>= 0``.
+      clip: The probability margin in [0, 1) shifted off the negatives; 0 or None: none.
+      label_smoothing: ``s`` in [0, 1] (labels squeezed towards 1/2, as timm's).
+      axis: The axis averaged over per sample.
+      reduction: As :class:`BinaryCrossentropy`.
+      name: The loss name.
+      dtype: As :class:`BinaryCrossentropy`.
+
+    Returns:
+      Called as ``loss(y_true, y_pred, sample_weight=None)``: a scalar of ``dtype``, or the
+      weighted per-sample losses for ``"none"``.
+
+    Raises:
+      TypeError: a non-number option or a non-int ``axis`` (at construction).
+      ValueError: a negative or infinite gamma, ``clip`` outside [0, 1), ``label_smoothing``
+        outside [0, 1], an unknown reduction or a non-float ``dtype`` (at construction); at
+        call time as :class:`BinaryCrossentropy`.
+
+    Examples:
+      >>> import numpy as np
+      >>> from sigmoid_xent.keras import AsymmetricLoss
+      >>> AsymmetricLoss()(np.array([[0., 1.], [0., 0.]]), np.array([[2., -1.], [-3., 4.]]))
+      Array(1.0470632, dtype=float32)
+
+    References:
+      Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV 2021.
+    """
+
+    _CLS = "sigmoid_xent.keras.AsymmetricLoss"
+
+    def __init__(
+        self,
+        gamma_pos: float = 0.0,
+        gamma_neg: float = 4.0,
+        clip: float | None = 0.05,
+        label_smoothing: float = 0.0,
+        axis: int = -1,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "asymmetric_loss",
+        dtype: Any = None,
+    ) -> None:
+        cls = self._CLS
+        gammas = {}
+        for key, value in (("gamma_pos", gamma_pos), ("gamma_neg", gamma_neg)):
+            gammas[key] = _real(value, key, cls, 0.0, np.inf, "a finite float >= 0")
+            if not np.isfinite(gammas[key]):
+                raise ValueError(f"{cls}: `{key}` must be a finite float >= 0, got {value!r}.")
+        c = None if clip is None else _real(clip, "clip", cls, 0.0, 1.0, "a float in [0, 1)")
+        if c == 1.0:
+            raise ValueError(f"{cls}: `clip` must be a float in [0, 1), got {clip!r}.")
+        self._init_common(True, label_smoothing, axis, reduction, name, dtype)
+        self.gamma_pos = gammas["gamma_pos"]
+        self.gamma_neg = gammas["gamma_neg"]
+        self.clip = c
+
+    def call(self, y_true: Array, y_pred: Array) -> Array:
+        """The per-sample losses ``[batch, d0, .., dN-1]`` (the mean over ``axis``)."""
+        z, x, axis = self._prepare(y_true, y_pred)
+        elementwise = asymmetric_loss(
+            z, x, gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg, clip=self.clip
+        )
+        return _per_sample_mean(elementwise, axis, y_pred.dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        """As :meth:`BinaryCrossentropy.get_config`, with the ASL arguments (always on
+        logits: no ``from_logits``)."""
+        config = super().get_config()
+        del config["from_logits"]
+        config.update({"gamma_pos": self.gamma_pos, "gamma_neg": self.gamma_neg, "clip": self.clip})
+        return config
