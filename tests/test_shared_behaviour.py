@@ -156,6 +156,22 @@ LOSSES += [
 ]
 
 
+LOSSES += [
+    Loss(
+        "asymmetric_loss",
+        _elementwise(lambda z, x, where: sx.asymmetric_loss(z, x, where=where)),
+    ),
+    Loss(
+        "poly1_sigmoid_loss",
+        _elementwise(lambda z, x, where: sx.poly1_sigmoid_loss(z, x, epsilon=1.0, where=where)),
+    ),
+    Loss(
+        "quality_focal_loss",
+        _elementwise(lambda z, x, where: sx.quality_focal_loss(z, x, beta=2.0, where=where)),
+    ),
+]
+
+
 def _linear_head(z, x, w=None, where=None):
     # The fused head with an identity weight matrix: its logits are x itself, so every shared
     # behaviour (weights, where, NaN data, dtypes, vmap) is checked against the same data.
