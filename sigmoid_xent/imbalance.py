@@ -178,19 +178,6 @@ def _neg(p: Pair) -> Pair:
     return -p[0], -p[1]
 
 
-def _power_pair(m: Pair, n: int) -> Pair:
-    """``m**n`` for a pair ``m`` and a static ``n >= 1``, by squaring."""
-    result = None
-    while n:
-        if n & 1:
-            result = m if result is None else tf2.mul_finite(result, m)
-        n >>= 1
-        if n:
-            m = tf2.mul_finite(m, m)
-    assert result is not None
-    return result
-
-
 def _modulator(base: Pair, log_base: Callable[[], Pair], g: Array, power: int | None) -> Pair:
     """``base**g`` as a pair: products for a static integer exponent, else
     ``exp(g log(base))`` through the pair exponential (0 below float32's range, ``inf``
@@ -202,7 +189,7 @@ def _modulator(base: Pair, log_base: Callable[[], Pair], g: Array, power: int | 
     if power is not None:
         if power == 0:
             return jnp.ones_like(base[0]), jnp.zeros_like(base[0])
-        return _power_pair(base, power)
+        return tf2.power(base, power)
     return tf2.exp(tf2.mul1(log_base(), g))
 
 
@@ -445,7 +432,7 @@ def _asl_special(x: Array, z: Array, c: Array, pos_term: Array, neg_term: Array,
 def _asl_terms(x, z, gp, gn, c, x0, gp_power, gn_power, clipped):
     """The loss, and (float32) the accurate pieces for the derivatives."""
     xf = _finite(x)
-    acc = ()
+    acc: tuple = ()
     if x.dtype == jnp.float32:
         pos_pair, neg_pair, acc = _asl_value_f32(xf, z, gp, gn, c, x0, gp_power, gn_power, clipped)
         out = _combine(z, pos_pair, neg_pair)
@@ -582,7 +569,7 @@ def _qfl_terms(x, z, beta, power):
     if power == 0:
         return loss_value(x, z), ()
     xf = _finite(x)
-    acc = ()
+    acc: tuple = ()
     if x.dtype == jnp.float32:
         out, acc = _qfl_value_f32(xf, z, beta, power)
     else:

@@ -759,26 +759,20 @@ class AsymmetricLoss(_PerSampleLoss):
         dtype: Any = None,
     ) -> None:
         cls = self._CLS
-        gammas = {}
-        for key, value in (("gamma_pos", gamma_pos), ("gamma_neg", gamma_neg)):
-            gammas[key] = _real(value, key, cls, 0.0, np.inf, "a finite float >= 0")
-            if not np.isfinite(gammas[key]):
-                raise ValueError(f"{cls}: `{key}` must be a finite float >= 0, got {value!r}.")
-        c = None if clip is None else _real(clip, "clip", cls, 0.0, 1.0, "a float in [0, 1)")
-        if c == 1.0:
-            raise ValueError(f"{cls}: `clip` must be a float in [0, 1), got {clip!r}.")
+        gammas = {
+            key: _real(value, key, cls, low=0.0, high=np.inf, high_open=True)
+            for key, value in (("gamma_pos", gamma_pos), ("gamma_neg", gamma_neg))
+        }
+        c = None if clip is None else _real(clip, "clip", cls, low=0.0, high=1.0, high_open=True)
         self._init_common(True, label_smoothing, axis, reduction, name, dtype)
         self.gamma_pos = gammas["gamma_pos"]
         self.gamma_neg = gammas["gamma_neg"]
         self.clip = c
 
-    def call(self, y_true: Array, y_pred: Array) -> Array:
-        """The per-sample losses ``[batch, d0, .., dN-1]`` (the mean over ``axis``)."""
-        z, x, axis = self._prepare(y_true, y_pred)
-        elementwise = asymmetric_loss(
+    def _elementwise(self, z: Array, x: Array) -> Array:
+        return asymmetric_loss(
             z, x, gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg, clip=self.clip
         )
-        return _per_sample_mean(elementwise, axis, y_pred.dtype)
 
     def get_config(self) -> dict[str, Any]:
         """As :meth:`BinaryCrossentropy.get_config`, with the ASL arguments (always on
