@@ -52,7 +52,7 @@ ifeq ($(strip $(NEWEST_PYTHON)),)
 else
 	$(MAKE) $(NEWEST_STAMP)
 	$(NEWEST_VENV)/bin/python -c "import sys, jax; print('test-newest: python', sys.version.split()[0], 'jax', jax.__version__)"
-	HYPOTHESIS_PROFILE=newest $(NEWEST_VENV)/bin/python -m pytest -q -n 2 --dist loadfile -m "not sharded"
+	$(NEWEST_VENV)/bin/python -m pytest -q -n 2 --dist loadfile -m "not sharded"
 	$(SHARDED_FLAGS) $(NEWEST_VENV)/bin/python -m pytest -q -m sharded || test $$? -eq 5
 endif
 

@@ -18,6 +18,12 @@ from sigmoid_xent._core import (
 from sigmoid_xent.contrastive import siglip_loss, siglip_loss_ring
 from sigmoid_xent.focal import sigmoid_focal_loss
 from sigmoid_xent.fused import linear_sigmoid_cross_entropy
+from sigmoid_xent.imbalance import (
+    asymmetric_loss,
+    class_balanced_weights,
+    poly1_sigmoid_loss,
+    quality_focal_loss,
+)
 from sigmoid_xent.losses import BinaryCrossentropy, binary_crossentropy, sigmoid_cross_entropy
 from sigmoid_xent.reductions import Reduction, reduce_loss
 from sigmoid_xent.sharding import reduce_loss_sharded
@@ -29,10 +35,14 @@ __version__ = _version("sigmoid_xent")
 __all__ = [
     "BinaryCrossentropy",
     "Reduction",
+    "asymmetric_loss",
     "binary_cross_entropy",
     "binary_crossentropy",
+    "class_balanced_weights",
     "compat",
     "linear_sigmoid_cross_entropy",
+    "poly1_sigmoid_loss",
+    "quality_focal_loss",
     "ranking",
     "reduce_loss",
     "reduce_loss_sharded",

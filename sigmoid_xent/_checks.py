@@ -197,6 +197,11 @@ def in_range(
     ``high_open``); a ValueError naming ``fn`` and ``name``. Traced values are not checked."""
     if value is None or is_traced(value):
         return
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        v = float(value)  # the common case, a Python number: no array (eager calls stay cheap)
+        above = high is not None and (v >= high if high_open else v > high)
+        if not (v != v or (low is not None and v < low) or above):
+            return
     host = np.asarray(value, dtype=np.float64)
     bad = np.isnan(host)
     if low is not None:
@@ -209,3 +214,100 @@ def in_range(
         span = f"[{lo}, {hi}{')' if high_open or high is None else ']'}"
         first = host.reshape(-1)[int(np.argmax(bad.reshape(-1)))]
         raise ValueError(f"{fn}: `{name}` must lie in {span}, got {first:g}.")
+
+
+def option_value(value: Any, dtype: Any, name: str, fn: str) -> Any:
+    """An option (``alpha``, ``gamma``, a weight) as a compiled body takes it.
+
+    Python numbers stay Python floats (``gamma=2`` and ``gamma=2.0`` share one compiled program,
+    and an eager call transfers nothing), float jax arrays pass as they are, anything else goes
+    through :func:`as_float`.
+    """
+    if isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jnp.floating):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return as_float(value, dtype, name, fn)
+
+
+def broadcast_together(fn: str, rule: str, **named: Any) -> tuple[int, ...]:
+    """The broadcast shape of the named arrays (None entries skipped), as NumPy broadcasts them;
+    a ValueError naming every shape otherwise (``rule`` says whose broadcasting it is)."""
+    shapes = {name: tuple(np.shape(v)) for name, v in named.items() if v is not None}
+    distinct = set(shapes.values())
+    if len(distinct) == 1:
+        return distinct.pop()
+    try:
+        return tuple(np.broadcast_shapes(*shapes.values()))
+    except ValueError:
+        listed = ", ".join(f"`{name}` {shape}" for name, shape in shapes.items())
+        raise ValueError(
+            f"{fn}: shapes {listed} cannot be broadcast together ({rule} broadcasts them as "
+            "NumPy does)."
+        ) from None
+
+
+Shape = tuple[int, ...]
+
+
+def keras_same_rank(a: Shape, b: Shape) -> tuple[Shape, Shape]:
+    """Keras's rule for two shapes whose ranks differ by one, the longer ending in 1.
+
+    A rank-1 partner gains a trailing 1 (labels ``[batch]`` with predictions ``[batch, 1]``);
+    otherwise the trailing 1 is dropped. Other shapes are returned as they are.
+    """
+    a, b = tuple(a), tuple(b)
+    if len(a) == len(b) + 1 and a[-1] == 1:
+        return (a, b + (1,)) if len(b) == 1 else (a[:-1], b)
+    if len(b) == len(a) + 1 and b[-1] == 1:
+        return (a + (1,), b) if len(a) == 1 else (a, b[:-1])
+    return a, b
+
+
+def keras_weight_shape(
+    shape: Shape,
+    losses: Shape,
+    fn: str,
+    *,
+    what: str = "`sample_weight`",
+    batch_vector: bool = False,
+) -> Shape:
+    """The shape that weights (or a mask) of ``shape`` take against per-sample ``losses``.
+
+    :func:`keras_same_rank`'s rule, expressed at the losses' own rank; with ``batch_vector``
+    (tf.keras 2) a ``[batch]`` vector weighs each sample of higher-rank losses too. The result
+    must broadcast to ``losses``; a ValueError naming ``what`` otherwise.
+    """
+    w, loss = tuple(shape), tuple(losses)
+    if batch_vector and len(w) == 1 and len(loss) > 1 and w[0] == loss[0]:
+        w = w + (1,) * (len(loss) - 1)
+    matched, w = keras_same_rank(loss, w)
+    if len(matched) > len(loss):  # the losses gained a trailing 1: the weights drop theirs
+        w = w[:-1]
+    elif len(matched) < len(loss):  # the losses' trailing 1 was dropped: the weights gain one
+        w = w + (1,)
+    try:
+        ok = np.broadcast_shapes(w, loss) == loss
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{fn}: {what} of shape {tuple(shape)} cannot be applied to the per-sample losses of "
+            f"shape {loss}: expected a scalar, {'[batch], ' if batch_vector else ''}or a shape "
+            "broadcastable to the per-sample losses (one trailing dimension of 1 is squeezed or "
+            "added, as Keras does)."
+        )
+    return w
+
+
+def int_axis(axis: Any, fn: str) -> int:
+    """``axis`` as a Python int (one axis, as Keras takes it); a TypeError otherwise."""
+    if not isinstance(axis, (bool, np.bool_)):
+        try:
+            return operator.index(axis)
+        except TypeError:
+            pass
+    raise TypeError(
+        f"{fn}: `axis` must be an int (one axis, as Keras), got {axis!r} of type "
+        f"{type(axis).__name__}."
+    )

@@ -170,6 +170,13 @@ def exponent(x: Array) -> Array:
     return ((bits >> 23) & 0xFF).astype(F32) - 127.0
 
 
+def exp(y: Pair) -> Pair:
+    """``exp(y)`` as a pair; ``inf`` above float32's range, 0 below it, NaN for NaN."""
+    hi, lo, k, special, use_special = exp_parts(y, -104.0, float(np.float32(88.72283)))
+    hi, lo = scale(hi, k), scale(lo, k)
+    return jnp.where(use_special, special, hi), jnp.where(use_special, jnp.zeros_like(lo), lo)
+
+
 def exp_pow2(y: Pair, k: Array) -> Array:
     """``exp(y) * 2**k``, rounded once, for integer-valued ``k`` in [-126, 127].
 
@@ -283,3 +290,17 @@ def mul_finite(x: Pair, y: Pair) -> Pair:
 def mul1_finite(x: Pair, b: Array) -> Pair:
     """:func:`mul1` for operands whose product cannot overflow (no guard)."""
     return mul1(x, b, two_prod_finite)
+
+
+def power(m: Pair, n: int) -> Pair:
+    """``m**n`` for a pair ``m`` (``|m| <= 1``, so no product overflows) and a static ``n >= 1``,
+    by squaring."""
+    result = None
+    while n:
+        if n & 1:
+            result = m if result is None else mul_finite(result, m)
+        n >>= 1
+        if n:
+            m = mul_finite(m, m)
+    assert result is not None
+    return result

@@ -260,19 +260,6 @@ def _value_f32(x: Array, z: Array, g: Array, a: Array) -> Array:
 MAX_POWER = 8
 
 
-def _power_pair(m: twofloat.Pair, n: int) -> twofloat.Pair:
-    """``m**n`` for a pair ``m`` in [0.5, 1) and a static ``n`` in [1, MAX_POWER], by squaring."""
-    result = None
-    while n:
-        if n & 1:
-            result = m if result is None else twofloat.mul_finite(result, m)
-        n >>= 1
-        if n:
-            m = twofloat.mul_finite(m, m)
-    assert result is not None
-    return result
-
-
 def _value_power_f32(x: Array, z: Array, n: int, a: Array) -> Array:
     """``alpha_t u**n bce`` for a static integer ``n`` in [0, MAX_POWER], in two-float
     arithmetic, rounded once (float32).
@@ -303,7 +290,7 @@ def _value_power_f32(x: Array, z: Array, n: int, a: Array) -> Array:
         empty = uh <= 0
         k = twofloat.exponent(jnp.where(empty, 1.0, uh)) + 1.0
         m = twofloat.scale(jnp.where(empty, 0.5, uh), -k), twofloat.scale(ul, -k)
-        mh, ml = twofloat.mul_finite(_power_pair(m, n), bce)
+        mh, ml = twofloat.mul_finite(twofloat.power(m, n), bce)
         th, tl = twofloat.two_prod_finite(mh, at[0])
         prod = th + (tl + (mh * at[1] + ml * at[0]))  # the last product, rounded once
         prod = jnp.where(empty, 0.0, prod)

@@ -31,7 +31,7 @@ without it, or with a Keras backend other than JAX, is an ``ImportError`` saying
 
 from __future__ import annotations
 
-import operator
+import functools
 from typing import Any
 
 try:
@@ -54,7 +54,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from sigmoid_xent import _checks, ranking, sigmoid_cross_entropy_with_logits
+from sigmoid_xent._core import smooth_labels
+from sigmoid_xent._mask import hide, keep
 from sigmoid_xent.focal import plain_focal_loss
+from sigmoid_xent.reductions import Reduction, peer_name, safe_divide, weighted_reduction
 
 if int(keras.__version__.split(".")[0]) < 3:
     raise ImportError(
@@ -71,53 +74,33 @@ if keras.backend.backend() != "jax":
 
 Array = jax.Array
 
-__all__ = ["BinaryCrossentropy", "BinaryFocalCrossentropy", "SigmoidCrossEntropyLoss"]
+__all__ = [
+    "AsymmetricLoss",
+    "BinaryCrossentropy",
+    "BinaryFocalCrossentropy",
+    "SigmoidCrossEntropyLoss",
+]
 
 _PACKAGE = "sigmoid_xent"
+# Saved in every config: Keras prints the config when it cannot find the class (a new process
+# that never imported this module), so its error names the import that registers the classes.
+_REQUIRES = "import sigmoid_xent.keras"
 
-#: Keras 3's reduction names (plus ``auto``, tf.keras 2's default, = ``sum_over_batch_size``).
-KERAS_REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none")
 
-#: The ranking loss also takes TF-Ranking's own reductions.
-RANKING_REDUCTIONS = KERAS_REDUCTIONS + (
-    "sum_by_nonzero_weights",
-    "sum_over_nonzero_weights",
-    "per_list",
-    "list_mean",
-)
-
-# The ranking loss's names in the terms of sigmoid_xent.ranking.sigmoid_cross_entropy. Keras's
-# "mean" is sum_over_batch_size; mean_with_sample_weight divides by the weights of the valid items.
-_TO_RANKING = {
-    "sum_over_batch_size": "sum_over_batch_size",
-    "mean": "sum_over_batch_size",
-    "sum": "sum",
-    "none": "none",
-    "mean_with_sample_weight": "mean",
-    "sum_by_nonzero_weights": "sum_by_nonzero_weights",
-    "sum_over_nonzero_weights": "sum_by_nonzero_weights",
-    "per_list": "per_list",
-    "list_mean": "list_mean",
-}
+def _from_config(cls: Any, config: dict[str, Any]) -> Any:
+    config = {k: v for k, v in config.items() if k != "requires"}
+    return keras.losses.Loss.from_config.__func__(cls, config)
 
 
 # --------------------------------------------------------------------------- argument checks
 
 
-def _reduction(reduction: Any, valid: tuple[str, ...], cls: str) -> str:
-    """The lower-case name of ``reduction`` among ``valid`` (``auto`` and None accepted)."""
-    if reduction is None:
-        return "none"
-    if isinstance(reduction, str):
-        key = str.lower(reduction)
-        key = "sum_over_batch_size" if key == "auto" else key
-        if key in valid:
-            return key
-    raise ValueError(
-        f"{cls}: `reduction` must be one of {list(valid)}, 'auto' or None (any case), got "
-        f"{reduction!r}. Keras's 'mean' is 'sum_over_batch_size'; for sum(w * loss) / sum(w) "
-        "use 'mean_with_sample_weight'."
-    )
+def _keras_reduction(reduction: Any, cls: str, peer: str = "keras") -> tuple[Reduction, str]:
+    """Our member for a Keras ``reduction`` name, and the name Keras's base class keeps (its
+    own name for the member; ``"none"`` for the list reductions, which the ranking loss applies
+    itself)."""
+    red = Reduction.parse(reduction, cls, peer=peer)
+    return red, peer_name(red, "keras") or "none"
 
 
 def _bool(value: Any, name: str, cls: str) -> bool:
@@ -129,31 +112,17 @@ def _bool(value: Any, name: str, cls: str) -> bool:
     return bool(value)
 
 
-def _real(value: Any, name: str, cls: str, low: float, high: float, expected: str) -> float:
-    """A Python float in [low, high]; a TypeError/ValueError naming the argument otherwise."""
+def _real(value: Any, name: str, cls: str, **bounds: Any) -> float:
+    """A Python float within ``bounds`` (:func:`_checks.in_range`'s); a TypeError naming the
+    argument for anything but a real number."""
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value.item()  # 0-d arrays, as configs written by numpy code may hold
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
         raise TypeError(
-            f"{cls}: `{name}` must be a real number ({expected}), got {value!r} of type "
-            f"{type(value).__name__}."
+            f"{cls}: `{name}` must be a real number, got {value!r} of type {type(value).__name__}."
         )
-    result = float(value)
-    if not low <= result <= high:
-        raise ValueError(f"{cls}: `{name}` must be {expected}, got {value!r}.")
-    return result
-
-
-def _axis(axis: Any, cls: str) -> int:
-    if isinstance(axis, (bool, np.bool_)):
-        raise TypeError(f"{cls}: `axis` must be an int (one axis, as Keras), got {axis!r}.")
-    try:
-        return operator.index(axis)
-    except TypeError:
-        raise TypeError(
-            f"{cls}: `axis` must be an int (one axis, as Keras), got {axis!r} of type "
-            f"{type(axis).__name__}."
-        ) from None
+    _checks.in_range(value, name, cls, **bounds)
+    return float(value)
 
 
 def _name(name: Any, cls: str) -> None:
@@ -188,61 +157,30 @@ def _dtype_config(dtype: Any) -> Any:
 
 
 def _match_rank(y_true: Array, y_pred: Array) -> tuple[Array, Array]:
-    """Keras's rule when ranks differ by one and the larger has a trailing 1.
-
-    A rank-1 partner is expanded (labels ``[batch]`` with predictions ``[batch, 1]``), else the
-    trailing 1 is squeezed.
-    """
-    t, p = y_true.ndim, y_pred.ndim
-    if t == p + 1 and y_true.shape[-1] == 1:
-        if p == 1:
-            y_pred = y_pred[:, None]
-        else:
-            y_true = jnp.squeeze(y_true, -1)
-    elif p == t + 1 and y_pred.shape[-1] == 1:
-        if t == 1:
-            y_true = y_true[:, None]
-        else:
-            y_pred = jnp.squeeze(y_pred, -1)
-    return y_true, y_pred
+    """Keras's rule for ranks that differ by one (:func:`_checks.keras_same_rank`)."""
+    t, p = _checks.keras_same_rank(y_true.shape, y_pred.shape)
+    y_true = y_true if t == y_true.shape else jnp.reshape(y_true, t)
+    return y_true, y_pred if p == y_pred.shape else jnp.reshape(y_pred, p)
 
 
-def _check_pair(y_true: Array, y_pred: Array, cls: str) -> None:
-    if y_true.shape != y_pred.shape:
+def _check_pair(t: tuple[int, ...], p: tuple[int, ...], cls: str) -> None:
+    if tuple(t) != tuple(p):
         raise ValueError(
             f"{cls}: `y_true` and `y_pred` must have the same shape (after Keras's rule for a "
-            f"trailing dimension of 1), got y_true of shape {tuple(y_true.shape)} and y_pred of "
-            f"shape {tuple(y_pred.shape)}."
+            f"trailing dimension of 1), got y_true of shape {tuple(t)} and y_pred of "
+            f"shape {tuple(p)}."
         )
 
 
-def _keras_weight_shape_ok(values: tuple[int, ...], weights: tuple[int, ...]) -> bool:
-    """Whether Keras's ``reduce_weighted_values`` accepts ``weights`` for ``values``."""
-    v, w = values, weights
-    if len(v) == len(w) + 1 and v and v[-1] == 1:
-        if len(w) == 1:
-            w = w + (1,)
-        else:
-            v = v[:-1]
-    elif len(w) == len(v) + 1 and w and w[-1] == 1:
-        if len(v) == 1:
-            v = v + (1,)
-        else:
-            w = w[:-1]
-    try:
-        np.broadcast_shapes(v, w)
-    except ValueError:
-        return False
-    return True
+def _as_arrays(*values: Any) -> tuple[Array | None, ...]:
+    """Each value as a jax array in its own dtype (None stays None): the cast to the loss's dtype
+    comes inside the compiled program, after masking."""
+    return tuple(
+        v if v is None or isinstance(v, jax.Array) else jnp.asarray(np.asarray(v)) for v in values
+    )
 
 
 # --------------------------------------------------------------------------- elementwise pieces
-
-
-def _smooth(z: Array, label_smoothing: float) -> Array:
-    if label_smoothing:
-        return z * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    return z
 
 
 def _bce_probs(z: Array, p: Array) -> Array:
@@ -259,12 +197,9 @@ def _power(u: Array, gamma: float) -> Array:
     return jnp.where(zero, jnp.asarray(0.0**gamma, u.dtype), jnp.power(safe, gamma))
 
 
-def _per_sample_mean(elementwise: Array, axis: int, dtype: Any) -> Array:
-    return jnp.mean(elementwise, axis=axis).astype(dtype)
-
-
 class _PerSampleLoss(keras.losses.Loss):
-    """Shared ``__call__`` checks of the two elementwise losses; Keras's base does the rest."""
+    """The two elementwise losses: their checks, ``call`` and the ``where`` path. Without
+    ``where``, Keras's base ``Loss.__call__`` weights, masks and reduces."""
 
     _CLS = "sigmoid_xent.keras"
 
@@ -278,46 +213,47 @@ class _PerSampleLoss(keras.losses.Loss):
         dtype: Any,
     ) -> None:
         cls = self._CLS
-        red = _reduction(reduction, KERAS_REDUCTIONS, cls)
+        _, keras_reduction = _keras_reduction(reduction, cls)
         _name(name, cls)
         _dtype(dtype, cls)
-        super().__init__(name=name, reduction=red, dtype=dtype)
+        super().__init__(name=name, reduction=keras_reduction, dtype=dtype)
         self.from_logits = _bool(from_logits, "from_logits", cls)
-        self.label_smoothing = _real(
-            label_smoothing, "label_smoothing", cls, 0.0, 1.0, "a float in [0, 1]"
-        )
-        self.axis = _axis(axis, cls)
+        self.label_smoothing = _real(label_smoothing, "label_smoothing", cls, low=0.0, high=1.0)
+        self.axis = _checks.int_axis(axis, cls)
         self._given_reduction = reduction
         self._given_dtype = _dtype_config(dtype)
 
-    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Array:
-        """The weighted, masked and reduced loss (Keras's ``Loss.__call__``)."""
+    def __call__(
+        self, y_true: Any, y_pred: Any, sample_weight: Any = None, *, where: Any = None
+    ) -> Array:
+        """The weighted, masked and reduced loss (Keras's ``Loss.__call__``); with ``where``,
+        each sample's loss is the mean over its present elements and a sample with none present
+        is absent from the reduction."""
+        cls = self._CLS
+        if sample_weight is None and where is None:
+            return super().__call__(y_true, y_pred)
+        _checks.not_none(y_true, "y_true", cls)
+        _checks.not_none(y_pred, "y_pred", cls)
+        elements, per_sample = self._shapes(np.shape(y_true), np.shape(y_pred))
+        w_shape = None
         if sample_weight is not None:
-            _checks.not_none(y_pred, "y_pred", self._CLS)
-            per_sample = self._per_sample_shape(np.shape(y_true), np.shape(y_pred))
-            w_shape = tuple(np.shape(sample_weight))
-            if not _keras_weight_shape_ok(per_sample, w_shape):
-                raise ValueError(
-                    f"{self._CLS}: `sample_weight` of shape {w_shape} cannot weight the "
-                    f"per-sample losses of shape {per_sample}: expected a scalar, [batch], or a "
-                    "shape broadcastable to the per-sample losses (one trailing dimension of 1 "
-                    "is squeezed or added, as Keras does)."
-                )
-        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+            w_shape = _checks.keras_weight_shape(np.shape(sample_weight), per_sample, cls)
+        if where is None:
+            return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+        mask = _checks.where_mask(where, elements, cls, target="y_pred")
+        keras_mask = _keras_mask_as(y_pred, per_sample, cls)
+        arrays = _as_arrays(y_true, y_pred, sample_weight)
+        return _masked_call(*arrays, mask, keras_mask, loss=_ByConfig(self), w_shape=w_shape)
 
-    def _per_sample_shape(self, t: tuple[int, ...], p: tuple[int, ...]) -> tuple[int, ...]:
-        """The shape ``call`` will return, from the input shapes alone (no tracing)."""
-        if len(t) == len(p) + 1 and t[-1] == 1:
-            p, t = (p + (1,), t) if len(p) == 1 else (p, t[:-1])
-        elif len(p) == len(t) + 1 and p[-1] == 1:
-            p, t = (p, t + (1,)) if len(t) == 1 else (p[:-1], t)
-        if t != p:
-            raise ValueError(
-                f"{self._CLS}: `y_true` and `y_pred` must have the same shape (after Keras's rule "
-                f"for a trailing dimension of 1), got y_true of shape {t} and y_pred of shape {p}."
-            )
+    def _shapes(
+        self, t: tuple[int, ...], p: tuple[int, ...]
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The elements' shape and the per-sample shape ``call`` returns, from the input shapes
+        alone (no tracing)."""
+        t, p = _checks.keras_same_rank(t, p)
+        _check_pair(t, p, self._CLS)
         axis = self._checked_axis(len(p), p)
-        return tuple(d for i, d in enumerate(p) if i != axis)
+        return p, tuple(d for i, d in enumerate(p) if i != axis)
 
     def _checked_axis(self, ndim: int, shape: tuple[int, ...]) -> int:
         if not -ndim <= self.axis < ndim:
@@ -329,11 +265,19 @@ class _PerSampleLoss(keras.losses.Loss):
 
     def _prepare(self, y_true: Array, y_pred: Array) -> tuple[Array, Array, int]:
         y_true, y_pred = _match_rank(jnp.asarray(y_true), jnp.asarray(y_pred))
-        _check_pair(y_true, y_pred, self._CLS)
+        _check_pair(y_true.shape, y_pred.shape, self._CLS)
         axis = self._checked_axis(y_pred.ndim, y_pred.shape)
         cd = _checks.compute_dtype(y_pred.dtype)
-        z = _smooth(y_true.astype(cd), self.label_smoothing)
-        return z, y_pred.astype(cd), axis
+        smoothing = _checks.label_smoothing(self.label_smoothing, y_true.shape, cd, self._CLS)
+        return smooth_labels(y_true, smoothing, cd), y_pred.astype(cd), axis
+
+    def _elementwise(self, z: Array, x: Array) -> Array:
+        raise NotImplementedError
+
+    def call(self, y_true: Array, y_pred: Array) -> Array:
+        """The per-sample losses ``[batch, d0, .., dN-1]`` (the mean over ``axis``)."""
+        z, x, axis = self._prepare(y_true, y_pred)
+        return jnp.mean(self._elementwise(z, x), axis=axis).astype(y_pred.dtype)
 
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments: ``reduction`` as given, ``dtype`` None or a policy name."""
@@ -344,7 +288,60 @@ class _PerSampleLoss(keras.losses.Loss):
             "from_logits": self.from_logits,
             "label_smoothing": self.label_smoothing,
             "axis": self.axis,
+            "requires": _REQUIRES,
         }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        """The loss of :meth:`get_config`'s dict."""
+        return _from_config(cls, config)
+
+
+class _ByConfig:
+    """A loss object as a static argument of ``jax.jit``, equal to another when their class,
+    configuration, compute dtype and Keras's epsilon are: equal losses share one program."""
+
+    def __init__(self, loss: _PerSampleLoss) -> None:
+        self.loss = loss
+        config = tuple(sorted(loss.get_config().items()))
+        self.key = (type(loss), loss.dtype, loss.reduction, keras.config.epsilon(), config)
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ByConfig) and self.key == other.key
+
+
+@functools.partial(jax.jit, static_argnames=("loss", "w_shape"))
+def _masked_call(
+    y_true: Array,
+    y_pred: Array,
+    weights: Array | None,
+    mask: Array,
+    keras_mask: Array | None,
+    *,
+    loss: _ByConfig,
+    w_shape: tuple[int, ...] | None,
+) -> Array:
+    """The loss with ``where``, masked before anything else: each sample's loss is the mean over
+    its present elements, then the present samples are weighted and reduced."""
+    self = loss.loss
+    t, p = _checks.keras_same_rank(y_true.shape, y_pred.shape)
+    y_true = hide(mask, jnp.reshape(y_true, t)).astype(self.dtype)
+    y_pred = hide(mask, jnp.reshape(y_pred, p)).astype(self.dtype)
+    z, x, axis = self._prepare(y_true, y_pred)
+    present = jnp.broadcast_to(mask, x.shape)
+    total = jnp.sum(keep(present, self._elementwise(z, x)), axis=axis)
+    count = jnp.sum(present.astype(x.dtype), axis=axis)
+    per_sample = safe_divide(total, count).astype(self.dtype)
+    sample_present = count > 0
+    if keras_mask is not None:
+        sample_present = sample_present & jnp.broadcast_to(keras_mask, sample_present.shape)
+    if weights is not None:
+        weights = jnp.reshape(weights, w_shape).astype(self.dtype)
+    red = Reduction.parse(self.reduction, self._CLS, peer="keras")  # Keras's base reads it too
+    return weighted_reduction(per_sample, weights, red, self._CLS, where=sample_present)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -361,40 +358,34 @@ class BinaryCrossentropy(_PerSampleLoss):
         \hat p = \mathrm{clip}(p, \epsilon, 1 - \epsilon) & \text{otherwise}
         \end{cases} \qquad z' = z (1 - s) + s / 2
 
-    with :math:`\epsilon` = ``keras.config.epsilon()`` (Keras 3's clipping; tf.keras 2 also
-    added :math:`\epsilon` inside the logs). Keras's ``Loss.__call__`` then applies
-    ``sample_weight``, any Keras mask on ``y_pred`` and ``reduction`` exactly as for
-    ``keras.losses.BinaryCrossentropy``, whose values these are for every argument. On logits
-    the loss and its gradients are :func:`sigmoid_xent.sigmoid_cross_entropy_with_logits`' (custom
-    VJP): exact where ``sigmoid(x) - z`` cancels, finite at ``±inf`` logits (Keras: NaN).
-
-    Labels ``[batch]`` with predictions ``[batch, 1]`` are expanded, and a trailing 1 of one
-    more rank is squeezed, as Keras does; other shapes must be equal. Inputs are converted to
-    ``dtype`` first (by default ``keras.config.floatx()``, so under a ``mixed_bfloat16`` policy
-    the loss is computed in float32); a 16-bit ``dtype`` is computed in float32 and returned in
-    16 bits.
+    with :math:`\epsilon` = ``keras.config.epsilon()``; Keras's ``Loss.__call__`` then applies
+    ``sample_weight``, a Keras mask on ``y_pred`` and ``reduction`` as for
+    ``keras.losses.BinaryCrossentropy``, whose values these are. On logits the gradients are
+    :func:`sigmoid_xent.sigmoid_cross_entropy_with_logits`' and stay finite at ``±inf``. Shapes
+    follow Keras's rule for a trailing dimension of 1; inputs are converted to ``dtype``
+    (16-bit computed in float32). ``where`` (bool, broadcastable to ``y_pred``): a sample's
+    loss is the mean over its present elements, a sample with none is absent from the reduction
+    (its weight counts nowhere), and masked elements get zero gradients even if NaN.
 
     Args:
       from_logits: Whether ``y_pred`` holds logits (recommended: exact) or probabilities.
       label_smoothing: ``s`` in [0, 1]: labels are squeezed towards 1/2.
       axis: The axis averaged over per sample (the features axis).
-      reduction: Keras 3's names: ``"sum_over_batch_size"`` (also ``"mean"`` and ``"auto"``),
-        ``"sum"``, ``"mean_with_sample_weight"`` (divides by the sum of the weights as given),
-        ``"none"`` or None; any case. Kept as given in the config.
-      name: The loss name (Keras's metric and scope name).
-      dtype: The computation dtype, a name or a ``keras.DTypePolicy`` (its compute dtype);
-        None for ``keras.config.floatx()``.
+      reduction: Keras's names: ``"sum_over_batch_size"`` (also ``"mean"``, ``"auto"``),
+        ``"sum"``, ``"mean_with_sample_weight"``, ``"none"`` or None; any case.
+      name: The loss name.
+      dtype: The computation dtype, a name or a ``keras.DTypePolicy``; None for floatx.
 
     Returns:
-      Called as ``loss(y_true, y_pred, sample_weight=None)``: a scalar of ``dtype``, or for
-      ``"none"`` the weighted per-sample losses ``[batch, d0, .., dN-1]``.
+      Called as ``loss(y_true, y_pred, sample_weight=None, *, where=None)``: a scalar of
+      ``dtype``, or for ``"none"`` the weighted per-sample losses.
 
     Raises:
       TypeError: a non-bool ``from_logits``, a non-number ``label_smoothing``, a non-int
-        ``axis`` or a non-str ``name`` (at construction).
+        ``axis`` or a non-str ``name``; when called, a non-bool ``where``.
       ValueError: ``label_smoothing`` outside [0, 1], an unknown reduction or a non-float
-        ``dtype`` (at construction); when called, ``y_true``/``y_pred`` of different shapes, an
-        ``axis`` out of range, or a ``sample_weight`` shape Keras cannot apply.
+        ``dtype``; when called, shapes that do not match, an ``axis`` out of range, or a
+        ``sample_weight``/``where`` shape that cannot be applied.
 
     Examples:
       >>> import numpy as np
@@ -405,9 +396,8 @@ class BinaryCrossentropy(_PerSampleLoss):
       Array(0.8149245, dtype=float32)
       >>> BinaryCrossentropy()(y_true, y_pred, sample_weight=np.array([1., 0.]))
       Array(0.45814538, dtype=float32)
-      >>> BinaryCrossentropy(from_logits=True, reduction="none")(
-      ...     np.array([[1.], [1.]]), np.array([[30.], [np.inf]]))
-      Array([9.357623e-14, 0.000000e+00], dtype=float32)
+      >>> BinaryCrossentropy()(y_true, y_pred, where=np.array([[True], [False]]))
+      Array(0.91629076, dtype=float32)
     """
 
     _CLS = "sigmoid_xent.keras.BinaryCrossentropy"
@@ -423,14 +413,11 @@ class BinaryCrossentropy(_PerSampleLoss):
     ) -> None:
         self._init_common(from_logits, label_smoothing, axis, reduction, name, dtype)
 
-    def call(self, y_true: Array, y_pred: Array) -> Array:
-        """The per-sample losses ``[batch, d0, .., dN-1]`` (the mean over ``axis``)."""
-        z, x, axis = self._prepare(y_true, y_pred)
+    def _elementwise(self, z: Array, x: Array) -> Array:
+        """The elementwise loss of smoothed labels ``z`` and ``y_pred`` ``x``."""
         if self.from_logits:
-            elementwise = sigmoid_cross_entropy_with_logits(z, x)
-        else:
-            elementwise = _bce_probs(z, x)
-        return _per_sample_mean(elementwise, axis, y_pred.dtype)
+            return sigmoid_cross_entropy_with_logits(z, x)
+        return _bce_probs(z, x)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -447,16 +434,11 @@ class BinaryFocalCrossentropy(_PerSampleLoss):
         \\ 1 & \text{otherwise} \end{cases}
 
     with ``p = sigmoid(y_pred)`` when ``from_logits`` and :math:`z' = z (1 - s) + s / 2`. On
-    probabilities ``bce`` is Keras 3's clipped one (see :class:`BinaryCrossentropy`) and the
-    values are Keras's; at ``p_t = 1`` the derivative of :math:`(1 - p_t)^\gamma` is taken as 0
-    (Keras: NaN for ``gamma = 0``). On logits the loss is
-    :func:`sigmoid_xent.focal.plain_focal_loss` (for an integer ``gamma``, the default 2, plain
-    float32 products, which Keras's per-sample mean reduces next): stable and finite at ``±inf``
-    as :func:`sigmoid_xent.sigmoid_focal_loss`, with closed-form derivatives. Keras's own goes
-    through the clipped probability, so the two agree wherever ``sigmoid(y_pred)`` lies inside
-    ``[epsilon, 1 - epsilon]`` (``|y_pred|`` below about 16) and ours stays accurate beyond, where
-    Keras's saturates. Keras's ``Loss.__call__`` applies ``sample_weight``, masks and
-    ``reduction``; shapes and dtypes as :class:`BinaryCrossentropy`.
+    probabilities ``bce`` is Keras 3's clipped one and the values are Keras's (the derivative of
+    :math:`(1 - p_t)^\gamma` at ``p_t = 1`` is 0, where Keras gives NaN for ``gamma = 0``). On
+    logits the loss is :func:`sigmoid_xent.focal.plain_focal_loss`: stable, finite at ``±inf``,
+    and accurate where Keras's clipped probability saturates (``|y_pred|`` above about 16).
+    Weights, masks, ``where``, reductions, shapes and dtypes as :class:`BinaryCrossentropy`.
 
     Args:
       apply_class_balancing: Whether to weight the classes by ``alpha`` and ``1 - alpha``.
@@ -470,15 +452,15 @@ class BinaryFocalCrossentropy(_PerSampleLoss):
       dtype: As :class:`BinaryCrossentropy`.
 
     Returns:
-      Called as ``loss(y_true, y_pred, sample_weight=None)``: a scalar of ``dtype``, or the
-      weighted per-sample losses for ``"none"``.
+      Called as ``loss(y_true, y_pred, sample_weight=None, *, where=None)``: a scalar of
+      ``dtype``, or the weighted per-sample losses for ``"none"``.
 
     Raises:
       TypeError: a non-bool ``apply_class_balancing``/``from_logits``, non-number ``alpha``,
-        ``gamma`` or ``label_smoothing``, a non-int ``axis`` (at construction).
-      ValueError: ``alpha`` or ``label_smoothing`` outside [0, 1], a negative or infinite
-        ``gamma``, an unknown reduction or a non-float ``dtype`` (at construction); at call
-        time as :class:`BinaryCrossentropy`.
+        ``gamma`` or ``label_smoothing``, a non-int ``axis``.
+      ValueError: ``alpha`` or ``label_smoothing`` outside [0, 1], ``gamma`` outside
+        [0, inf), an unknown reduction or a non-float ``dtype``; when called, as
+        :class:`BinaryCrossentropy`.
 
     Examples:
       >>> import numpy as np
@@ -505,18 +487,15 @@ class BinaryFocalCrossentropy(_PerSampleLoss):
     ) -> None:
         cls = self._CLS
         balance = _bool(apply_class_balancing, "apply_class_balancing", cls)
-        a = _real(alpha, "alpha", cls, 0.0, 1.0, "a float in [0, 1]")
-        g = _real(gamma, "gamma", cls, 0.0, np.inf, "a finite float >= 0")
-        if not np.isfinite(g):
-            raise ValueError(f"{cls}: `gamma` must be a finite float >= 0, got {gamma!r}.")
+        a = _real(alpha, "alpha", cls, low=0.0, high=1.0)
+        g = _real(gamma, "gamma", cls, low=0.0, high=np.inf, high_open=True)
         self._init_common(from_logits, label_smoothing, axis, reduction, name, dtype)
         self.apply_class_balancing = balance
         self.alpha = a
         self.gamma = g
 
-    def call(self, y_true: Array, y_pred: Array) -> Array:
-        """The per-sample losses ``[batch, d0, .., dN-1]`` (the mean over ``axis``)."""
-        z, x, axis = self._prepare(y_true, y_pred)
+    def _elementwise(self, z: Array, x: Array) -> Array:
+        """The elementwise focal loss of smoothed labels ``z`` and ``y_pred`` ``x``."""
         if self.from_logits:
             alpha = self.alpha if self.apply_class_balancing else None
             elementwise = plain_focal_loss(z, x, alpha=alpha, gamma=self.gamma)
@@ -525,7 +504,7 @@ class BinaryFocalCrossentropy(_PerSampleLoss):
             elementwise = _power(1.0 - p_t, self.gamma) * _bce_probs(z, x)
             if self.apply_class_balancing:
                 elementwise = (z * self.alpha + (1.0 - z) * (1.0 - self.alpha)) * elementwise
-        return _per_sample_mean(elementwise, axis, y_pred.dtype)
+        return elementwise
 
     def get_config(self) -> dict[str, Any]:
         """As :meth:`BinaryCrossentropy.get_config`, with the focal arguments."""
@@ -549,13 +528,30 @@ def _keras_mask(x: Any) -> Any:
     return get_keras_mask(x)
 
 
+def _keras_mask_as(
+    y_pred: Any, shape: tuple[int, ...], cls: str, *, per_list: bool = False
+) -> Array | None:
+    """The Keras mask on ``y_pred`` as bools of ``shape`` (the per-sample losses', or with
+    ``per_list`` the ranking's items, per item or per list), or None without one."""
+    mask = _keras_mask(y_pred)
+    if mask is None:
+        return None
+    if per_list:
+        to = _mask_shape(mask, shape, cls)
+    else:
+        to = _checks.keras_weight_shape(
+            np.shape(mask), shape, cls, what="the Keras mask on `y_pred`"
+        )
+    return jnp.broadcast_to(jnp.reshape(jnp.asarray(mask, bool), to), shape)
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class SigmoidCrossEntropyLoss(keras.losses.Loss):
     r"""TF-Ranking's ``SigmoidCrossEntropyLoss`` as a real ``keras.losses.Loss``.
 
-    Dense lists ``[batch, list_size]``: labels ``< 0`` are padding (ignored), and so are items
-    where a Keras mask on ``y_pred`` is False. The loss is
-    :func:`sigmoid_xent.ranking.sigmoid_cross_entropy`:
+    Dense lists ``[batch, list_size]``: labels ``< 0`` are padding, and so are items where
+    ``where`` or a Keras mask on ``y_pred`` is False. The loss is
+    :func:`sigmoid_xent.ranking.sigmoid_cross_entropy`, e.g.
 
     .. math::
 
@@ -563,35 +559,25 @@ class SigmoidCrossEntropyLoss(keras.losses.Loss):
         {\mathrm{batch} \cdot \mathrm{list\_size}}, \qquad
         \ell(z, s) = \max(s, 0) - s z + \log(1 + e^{-|s|})
 
-    (padding adds 0 but counts in the denominator, as TF-Ranking: ``0.8042943`` for its example,
-    ``0.6444636`` for its ragged one padded with -1). This class reduces itself, because a
-    ranking weight is per list: ``sample_weight`` of shape ``[batch]`` or ``[batch, 1]`` weights
-    every item of its list (Keras's base would apply a ``[batch]`` vector per position), one of
-    ``[batch, list_size]`` each item, a scalar everything.
-
-    Reductions (any case): ``"sum_over_batch_size"`` (= ``"auto"``, TF-Ranking's default, and
-    Keras's ``"mean"``), ``"sum"``, ``"none"``/None (``[batch, list_size]``, 0 at padding),
-    ``"mean_with_sample_weight"`` (:math:`\sum w \ell / \sum w` over the valid items, with
-    per-list weights counted once per item), and TF-Ranking's ``"sum_by_nonzero_weights"``,
-    ``"per_list"`` (``[batch]``) and ``"list_mean"``. The config keeps it as given.
-
-    Labels and scores are converted to ``dtype`` (``keras.config.floatx()`` by default, so
-    float32 under a ``mixed_bfloat16`` policy); 16-bit dtypes are computed in float32.
+    (padding adds 0 but counts in the denominator, as TF-Ranking). The class reduces itself,
+    because a ranking weight is per list: ``sample_weight`` ``[batch]`` or ``[batch, 1]``
+    weights every item of its list, ``[batch, list_size]`` each item, a scalar everything.
 
     Args:
-      reduction: See above; default ``"sum_over_batch_size"``.
+      reduction: Keras's names (``"mean_with_sample_weight"``: :math:`\sum w \ell / \sum w`
+        over the valid items) and TF-Ranking's (``"sum_by_nonzero_weights"``, ``"per_list"``,
+        ``"list_mean"``), any case; default ``"sum_over_batch_size"`` (``"auto"``).
       name: The loss name; None gives Keras's automatic one.
       dtype: The computation dtype, a name or a ``keras.DTypePolicy``; None for floatx.
 
     Returns:
-      Called as ``loss(y_true, y_pred, sample_weight=None)``: a scalar of ``dtype``; for
-      ``"none"`` the ``[batch, list_size]`` weighted losses, for ``"per_list"`` ``[batch]``.
+      Called as ``loss(y_true, y_pred, sample_weight=None, *, where=None)``: a scalar of
+      ``dtype``; ``[batch, list_size]`` for ``"none"``, ``[batch]`` for ``"per_list"``.
 
     Raises:
-      ValueError: an unknown reduction or a non-float ``dtype`` (at construction); when called,
-        ``y_true``/``y_pred`` of different shapes or not ``[batch, list_size]``, or a
-        ``sample_weight`` of another shape than those above.
-      TypeError: a non-str ``name`` (at construction).
+      ValueError: an unknown reduction or a non-float ``dtype``; when called, inputs that are
+        not both ``[batch, list_size]``, or a ``sample_weight``/``where`` of another shape.
+      TypeError: a non-str ``name``; when called, a non-bool ``where``.
 
     Examples:
       >>> import numpy as np
@@ -613,64 +599,91 @@ class SigmoidCrossEntropyLoss(keras.losses.Loss):
         dtype: Any = None,
     ) -> None:
         cls = self._CLS
-        red = _reduction(reduction, RANKING_REDUCTIONS, cls)
+        self._ranking_reduction, keras_reduction = _keras_reduction(
+            reduction, cls, peer="keras_ranking"
+        )
         _name(name, cls)
         _dtype(dtype, cls)
-        keras_red = red if red in KERAS_REDUCTIONS else "none"
-        super().__init__(name=name, reduction=keras_red, dtype=dtype)
-        self._ranking_reduction = _TO_RANKING[red]
+        super().__init__(name=name, reduction=keras_reduction, dtype=dtype)
         self._given_reduction = reduction
         self._given_dtype = _dtype_config(dtype)
 
-    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Array:
-        """The reduced loss of ``y_pred`` (scores) against ``y_true`` (labels, < 0 padding)."""
+    def __call__(
+        self, y_true: Any, y_pred: Any, sample_weight: Any = None, *, where: Any = None
+    ) -> Array:
+        """The reduced loss of ``y_pred`` (scores) against ``y_true`` (labels, < 0 padding);
+        items where ``where`` (or a Keras mask on ``y_pred``) is False are padding too."""
         cls = self._CLS
         _checks.not_none(y_true, "y_true", cls)
         _checks.not_none(y_pred, "y_pred", cls)
-        mask = _keras_mask(y_pred)
-        with keras.name_scope(self.name):
-            labels = keras.ops.convert_to_tensor(y_true, dtype=self.dtype)
-            scores = keras.ops.convert_to_tensor(y_pred, dtype=self.dtype)
-            labels, scores = _match_rank(labels, scores)
-            if labels.ndim != 2 or labels.shape != scores.shape:
-                raise ValueError(
-                    f"{cls}: `y_true` and `y_pred` must both be [batch, list_size], got y_true "
-                    f"of shape {tuple(np.shape(y_true))} and y_pred of shape "
-                    f"{tuple(np.shape(y_pred))}."
-                )
-            weights = None
-            if sample_weight is not None:
-                weights = keras.ops.convert_to_tensor(sample_weight, dtype=self.dtype)
-                batch, size = labels.shape
-                if weights.shape not in ((), (batch,), (batch, 1), (batch, size)):
-                    raise ValueError(
-                        f"{cls}: `sample_weight` must be a scalar, per list ({batch},) or "
-                        f"({batch}, 1), or per item ({batch}, {size}), got shape "
-                        f"{tuple(weights.shape)}."
-                    )
-            where = None
-            if mask is not None:
-                where = jnp.broadcast_to(
-                    jnp.reshape(jnp.asarray(mask, bool), _mask_shape(mask, labels.shape, cls)),
-                    labels.shape,
-                )
-            return ranking.sigmoid_cross_entropy(
-                labels, scores, weights=weights, where=where, reduction=self._ranking_reduction
+        t, p = _checks.keras_same_rank(np.shape(y_true), np.shape(y_pred))
+        if len(t) != 2 or t != p:
+            raise ValueError(
+                f"{cls}: `y_true` and `y_pred` must both be [batch, list_size], got y_true "
+                f"of shape {tuple(np.shape(y_true))} and y_pred of shape "
+                f"{tuple(np.shape(y_pred))}."
             )
+        batch, size = t
+        if sample_weight is not None:
+            w_shape = tuple(np.shape(sample_weight))
+            if w_shape not in ((), (batch,), (batch, 1), (batch, size)):
+                raise ValueError(
+                    f"{cls}: `sample_weight` must be a scalar, per list ({batch},) or "
+                    f"({batch}, 1), or per item ({batch}, {size}), got shape {w_shape}."
+                )
+        mask = _checks.where_mask(where, t, cls, target="y_pred")
+        keras_mask = _keras_mask_as(y_pred, t, cls, per_list=True)
+        if keras_mask is not None:
+            mask = keras_mask if mask is None else jnp.broadcast_to(mask, t) & keras_mask
+        arrays = _as_arrays(y_true, y_pred, sample_weight)
+        return _ranking_call(*arrays, mask, reduction=self._ranking_reduction, dtype=self.dtype)
 
     def call(self, y_true: Array, y_pred: Array) -> Array:
         """Per-item losses ``[batch, list_size]`` (0 at padding), unweighted."""
         return ranking.sigmoid_cross_entropy(y_true, y_pred, reduction="none")
 
     def get_config(self) -> dict[str, Any]:
-        """``{"name", "reduction", "dtype"}``, the reduction as given."""
-        return {"name": self.name, "reduction": self._given_reduction, "dtype": self._given_dtype}
+        """``{"name", "reduction", "dtype", "requires"}``, the reduction as given."""
+        return {
+            "name": self.name,
+            "reduction": self._given_reduction,
+            "dtype": self._given_dtype,
+            "requires": _REQUIRES,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        """The loss of :meth:`get_config`'s dict."""
+        return _from_config(cls, config)
+
+
+@functools.partial(jax.jit, static_argnames=("reduction", "dtype"))
+def _ranking_call(
+    labels: Array,
+    scores: Array,
+    weights: Array | None,
+    where: Array | None,
+    *,
+    reduction: Reduction,
+    dtype: str,
+) -> Array:
+    """The ranking loss in the loss's dtype, one compiled program (the cast of a masked NaN
+    happens inside it, where it reaches no output)."""
+    labels, scores = _match_rank(labels, scores)
+    weights = None if weights is None else weights.astype(dtype)
+    return ranking.sigmoid_cross_entropy(
+        labels.astype(dtype),
+        scores.astype(dtype),
+        weights=weights,
+        where=where,
+        reduction=reduction,
+    )
 
 
 def _mask_shape(mask: Any, shape: tuple[int, ...], cls: str) -> tuple[int, ...]:
     """A per-item (``[batch, list_size]``, or with a trailing 1) or per-list mask's shape."""
     m = tuple(np.shape(mask))
-    if m == tuple(shape) or m == tuple(shape) + (1,):
+    if _checks.keras_same_rank(tuple(shape), m) == (tuple(shape),) * 2:  # a trailing 1 squeezed
         return tuple(shape)
     if m == tuple(shape[:1]):
         return (shape[0], 1)
@@ -678,3 +691,93 @@ def _mask_shape(mask: Any, shape: tuple[int, ...], cls: str) -> tuple[int, ...]:
         f"{cls}: the Keras mask on `y_pred` must be per item {tuple(shape)} or per list "
         f"({shape[0]},), got shape {m}."
     )
+
+
+# --------------------------------------------------------------------------- class imbalance
+
+from sigmoid_xent.imbalance import asymmetric_loss  # noqa: E402 (this section's own import)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class AsymmetricLoss(_PerSampleLoss):
+    r"""The asymmetric loss (ASL) of Ridnik et al. as a real ``keras.losses.Loss``, on logits.
+
+    ``call(y_true, y_pred)`` returns the per-sample loss, the mean over ``axis`` of
+    :func:`sigmoid_xent.asymmetric_loss` on logits ``y_pred``,
+
+    .. math::
+
+        \ell = -z' (1 - p)^{\gamma_+} \log p - (1 - z')\, p_m^{\gamma_-} \log(1 - p_m),
+        \quad p_m = \max(p - c, 0), \quad z' = z (1 - s) + s / 2
+
+    (timm's ``AsymmetricLossMultiLabel``, with exact logs where its ``log(max(p, 1e-8))``
+    caps the loss, finite gradients at ``±inf`` and at the clip boundary, at most the
+    cross-entropy). Keras's ``Loss.__call__`` applies ``sample_weight``, masks and
+    ``reduction``; shapes and dtypes as :class:`BinaryCrossentropy`.
+
+    Args:
+      gamma_pos: Focusing exponent of the positive term, a finite float ``>= 0``.
+      gamma_neg: Focusing exponent of the negative term, a finite float ``>= 0``.
+      clip: The probability margin in [0, 1) shifted off the negatives; 0 or None: none.
+      label_smoothing: ``s`` in [0, 1] (labels squeezed towards 1/2, as timm's).
+      axis: The axis averaged over per sample.
+      reduction: As :class:`BinaryCrossentropy`.
+      name: The loss name.
+      dtype: As :class:`BinaryCrossentropy`.
+
+    Returns:
+      Called as ``loss(y_true, y_pred, sample_weight=None)``: a scalar of ``dtype``, or the
+      weighted per-sample losses for ``"none"``.
+
+    Raises:
+      TypeError: a non-number option or a non-int ``axis`` (at construction).
+      ValueError: a negative or infinite gamma, ``clip`` outside [0, 1), ``label_smoothing``
+        outside [0, 1], an unknown reduction or a non-float ``dtype`` (at construction); at
+        call time as :class:`BinaryCrossentropy`.
+
+    Examples:
+      >>> import numpy as np
+      >>> from sigmoid_xent.keras import AsymmetricLoss
+      >>> AsymmetricLoss()(np.array([[0., 1.], [0., 0.]]), np.array([[2., -1.], [-3., 4.]]))
+      Array(1.0470632, dtype=float32)
+
+    References:
+      Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV 2021.
+    """
+
+    _CLS = "sigmoid_xent.keras.AsymmetricLoss"
+
+    def __init__(
+        self,
+        gamma_pos: float = 0.0,
+        gamma_neg: float = 4.0,
+        clip: float | None = 0.05,
+        label_smoothing: float = 0.0,
+        axis: int = -1,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "asymmetric_loss",
+        dtype: Any = None,
+    ) -> None:
+        cls = self._CLS
+        gammas = {
+            key: _real(value, key, cls, low=0.0, high=np.inf, high_open=True)
+            for key, value in (("gamma_pos", gamma_pos), ("gamma_neg", gamma_neg))
+        }
+        c = None if clip is None else _real(clip, "clip", cls, low=0.0, high=1.0, high_open=True)
+        self._init_common(True, label_smoothing, axis, reduction, name, dtype)
+        self.gamma_pos = gammas["gamma_pos"]
+        self.gamma_neg = gammas["gamma_neg"]
+        self.clip = c
+
+    def _elementwise(self, z: Array, x: Array) -> Array:
+        return asymmetric_loss(
+            z, x, gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg, clip=self.clip
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        """As :meth:`BinaryCrossentropy.get_config`, with the ASL arguments (always on
+        logits: no ``from_logits``)."""
+        config = super().get_config()
+        del config["from_logits"]
+        config.update({"gamma_pos": self.gamma_pos, "gamma_neg": self.gamma_neg, "clip": self.clip})
+        return config

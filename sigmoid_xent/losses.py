@@ -211,28 +211,13 @@ def _keras_loss(
 def keras_sample_weight(
     sample_weight: Any, loss_shape: tuple[int, ...], fn: str
 ) -> tuple[Array, tuple[int, ...]]:
-    """Keras 2's rules: ``[batch]`` is per sample; one extra trailing 1 is squeezed.
+    """tf.keras 2's rules (:func:`_checks.keras_weight_shape`): ``[batch]`` is per sample.
 
     Returns the weights as given (checked) and the shape they take; the reshape is left to the
     compiled reduction, so that it never touches a masked NaN weight outside it.
     """
     w = _checks.as_float(sample_weight, jnp.float32, "sample_weight", fn)
-    shape = target = tuple(w.shape)
-    if len(shape) == len(loss_shape) + 1 and shape[-1] == 1:
-        target = shape[:-1]
-    elif len(shape) == 1 and len(loss_shape) > 1 and shape[0] == loss_shape[0]:
-        target = shape + (1,) * (len(loss_shape) - 1)
-    try:
-        ok = np.broadcast_shapes(target, loss_shape) == tuple(loss_shape)
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(
-            f"{fn}: `sample_weight` of shape {shape} must be a scalar, [batch], or broadcastable "
-            f"to the per-sample loss shape {tuple(loss_shape)} (one more trailing dimension of "
-            "size 1 is squeezed)."
-        )
-    return w, target
+    return w, _checks.keras_weight_shape(w.shape, tuple(loss_shape), fn, batch_vector=True)
 
 
 def _is_ragged(value: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 from collections.abc import Callable, Collection
@@ -76,6 +77,10 @@ class Reduction(enum.StrEnum):
           >>> sx.Reduction.parse("SUM_OVER_NONZERO_WEIGHTS")
           <Reduction.SUM_BY_NONZERO_WEIGHTS: 'sum_by_nonzero_weights'>
         """
+        try:  # every eager call parses its reduction: a name once read is looked up
+            return _PARSED[(name, accepted, peer)]
+        except (KeyError, TypeError):
+            pass
         valid = ELEMENTWISE if accepted is None else accepted
         spellings = None if peer is None else PEER_SPELLINGS[peer]
         if name is None:
@@ -93,15 +98,27 @@ class Reduction(enum.StrEnum):
             member = cls(key)
             member = member if member in valid else None
         if member is None:
-            names = (
-                list(spellings) if spellings is not None else [m.value for m in cls if m in valid]
-            )
+            if spellings is not None:
+                names = list(spellings)
+            else:
+                names = [m.value for m in cls if m in valid]
+            # The aliases (and None) this function accepts, and the peer's hint.
+            others = [repr(a) for a, target in _ALIASES.items() if target in names]
+            others += ["None"] if "none" in names else []
+            also = ""
+            if others:
+                listed = ", ".join(others[:-1]) + " or " if len(others) > 1 else ""
+                also = f", or {listed}{others[-1]}"
             raise ValueError(
-                f"{fn}: unknown reduction {name!r}; expected one of {names} (any case), or "
-                "'auto', 'sum_over_nonzero_weights' or None."
+                f"{fn}: unknown reduction {name!r}; expected one of {names} (any case){also}."
+                f"{_PEER_HINTS.get(peer or '', '')}"
             )
+        with contextlib.suppress(TypeError):  # an unhashable `accepted` is not remembered
+            _PARSED[(name, accepted, peer)] = member
         return member
 
+
+_PARSED: dict[tuple[Any, Any, Any], Reduction] = {}  # (name, accepted, peer): the names read so far
 
 _ALIASES = {
     "auto": "sum_over_batch_size",
@@ -138,6 +155,17 @@ PEER_SPELLINGS: dict[str, dict[str, Reduction]] = {
     # PyTorch's "mean" is the plain mean over elements.
     "torch": {"none": Reduction.NONE, "mean": Reduction.SUM_OVER_BATCH_SIZE, "sum": Reduction.SUM},
 }
+
+_KERAS_HINT = (
+    " Keras's 'mean' is 'sum_over_batch_size'; for sum(w * loss) / sum(w) use "
+    "'mean_with_sample_weight'."
+)
+_PEER_HINTS = {"keras": _KERAS_HINT, "keras_ranking": _KERAS_HINT}
+
+
+def peer_name(member: Reduction, peer: str) -> str | None:
+    """The peer's first name for ``member`` in :data:`PEER_SPELLINGS`, or None if it has none."""
+    return next((k for k, m in PEER_SPELLINGS[peer].items() if m is member), None)
 
 
 def accumulation_dtype(dtype: Any) -> Any:

@@ -17,12 +17,17 @@ _BOUNDED = dict(
     deadline=None, derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate]
 )
 settings.register_profile("ci", max_examples=40, **_BOUNDED)
-# `make test-newest` (the newest jax): fewer examples. On jax 0.12 the focal robustness property
-# compiles its kernel again for every example (not so on 0.10), ~10 s each on 2 cores.
-settings.register_profile("newest", max_examples=5, **_BOUNDED)
 settings.register_profile("dev", max_examples=40, deadline=None)
 settings.register_profile("fuzz", max_examples=100_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def ci_examples(n: int) -> settings:
+    """``n`` examples in the ci profile (for a property that compiles per example: shapes and
+    static options drawn); every other profile keeps its own count."""
+    if os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci":
+        return settings(max_examples=n)
+    return settings()
 
 
 def x64():

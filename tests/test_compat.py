@@ -184,9 +184,12 @@ def _params(fn):
     return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
 
 
+_WHERE = ("where", inspect.Parameter.KEYWORD_ONLY, None)  # every loss's mask, after the peer's
+
+
 @pytest.mark.parametrize("name", ["sigmoid_binary_cross_entropy", "sigmoid_focal_loss"])
 def test_optax_signatures_are_optax(name):
-    assert _params(getattr(c_optax, name)) == _params(getattr(real_optax, name))
+    assert _params(getattr(c_optax, name)) == _params(getattr(real_optax, name)) + [_WHERE]
 
 
 def test_rax_signature_is_rax():
@@ -201,9 +204,11 @@ def test_torch_signatures():
     E = inspect.Parameter.empty
     assert _params(c_torch.sigmoid_focal_loss) == [
         ("inputs", K, E), ("targets", K, E), ("alpha", K, 0.25), ("gamma", K, 2),
-        ("reduction", K, "none"),
+        ("reduction", K, "none"), _WHERE,
     ]
     ours = _params(c_torch.binary_cross_entropy_with_logits)
+    assert ours[-1] == _WHERE
+    ours = ours[:-1]
     assert ours == [
         ("input", K, E), ("target", K, E), ("weight", K, None), ("reduction", K, "mean"),
         ("pos_weight", K, None),
@@ -445,12 +450,21 @@ def _rax_ref_kwargs(kw, reduce_name):
     return ref_kw
 
 
+def _masked_custom(peer, s, y, kw, reduce_name):
+    """A custom reduce_fn sees the per-item losses with 0 at masked items (rax passes their
+    losses): the peer's ``reduce_fn=None`` result, reduced by it."""
+    per_item = peer(s, y, **{**kw, "reduce_fn": None})
+    return REDUCE_FNS[reduce_name](per_item, where=kw["where"])
+
+
 @pytest.mark.parametrize("reduce_name", list(REDUCE_FNS))
 @pytest.mark.parametrize("case", RAX_CASES)
 def test_rax_matches_transcription(case, reduce_name):
     s, y, kw = _rax_case(case)
     got = c_rax.pointwise_sigmoid_loss(s, y, **kw, reduce_fn=REDUCE_FNS[reduce_name])
     want = rax_ref(s, y, **_rax_ref_kwargs(kw, reduce_name))
+    if reduce_name.startswith("custom") and "where" in kw:
+        want = _masked_custom(rax_ref, s, y, _rax_ref_kwargs(kw, reduce_name), reduce_name)
     assert np.shape(got) == np.shape(want) and got.dtype == jnp.float32
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=0)
 
@@ -463,6 +477,9 @@ def test_rax_matches_rax_float64(case, reduce_name):
     fn = REDUCE_FNS[reduce_name]
     got = c_rax.pointwise_sigmoid_loss(s, y, **kw, reduce_fn=fn)
     want = _peer64(rax.pointwise_sigmoid_loss, s, y, **kw, reduce_fn=fn)
+    if reduce_name.startswith("custom") and "where" in kw:
+        peer = functools.partial(_peer64, rax.pointwise_sigmoid_loss)
+        want = _masked_custom(peer, s, y, kw, reduce_name)
     assert np.shape(got) == np.shape(want)
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=0)
 
@@ -499,21 +516,20 @@ def test_rax_gradient_at_zero_score_is_right_where_rax_is_not():
     np.testing.assert_allclose(g, 0.5 - np.asarray(y))
 
 
-@pytest.mark.parametrize("nan_item_valid", [False, True])
-def test_rax_nan_rules(nan_item_valid):
-    # rax's mean: 0 for a fully masked (or empty) list unless some loss, masked or not, is NaN.
+def test_rax_nan_rules():
+    # A masked item is absent even if its score is NaN (rax: a NaN mean); a valid NaN item
+    # gives NaN; the mean of no valid item is 0.
     s, y = jnp.array([np.nan, 1.0, 2.0]), jnp.array([1.0, 0.0, 1.0])
-    # the NaN item valid (NaN mean), or every item masked (NaN, not 0: the input holds a NaN)
-    got = c_rax.pointwise_sigmoid_loss(s, y, where=jnp.array([nan_item_valid, False, False]))
-    assert np.isnan(got)
+    assert np.isnan(c_rax.pointwise_sigmoid_loss(s, y, where=jnp.array([True, False, False])))
+    assert c_rax.pointwise_sigmoid_loss(s, y, where=jnp.zeros(3, bool)) == 0
+    assert np.isnan(rax_ref(s, y, where=np.zeros(3, bool)))
     got = c_rax.pointwise_sigmoid_loss(s, y, where=jnp.array([False, True, True]))
     np.testing.assert_allclose(got, rax_ref(s, y, where=np.array([False, True, True])))
-    assert c_rax.pointwise_sigmoid_loss(s[1:], y[1:], where=jnp.zeros(2, bool)) == 0
     assert c_rax.pointwise_sigmoid_loss(jnp.zeros((0,)), jnp.zeros((0,))) == 0
-    # rax's quirk: an inf - inf NaN in the mean with no NaN in the input gives 0
+    # inf - inf is NaN, loudly (rax's safe_reduce turns it into 0 when no input is NaN)
     got = c_rax.pointwise_sigmoid_loss(jnp.array([1.0, 1.0]), jnp.zeros(2),
                                        weights=jnp.array([np.inf, -np.inf]))
-    assert got == rax_ref(np.ones(2), np.zeros(2), weights=np.array([np.inf, -np.inf])) == 0
+    assert np.isnan(got)
 
 
 def test_rax_segments_are_ignored_also_traced():
@@ -700,11 +716,12 @@ def test_torch_property(x, t, w, pw, reduction):
 
 
 # ---------------------------------------------------------------------------------------------
-# Stability at ±inf, strict modes, transformations
+# Stability at ±inf, gradients, retracing (jit, vmap, strict modes and debug_nans: the battery
+# in test_shared_behaviour.py)
 
 X_INF = np.array([np.inf, -np.inf, np.inf, -np.inf, np.inf, 3.0], F32)
 Z_INF = np.array([1.0, 0.0, 0.0, 1.0, 0.5, 1.0], F32)
-AGREE = np.array([True, True, False, False, False, True])
+AGREE = np.array([True, True, False, False, False, True])  # finite loss at these
 
 # Each as the user would call it: (logits, labels) -> elementwise losses.
 ELEMENTWISE = {
@@ -734,56 +751,10 @@ def test_infinite_logits_stable(name):
     assert np.all(np.isfinite(g)), g
 
 
-# Eager and jitted for each function; the focal variants (long compiles) jitted only, except one.
-DEBUG_NANS = [(name, jit) for name in ELEMENTWISE for jit in (False, True)
-              if jit or "focal" not in name or name == "optax.focal"]
-
-
-@pytest.mark.parametrize("name,jit", DEBUG_NANS)
-def test_debug_nans_at_infinite_logits(name, jit):
-    f = ELEMENTWISE[name]
+def test_masked_and_zero_weighted_infinite_logits_give_finite_values():
     x, z = jnp.asarray(X_INF[AGREE]), jnp.asarray(Z_INF[AGREE])
-
-    def total(x, z):
-        return jnp.sum(f(x, z))
-
-    fn = jax.jit(jax.value_and_grad(total, argnums=(0, 1))) if jit else jax.value_and_grad(
-        total, argnums=(0, 1))
-    with jax.debug_nans(True):
-        value, (gx, gz) = fn(x, z)
-        value_red = c_rax.pointwise_sigmoid_loss(x, z, where=jnp.array([True, False, True]))
-        torch_mean = c_torch.binary_cross_entropy_with_logits(x, z, weight=jnp.zeros(3))
-    assert np.isfinite(value) and np.all(np.isfinite(gx))
-    assert np.isfinite(value_red) and torch_mean == 0
-    # d/dz = -x is infinite at infinite x by definition (0 for the focal loss: alpha_t's and
-    # (1 - p_t)'s terms vanish there); never NaN
-    assert np.isfinite(gz[2]) and not np.isnan(gz).any()
-
-
-STRICT_CALLS = {
-    "optax.bce[C]x[N,C]": lambda: c_optax.sigmoid_binary_cross_entropy(
-        jnp.ones(4), jnp.ones((3, 4))),
-    "optax.focal_alpha[N,1]": lambda: c_optax.sigmoid_focal_loss(
-        jnp.ones(4), jnp.ones((3, 4)), alpha=jnp.full((3, 1), 0.25), gamma=2.0),
-    "optax.focal_traced_alpha": lambda: jax.jit(
-        lambda a: c_optax.sigmoid_focal_loss(jnp.ones(4), jnp.ones((3, 4)), alpha=a))(-1.0),
-    "rax.weights[N,1]": lambda: c_rax.pointwise_sigmoid_loss(
-        jnp.ones((3, 4)), jnp.ones(4), weights=jnp.ones((3, 1)), where=jnp.ones(4, bool)),
-    "rax.none": lambda: c_rax.pointwise_sigmoid_loss(
-        jnp.ones((3, 4)), jnp.ones(4), where=jnp.ones(4, bool), reduce_fn=None),
-    "torch.pos_weight[C]": lambda: c_torch.binary_cross_entropy_with_logits(
-        jnp.ones((3, 4)), jnp.ones((3, 4)), weight=jnp.ones((3, 1)), pos_weight=jnp.ones(4)),
-    "torch.focal": lambda: c_torch.sigmoid_focal_loss(
-        jnp.ones((3, 4)), jnp.ones((3, 4)), alpha=jnp.full(4, 0.25), reduction="mean"),
-}
-
-
-@pytest.mark.parametrize("name", list(STRICT_CALLS))
-def test_strict_rank_and_dtype_promotion(name):
-    call = STRICT_CALLS[name]
-    want = np.asarray(call())
-    with jax.numpy_rank_promotion("raise"), jax.numpy_dtype_promotion("strict"):
-        np.testing.assert_allclose(call(), want, rtol=1e-6)
+    assert np.isfinite(c_rax.pointwise_sigmoid_loss(x, z, where=jnp.array([True, False, True])))
+    assert c_torch.binary_cross_entropy_with_logits(x, z, weight=jnp.zeros(3)) == 0
 
 
 def test_strict_rank_promotion_gradients():
@@ -811,13 +782,9 @@ BATCHED = {
 
 
 @pytest.mark.parametrize("name", list(BATCHED))
-def test_jit_vmap_grad(name):
+def test_gradient_matches_central_differences(name):
     f = BATCHED[name]
     x, z = jnp.asarray(_logits((3, 5), seed=14)), jnp.asarray(_labels((3, 5), "soft", seed=15))
-    eager = f(x, z)
-    np.testing.assert_allclose(jax.jit(f)(x, z), eager, rtol=1e-6)
-    rows = jax.vmap(f)(x, z)
-    np.testing.assert_allclose(rows, np.stack([f(x[i], z[i]) for i in range(3)]), rtol=1e-6)
     gx = jax.jit(jax.grad(lambda x: jnp.sum(f(x, z))))(x)
     eps = 1e-3  # central differences in float64 of the float64 function
     with x64():
@@ -858,7 +825,7 @@ ERRORS = [
     (lambda: c_optax.sigmoid_binary_cross_entropy(None, Z3), ValueError,
      ["compat.optax.sigmoid_binary_cross_entropy", "`logits`", "None"]),
     (lambda: c_optax.sigmoid_focal_loss(Z3, Z3, gamma=-1.0), ValueError,
-     ["compat.optax.sigmoid_focal_loss", "`gamma`", ">= 0"]),
+     ["compat.optax.sigmoid_focal_loss", "`gamma`", "[0, inf)"]),
     (lambda: c_optax.sigmoid_focal_loss(Z3, Z3, alpha=np.ones(2)), ValueError,
      ["compat.optax.sigmoid_focal_loss", "`alpha` (2,)"]),
     (lambda: c_rax.pointwise_sigmoid_loss(np.arange(3), Z3), TypeError,
@@ -872,7 +839,8 @@ ERRORS = [
     (lambda: c_rax.pointwise_sigmoid_loss(Z3, Z3, reduce_fn="mean"), TypeError,
      ["compat.rax.pointwise_sigmoid_loss", "`reduce_fn`", "'mean'"]),
     (lambda: c_torch.binary_cross_entropy_with_logits(Z3, Z3, reduction="bogus"), ValueError,
-     ["compat.torch.binary_cross_entropy_with_logits", "`reduction`", "'bogus'", "'mean'"]),
+     ["compat.torch.binary_cross_entropy_with_logits", "unknown reduction", "'bogus'",
+      "'mean'"]),
     (lambda: c_torch.binary_cross_entropy_with_logits(Z23, Z3), ValueError,
      ["compat.torch.binary_cross_entropy_with_logits", "`target`", "(3,)", "(2, 3)"]),
     (lambda: c_torch.binary_cross_entropy_with_logits(Z23, Z23, weight=np.ones(2)), ValueError,
@@ -882,7 +850,7 @@ ERRORS = [
     (lambda: c_torch.binary_cross_entropy_with_logits(np.arange(3), Z3), TypeError,
      ["compat.torch.binary_cross_entropy_with_logits", "`input`"]),
     (lambda: c_torch.sigmoid_focal_loss(Z3, Z3, reduction="avg"), ValueError,
-     ["compat.torch.sigmoid_focal_loss", "`reduction`", "'avg'"]),
+     ["compat.torch.sigmoid_focal_loss", "unknown reduction", "'avg'"]),
     (lambda: c_torch.sigmoid_focal_loss(Z3, Z23), ValueError,
      ["compat.torch.sigmoid_focal_loss", "`targets`", "(2, 3)", "(3,)"]),
     (lambda: c_torch.sigmoid_focal_loss(Z3, Z3, gamma=-2), ValueError,
@@ -907,3 +875,137 @@ def test_torch_refuses_the_same_inputs():
         F.binary_cross_entropy_with_logits(torch.zeros(2, 3), torch.zeros(3))
     with pytest.raises(ValueError):
         F.binary_cross_entropy_with_logits(torch.zeros(3), torch.zeros(3), reduction="bogus")
+
+
+# ---------------------------------------------------------------------------------------------
+# where: a masked element is absent, whatever its inputs hold
+
+_KEPT = np.array([[True, False, True, True], [False, True, True, False], [True, True, False, True]])
+_NAN_INPUTS = {  # per-element inputs; NaN or inf wherever _KEPT is False
+    "x": np.where(_KEPT, _logits((3, 4), seed=3), np.nan).astype(F32),
+    "z": np.where(_KEPT, _labels((3, 4), "soft", seed=4), np.inf).astype(F32),
+    "w": np.where(_KEPT, _rng(5).uniform(0.5, 2.0, (3, 4)), np.nan).astype(F32),
+    "a": np.where(_KEPT, _rng(6).uniform(0.0, 1.0, (3, 4)), np.nan).astype(F32),
+    "n": np.where(_KEPT, _rng(7).uniform(-1.0, 0.0, (3, 4)), np.nan).astype(F32),
+}
+WHERE_CALLS = {  # (call(inputs, where), the inputs it takes, elementwise)
+    "optax_bce": (
+        lambda v, where: c_optax.sigmoid_binary_cross_entropy(v["x"], v["z"], where=where),
+        "xz",
+        True,
+    ),
+    "optax_focal": (
+        lambda v, where: c_optax.sigmoid_focal_loss(
+            v["x"], v["z"], alpha=v["a"], gamma=2.0, where=where
+        ),
+        "xza",
+        True,
+    ),
+    "optax_focal_negative_alpha": (
+        lambda v, where: c_optax.sigmoid_focal_loss(
+            v["x"], v["z"], alpha=v["n"], gamma=1.5, where=where
+        ),
+        "xzn",
+        True,
+    ),
+    "torch_bce_none": (
+        lambda v, where: c_torch.binary_cross_entropy_with_logits(
+            v["x"], v["z"], v["w"], "none", v["a"], where=where
+        ),
+        "xzwa",
+        True,
+    ),
+    "torch_bce_mean": (
+        lambda v, where: c_torch.binary_cross_entropy_with_logits(
+            v["x"], v["z"], v["w"], pos_weight=v["a"], where=where
+        ),
+        "xzwa",
+        False,
+    ),
+    "torch_bce_sum": (
+        lambda v, where: c_torch.binary_cross_entropy_with_logits(
+            v["x"], v["z"], reduction="sum", where=where
+        ),
+        "xz",
+        False,
+    ),
+    "torchvision_focal_none": (
+        lambda v, where: c_torch.sigmoid_focal_loss(v["x"], v["z"], v["a"], where=where),
+        "xza",
+        True,
+    ),
+    "torchvision_focal_mean": (
+        lambda v, where: c_torch.sigmoid_focal_loss(v["x"], v["z"], 0.25, 2.5, "mean", where=where),
+        "xz",
+        False,
+    ),
+    "rax_mean": (
+        lambda v, where: c_rax.pointwise_sigmoid_loss(v["x"], v["z"], weights=v["w"], where=where),
+        "xzw",
+        False,
+    ),
+    "rax_sum": (
+        lambda v, where: c_rax.pointwise_sigmoid_loss(
+            v["x"], v["z"], where=where, reduce_fn=jnp.sum
+        ),
+        "xz",
+        False,
+    ),
+    "rax_none": (
+        lambda v, where: c_rax.pointwise_sigmoid_loss(
+            v["x"], v["z"], weights=v["w"], where=where, reduce_fn=None
+        ),
+        "xzw",
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(WHERE_CALLS))
+def test_where_is_the_call_on_the_kept_elements(name):
+    call, names, elementwise = WHERE_CALLS[name]
+    inputs = {k: jnp.asarray(_NAN_INPUTS[k]) for k in names}
+    got = np.asarray(call(inputs, jnp.asarray(_KEPT)))
+    kept = np.asarray(call({k: v[_KEPT] for k, v in inputs.items()}, None))
+    if elementwise:
+        assert got.shape == _KEPT.shape and np.all(got[~_KEPT] == 0)
+        np.testing.assert_allclose(got[_KEPT], kept, rtol=RTOL)
+    else:
+        np.testing.assert_allclose(got, kept, rtol=RTOL)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("name", list(WHERE_CALLS))
+def test_where_gives_zero_gradients_and_no_nan_under_debug_nans(name, jit):
+    call, names, _ = WHERE_CALLS[name]
+    inputs = {k: jnp.asarray(_NAN_INPUTS[k]) for k in names}
+    where = jnp.asarray(_KEPT)
+
+    def total(v):
+        return jnp.sum(call(v, where))
+
+    grad = jax.value_and_grad(total)
+    with jax.debug_nans(True):
+        value, grads = (jax.jit(grad) if jit else grad)(inputs)
+    assert np.isfinite(value)
+    for k, g in grads.items():
+        g = np.asarray(g)
+        assert np.all(np.isfinite(g)), k
+        assert np.all(g[~_KEPT] == 0), k
+
+
+def test_where_must_be_boolean_and_broadcast():
+    x = jnp.zeros((2, 3))
+    with pytest.raises(TypeError, match=r"compat.optax.sigmoid_binary_cross_entropy: `where`"):
+        c_optax.sigmoid_binary_cross_entropy(x, x, where=jnp.ones((2, 3)))
+    with pytest.raises(
+        ValueError,
+        match=r"compat.torch.sigmoid_focal_loss: `where` of shape "
+        r"\(2,\) cannot be broadcast to the inputs shape",
+    ):
+        c_torch.sigmoid_focal_loss(x, x, where=jnp.ones(2, bool))
+    # rax's own convention: a numeric mask, nonzero = valid
+    np.testing.assert_array_equal(
+        c_rax.pointwise_sigmoid_loss(x, x, where=jnp.array([1, 0, 2]), reduce_fn=None),
+        c_rax.pointwise_sigmoid_loss(x, x, where=jnp.array([True, False, True]), reduce_fn=None),
+    )

@@ -354,30 +354,43 @@ ELEMENTWISE = {
 }
 
 
+def _transforms(fn):
+    """Every transformation of ``fn`` the test compares, in one jitted program (one compile)."""
+
+    def total(x, z):
+        return fn(z, x).sum()
+
+    def all_of_them(x, z):
+        return {
+            "value": fn(z, x),
+            "vmap": jax.vmap(fn)(z, x),
+            "value_and_grad": jax.value_and_grad(total)(x, z),
+            "checkpoint_grad": jax.grad(jax.checkpoint(total))(x, z),
+            "per_row_grad": jax.vmap(jax.grad(lambda xr, zr: fn(zr, xr).sum()))(x, z),
+            "hessian": jax.hessian(total)(x[0], z[0]),
+            "jacrev_jacrev": jax.jacrev(jax.jacrev(total))(x[0], z[0]),
+            "grad_of_grad": jax.grad(lambda x: jax.grad(total)(x, z[0]).sum())(x[0]),
+        }
+
+    return jax.jit(all_of_them)
+
+
 @pytest.mark.parametrize("name", sorted(ELEMENTWISE))
 def test_jit_vmap_grad_checkpoint_hessian(name):
     fn = ELEMENTWISE[name]
     x = jnp.array([[-3.0, 0.5, 2.0], [1.0, -0.2, 4.0]])
     z = jnp.array([[0.0, 1.0, 0.3], [1.0, 0.0, 1.0]])
-    # Each transform is jitted: eager op-by-op dispatch costs seconds here and checks nothing
-    # more (the eager path is exercised by every other test).
     eager = fn(z, x)
-    np.testing.assert_allclose(jax.jit(fn)(z, x), eager, rtol=1e-6)
-    np.testing.assert_allclose(jax.jit(jax.vmap(fn))(z, x), eager, rtol=1e-6)
-
-    def total(x, z):
-        return fn(z, x).sum()
-
-    v, g = jax.jit(jax.value_and_grad(total))(x, z)
+    got = _transforms(fn)(x, z)
+    np.testing.assert_allclose(got["value"], eager, rtol=1e-6)
+    np.testing.assert_allclose(got["vmap"], eager, rtol=1e-6)
+    v, g = got["value_and_grad"]
     np.testing.assert_allclose(v, eager.sum(), rtol=1e-6)
-    np.testing.assert_allclose(jax.jit(jax.grad(jax.checkpoint(total)))(x, z), g, rtol=1e-6)
-    per_row = jax.jit(jax.vmap(jax.grad(lambda xr, zr: fn(zr, xr).sum())))(x, z)
-    np.testing.assert_allclose(per_row, g, rtol=1e-6)
-    h = jax.jit(jax.hessian(total))(x[0], z[0])
-    h2 = jax.jit(jax.jacrev(jax.jacrev(total)))(x[0], z[0])
-    gg = jax.jit(jax.grad(lambda x: jax.grad(total)(x, z[0]).sum()))(x[0])
-    np.testing.assert_allclose(h, h2, rtol=1e-6)
-    np.testing.assert_allclose(np.diag(h), gg, rtol=1e-5)
+    np.testing.assert_allclose(got["checkpoint_grad"], g, rtol=1e-6)
+    np.testing.assert_allclose(got["per_row_grad"], g, rtol=1e-6)
+    h = got["hessian"]
+    np.testing.assert_allclose(h, got["jacrev_jacrev"], rtol=1e-6)
+    np.testing.assert_allclose(np.diag(h), got["grad_of_grad"], rtol=1e-5)
     assert np.all(np.isfinite(h))
 
 
@@ -387,8 +400,3 @@ def test_gradient_matches_optax_where_optax_is_accurate():
     g_ours = jax.grad(lambda x: sce(z, x).sum())(x)
     g_optax = jax.grad(lambda x: optax.sigmoid_binary_cross_entropy(x, z).sum())(x)
     np.testing.assert_allclose(g_ours, g_optax, rtol=1e-5, atol=1e-7)
-
-
-def test_forward_mode_refused_by_jax_documented():
-    with pytest.raises(TypeError, match="custom_vjp"):
-        jax.jvp(lambda x: sce(jnp.ones(2), x), (jnp.zeros(2),), (jnp.ones(2),))

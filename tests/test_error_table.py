@@ -61,8 +61,9 @@ VALID = ("expected one of ['none', 'sum', 'mean', 'sum_over_batch_size', "
 RANKING_VALID = ("expected one of ['none', 'sum', 'mean', 'sum_over_batch_size', "
                  "'sum_by_nonzero_weights', 'per_list', 'list_mean'] (any case), or 'auto', "
                  "'sum_over_nonzero_weights' or None.")
-KERAS_SW = ("must be a scalar, [batch], or broadcastable to the per-sample loss shape (2,) (one "
-            "more trailing dimension of size 1 is squeezed).")
+KERAS_SW = ("cannot be applied to the per-sample losses of shape (2,): expected a scalar, [batch], "
+            "or a shape broadcastable to the per-sample losses (one trailing dimension of 1 is "
+            "squeezed or added, as Keras does).")
 
 TABLE = [
     # ----------------------------------------------------------------- elementwise losses
@@ -196,6 +197,19 @@ TABLE = [
     Row("Keras: unknown reduction (at construction)",
         lambda: sx.BinaryCrossentropy(reduction="batchwise"), ValueError,
         f"BinaryCrossentropy: unknown reduction 'batchwise'; {VALID}"),
+    # ----------------------------------------------------------------- compat
+    Row("compat.torch: a reduction PyTorch does not have",
+        lambda: sx.compat.torch.binary_cross_entropy_with_logits(Z3, Z3, reduction="auto"),
+        ValueError,
+        "compat.torch.binary_cross_entropy_with_logits: unknown reduction 'auto'; expected one of "
+        "['none', 'mean', 'sum'] (any case), or None."),
+    Row("compat.optax: negative focal gamma",
+        lambda: sx.compat.optax.sigmoid_focal_loss(Z3, Z3, gamma=-1.0), ValueError,
+        "compat.optax.sigmoid_focal_loss: `gamma` must lie in [0, inf), got -1."),
+    Row("compat: a where that is not boolean",
+        lambda: sx.compat.torch.sigmoid_focal_loss(Z3, Z3, where=np.ones(3)), TypeError,
+        "compat.torch.sigmoid_focal_loss: `where` must be a boolean mask (True = present), got "
+        "shape (3,) and dtype float32."),
     # ----------------------------------------------------------------- validate_inputs
     Row("validate_inputs: None labels", lambda: sx.validate_inputs(None), ValueError,
         "validate_inputs: `labels` must be an array, got None."),

@@ -25,6 +25,7 @@ if keras.backend.backend() != "jax":  # pragma: no cover - depends on the enviro
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from conftest import ci_examples  # noqa: E402
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -90,6 +91,7 @@ def _both(ours_cls, keras_cls, kwargs, y_true, y_pred, sw, dtype="float64"):
 
 
 @pytest.mark.parametrize("ours_cls, keras_cls", PAIRS)
+@ci_examples(15)  # shapes and options drawn: each example compiles ours and Keras's ops
 @given(
     from_logits=st.booleans(),
     label_smoothing=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
@@ -560,6 +562,23 @@ def test_saved_model_loads_in_a_new_process(tmp_path):
     assert out["value"] == pytest.approx(value, rel=1e-6)
 
 
+def test_loading_without_the_import_names_it(tmp_path):
+    model = _model(outputs=3)
+    model.compile(optimizer="sgd", loss=sk.BinaryCrossentropy(from_logits=True))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    result = _run(
+        f"""
+        import keras
+        keras.models.load_model({str(path)!r})
+        """,
+        KERAS_BACKEND="jax",
+    )
+    assert result.returncode != 0
+    assert "Could not locate class 'BinaryCrossentropy'" in result.stderr
+    assert "import sigmoid_xent.keras" in result.stderr
+
+
 # --------------------------------------------------------------------------- optional dependency
 
 _BLOCK_KERAS = """
@@ -619,13 +638,14 @@ RANK = "sigmoid_xent.keras.SigmoidCrossEntropyLoss"
         (lambda: sk.BinaryCrossentropy(from_logits="yes"), TypeError,
          rf"{BCE}: `from_logits` must be a bool .* got 'yes' of type str"),
         (lambda: sk.BinaryCrossentropy(label_smoothing=1.5), ValueError,
-         rf"{BCE}: `label_smoothing` must be a float in \[0, 1\], got 1.5"),
+         rf"{BCE}: `label_smoothing` must lie in \[0, 1\], got 1.5\."),
         (lambda: sk.BinaryCrossentropy(label_smoothing="0.1"), TypeError,
-         rf"{BCE}: `label_smoothing` must be a real number .* got '0.1' of type str"),
+         rf"{BCE}: `label_smoothing` must be a real number, got '0.1' of type str"),
         (lambda: sk.BinaryCrossentropy(axis=1.0), TypeError,
          rf"{BCE}: `axis` must be an int .* got 1.0 of type float"),
         (lambda: sk.BinaryCrossentropy(reduction="batch"), ValueError,
-         rf"{BCE}: `reduction` must be one of .*'sum_over_batch_size'.* got 'batch'"),
+         rf"{BCE}: unknown reduction 'batch'; expected one of .*'sum_over_batch_size'.*"
+         r"Keras's 'mean' is 'sum_over_batch_size'"),
         (lambda: sk.BinaryCrossentropy(name=3), TypeError,
          rf"{BCE}: `name` must be a str or None, got 3 of type int"),
         (lambda: sk.BinaryCrossentropy(dtype="int32"), ValueError,
@@ -633,15 +653,15 @@ RANK = "sigmoid_xent.keras.SigmoidCrossEntropyLoss"
         (lambda: sk.BinaryCrossentropy(dtype="float33"), ValueError,
          rf"{BCE}: `dtype` must be None, a float dtype name .* got 'float33'"),
         (lambda: sk.BinaryFocalCrossentropy(alpha=1.2), ValueError,
-         rf"{FOCAL}: `alpha` must be a float in \[0, 1\], got 1.2"),
+         rf"{FOCAL}: `alpha` must lie in \[0, 1\], got 1.2\."),
         (lambda: sk.BinaryFocalCrossentropy(gamma=-1.0), ValueError,
-         rf"{FOCAL}: `gamma` must be a finite float >= 0, got -1.0"),
+         rf"{FOCAL}: `gamma` must lie in \[0, inf\), got -1\."),
         (lambda: sk.BinaryFocalCrossentropy(gamma=float("inf")), ValueError,
-         rf"{FOCAL}: `gamma` must be a finite float >= 0, got inf"),
+         rf"{FOCAL}: `gamma` must lie in \[0, inf\), got inf\."),
         (lambda: sk.BinaryFocalCrossentropy(apply_class_balancing=1), TypeError,
          rf"{FOCAL}: `apply_class_balancing` must be a bool .* got 1 of type int"),
         (lambda: sk.SigmoidCrossEntropyLoss(reduction="weighted"), ValueError,
-         rf"{RANK}: `reduction` must be one of .*'list_mean'.* got 'weighted'"),
+         rf"{RANK}: unknown reduction 'weighted'; expected one of .*'list_mean'.*"),
         (lambda: sk.SigmoidCrossEntropyLoss(dtype="int32"), ValueError,
          rf"{RANK}: `dtype` must give a floating compute dtype, got 'int32'"),
     ],
@@ -661,8 +681,8 @@ def test_construction_errors(make, error, pattern):
          rf"{BCE}: `axis` 2 is out of range for y_pred of shape \(2, 3\)"),
         (lambda: sk.BinaryFocalCrossentropy()(np.zeros((2, 3)), np.zeros((2, 3)),
                                               sample_weight=np.ones(3)),
-         rf"{FOCAL}: `sample_weight` of shape \(3,\) cannot weight the per-sample losses of "
-         r"shape \(2,\)"),
+         rf"{FOCAL}: `sample_weight` of shape \(3,\) cannot be applied to the per-sample losses "
+         r"of shape \(2,\)"),
         (lambda: sk.SigmoidCrossEntropyLoss()(np.zeros((2, 3)), np.zeros((2, 3)),
                                               sample_weight=np.ones(3)),
          rf"{RANK}: `sample_weight` must be a scalar, per list \(2,\) or \(2, 1\), or per item "
@@ -685,3 +705,133 @@ def test_sample_weight_shapes_keras_rejects(shape):
         keras.losses.BinaryCrossentropy()(y, y + 0.5, sample_weight=np.ones(shape))
     with pytest.raises(ValueError, match=r"`sample_weight` of shape"):
         sk.BinaryCrossentropy()(y, y + 0.5, sample_weight=np.ones(shape))
+
+
+# --------------------------------------------------------------------------- where
+
+
+def _nan_data(from_logits, shape=(6, 3), seed=3):
+    """Labels, predictions and per-sample weights; a mask, and NaN/inf wherever it is False."""
+    y_true, y_pred = _data(shape, from_logits, seed=seed)
+    kept = np.ones(shape, bool)
+    kept[1] = False  # a sample with no present element
+    kept[3, 0] = kept[4, 1:] = False
+    sw = np.linspace(0.5, 2.0, shape[0])
+    y_true = np.where(kept, y_true, np.nan).astype(np.float32)
+    y_pred = np.where(kept, y_pred, np.inf).astype(np.float32)
+    sw = np.where(kept.any(-1), sw, np.nan).astype(np.float32)
+    return y_true, y_pred, sw, kept
+
+
+WHERE_LOSSES = [
+    sk.BinaryCrossentropy(from_logits=True, label_smoothing=0.1),
+    sk.BinaryCrossentropy(),
+    sk.BinaryFocalCrossentropy(from_logits=True, apply_class_balancing=True),
+    sk.BinaryFocalCrossentropy(gamma=1.5),
+]
+WHERE_IDS = ["bce_logits", "bce_probs", "focal_logits", "focal_probs"]
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("loss", WHERE_LOSSES, ids=WHERE_IDS)
+def test_where_per_sample_is_the_call_on_the_kept_samples(loss, reduction):
+    y_true, y_pred, sw, kept = _nan_data(loss.from_logits)
+    rows = kept.all(-1)
+    ours = type(loss).from_config({**loss.get_config(), "reduction": reduction})
+    got = np.asarray(ours(y_true, y_pred, sw, where=rows[:, None]))
+    want = np.asarray(ours(y_true[rows], y_pred[rows], sample_weight=sw[rows]))
+    if reduction == "none" or reduction is None:
+        assert np.all(got[~rows] == 0)
+        got = got[rows]
+    np.testing.assert_allclose(got, want, rtol=2e-6)
+
+
+@pytest.mark.parametrize("loss", WHERE_LOSSES, ids=WHERE_IDS)
+def test_where_sample_loss_is_the_mean_over_its_present_elements(loss):
+    y_true, y_pred, sw, kept = _nan_data(loss.from_logits)
+    none = type(loss).from_config({**loss.get_config(), "reduction": "none"})
+    per_sample = np.array(
+        [
+            float(none(y_true[i, kept[i]][None], y_pred[i, kept[i]][None])[0])
+            if kept[i].any()
+            else 0.0
+            for i in range(len(kept))
+        ]
+    )
+    np.testing.assert_allclose(none(y_true, y_pred, where=kept), per_sample, rtol=2e-6)
+    present = kept.any(-1)  # the empty sample counts nowhere: not in the size, not its weight
+    np.testing.assert_allclose(
+        loss(y_true, y_pred, sw, where=kept),
+        np.sum(sw[present] * per_sample[present]) / 5,
+        rtol=2e-6,
+    )
+    weighted = type(loss).from_config({**loss.get_config(), "reduction": "mean_with_sample_weight"})
+    np.testing.assert_allclose(
+        weighted(y_true, y_pred, sw, where=kept),
+        np.sum(sw[present] * per_sample[present]) / np.sum(sw[present]),
+        rtol=2e-6,
+    )
+
+
+RANKING_WHERE = [
+    sk.SigmoidCrossEntropyLoss(reduction=r)
+    for r in ["sum_over_batch_size", "sum", "mean_with_sample_weight", "per_list", "list_mean"]
+]
+
+
+@pytest.mark.parametrize("loss", RANKING_WHERE, ids=lambda loss: loss.get_config()["reduction"])
+def test_ranking_where_is_padding(loss):
+    y_true, y_pred, sw, kept = _nan_data(True)
+    y_true = np.where(kept, np.round(np.nan_to_num(y_true)), np.nan).astype(np.float32)
+    padded = np.where(kept, y_true, -1.0)
+    got = loss(y_true, y_pred, sw, where=kept)
+    want = loss(padded, np.where(kept, y_pred, 0.0), np.nan_to_num(sw))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("loss", WHERE_LOSSES + RANKING_WHERE[:1], ids=WHERE_IDS + ["ranking"])
+def test_where_gives_zero_gradients_and_no_nan_under_debug_nans(loss, jit):
+    y_true, y_pred, sw, kept = _nan_data(loss.from_logits if hasattr(loss, "from_logits") else 1)
+    args = tuple(map(jnp.asarray, (y_true, y_pred, sw)))
+    where = jnp.asarray(kept)
+    grad = jax.value_and_grad(lambda t, p, w: loss(t, p, w, where=where), argnums=(0, 1, 2))
+    with jax.debug_nans(True):
+        value, grads = (jax.jit(grad) if jit else grad)(*args)
+    assert np.isfinite(value)
+    for g, absent in zip(grads, (~kept, ~kept, ~kept.any(-1)), strict=True):
+        g = np.asarray(g)
+        assert np.all(np.isfinite(g)) and np.all(g[absent] == 0)
+
+
+def test_where_with_a_keras_mask_counts_both():
+    from keras.src.backend import set_keras_mask
+
+    y_true, y_pred, sw, kept = _nan_data(True)
+    y_pred = jnp.asarray(np.nan_to_num(y_pred, posinf=3.0))
+    keras_mask = jnp.array([True, True, False, True, True, True])  # per sample
+    set_keras_mask(y_pred, keras_mask)
+    loss = sk.BinaryCrossentropy(from_logits=True)
+    both = np.asarray(kept) & np.asarray(keras_mask)[:, None]
+    np.testing.assert_allclose(
+        loss(y_true, y_pred, sw, where=kept),
+        loss(y_true, np.asarray(y_pred), sw, where=both),
+        rtol=1e-7,
+    )
+
+
+def test_where_errors_name_the_class():
+    y = np.zeros((2, 3))
+    with pytest.raises(TypeError, match=rf"{BCE}: `where` must be a boolean mask"):
+        sk.BinaryCrossentropy()(y, y, where=np.ones((2, 3)))
+    with pytest.raises(ValueError, match=rf"{RANK}: `where` of shape \(4,\) cannot be broadcast"):
+        sk.SigmoidCrossEntropyLoss()(y, y, where=np.ones(4, bool))
+
+
+def test_where_compiles_once_for_equal_losses():
+    y_true, y_pred, sw, kept = _nan_data(True)
+    sk.BinaryCrossentropy(from_logits=True)(y_true, y_pred, sw, where=kept)
+    before = sk._masked_call._cache_size()
+    for _ in range(2):  # a new, equal object each call
+        sk.BinaryCrossentropy(from_logits=True)(y_true, y_pred, sw, where=kept)
+    assert sk._masked_call._cache_size() == before

@@ -23,6 +23,7 @@ import os
 import jax
 import jax.numpy as jnp
 import ml_dtypes
+import mpmath
 import numpy as np
 import pytest
 from conftest import x64
@@ -899,6 +900,7 @@ def test_focal_gamma_zero_is_alpha_t_times_plain_loss(dtype, data):
         )
     al, zl = ld(alpha), ld(z)
     a_t = np.where(al >= 0, al * zl + (1 - al) * (1 - zl), LD(1))
+
     def r_balanced(z, x, al):
         return np.where(al >= 0, al * z + (1 - al) * (1 - z), LD(1)) * r_bce(z, x)
 
@@ -906,8 +908,14 @@ def test_focal_gamma_zero_is_alpha_t_times_plain_loss(dtype, data):
     bound = {"float32": FOCAL_ULP["loss"], "float64": 4.0}.get(dtype, 1.0)
     floor = 4 * (1 + np.abs(ld(x)))
     for got in (static, traced):
-        assert_within(f"focal gamma 0 {dtype}", ulp_err(got, exact, dtype, floor=floor), bound,
-                      x=x, z=z, alpha=alpha)
+        assert_within(
+            f"focal gamma 0 {dtype}",
+            ulp_err(got, exact, dtype, floor=floor),
+            bound,
+            x=x,
+            z=z,
+            alpha=alpha,
+        )
     plain = a_t * ld(run("core", dtype, z, x)[0])
     assert ulp_err(traced, plain, dtype, floor=floor).max() <= 4
 
@@ -993,10 +1001,32 @@ def test_focal_gamma_gradient_at_infinite_logits():
         assert float(g) == 0.0, (z, x, g)
 
 
+def _focal_d2x_exact(z, x, alpha, gamma):
+    """d2/dx2 of the focal loss at one point, by mpmath at 50 digits."""
+    with mpmath.workdps(50):
+        z, alpha, gamma = mpmath.mpf(z), mpmath.mpf(alpha), mpmath.mpf(gamma)
+
+        def f(x):
+            p = 1 / (1 + mpmath.exp(-x))
+            p_t = z * p + (1 - z) * (1 - p)
+            a_t = alpha * z + (1 - alpha) * (1 - z)
+            return a_t * (1 - p_t) ** gamma * -mpmath.log(p_t)
+
+        return float(mpmath.diff(f, mpmath.mpf(x), 2))
+
+
 def test_focal_hessian_finite_at_saturation():
-    x = np.resize([30.0, 45.0, 60.0, 80.0, 90.0, 200.0, -60.0], N)
+    # Agreeing logits (x > 0 for z = 1): the exact value, flushed below tiny. Disagreeing (x =
+    # -60): the exact value is -6.1e-26 (negative: a e^x (1 + gamma (x + 2))), formed from
+    # terms of size alpha that cancel, so within an ulp of alpha.
+    points = [30.0, 45.0, 60.0, 80.0, 90.0, 200.0, -60.0]
+    x = np.resize(points, N)
     h = run_hessian("focal", "float32", np.ones(N), x, np.full(N, 0.25), np.full(N, 0.5))
-    assert np.all(np.isfinite(h)) and np.all(h >= 0)
+    assert np.all(np.isfinite(h))
+    want = np.resize([_focal_d2x_exact(1.0, p, 0.25, 0.5) for p in points], N)
+    f32 = np.finfo(np.float32)
+    atol = np.where(x < 0, 0.25 * float(f32.eps), float(f32.tiny))
+    assert np.all(np.abs(h - want) <= atol + 1e-5 * np.abs(want)), (h[:7], want[:7])
 
 
 def _focal_dz_exact(z, x, alpha, gamma):

@@ -41,6 +41,10 @@ class Loss:
     # The weights the loss takes, from labels-shaped ones (outside debug_nans: slicing NaN
     # weights is the caller's operation, not the loss's).
     prepare: Callable[[jax.Array], jax.Array] = lambda w: w
+    keeps_dtype: bool = True  # Keras computes in its dtype policy's float32, by design
+    # Whether an infinite logit is an input (the linear head's logits are h @ w.T, where an
+    # infinite h is a NaN row: not a finite input).
+    infinite_logits: bool = True
 
 
 def _elementwise(f: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
@@ -118,6 +122,99 @@ LOSSES = [
         reduces=True,
     ),
 ]
+LOSSES += [
+    Loss(
+        "compat.optax.sigmoid_binary_cross_entropy",
+        _elementwise(
+            lambda z, x, where: compat.optax.sigmoid_binary_cross_entropy(x, z, where=where)
+        ),
+    ),
+    Loss(
+        "compat.optax.sigmoid_focal_loss",
+        _elementwise(
+            lambda z, x, where: compat.optax.sigmoid_focal_loss(x, z, alpha=0.25, where=where)
+        ),
+    ),
+    Loss(
+        "compat.torch.binary_cross_entropy_with_logits",
+        lambda z, x, w=None, where=None: compat.torch.binary_cross_entropy_with_logits(
+            x, z, w, "sum", pos_weight=1.5, where=where
+        ),
+        reduces=True,
+    ),
+    Loss(
+        "compat.torch.sigmoid_focal_loss",
+        _elementwise(lambda z, x, where: compat.torch.sigmoid_focal_loss(x, z, where=where)),
+    ),
+    Loss(
+        "compat.rax.pointwise_sigmoid_loss",
+        lambda z, x, w=None, where=None: compat.rax.pointwise_sigmoid_loss(
+            x, z, where=where, weights=w, reduce_fn=jnp.sum
+        ),
+        reduces=True,
+    ),
+]
+
+
+LOSSES += [
+    Loss(
+        "asymmetric_loss",
+        _elementwise(lambda z, x, where: sx.asymmetric_loss(z, x, where=where)),
+    ),
+    Loss(
+        "poly1_sigmoid_loss",
+        _elementwise(lambda z, x, where: sx.poly1_sigmoid_loss(z, x, epsilon=1.0, where=where)),
+    ),
+    Loss(
+        "quality_focal_loss",
+        _elementwise(lambda z, x, where: sx.quality_focal_loss(z, x, beta=2.0, where=where)),
+    ),
+]
+
+
+def _linear_head(z, x, w=None, where=None):
+    # The fused head with an identity weight matrix: its logits are x itself, so every shared
+    # behaviour (weights, where, NaN data, dtypes, vmap) is checked against the same data.
+    eye = jnp.eye(x.shape[-1], dtype=x.dtype)
+    return sx.linear_sigmoid_cross_entropy(x, eye, z, weights=w, where=where, reduction="sum")
+
+
+LOSSES.append(
+    Loss("linear_sigmoid_cross_entropy", _linear_head, reduces=True, infinite_logits=False)
+)
+
+
+def _keras_losses() -> list[Loss]:
+    try:
+        import sigmoid_xent.keras as sk
+    except ImportError:
+        return []
+
+    def per_sample(cls, **kwargs):
+        def fn(z, x, w=None, where=None):
+            if w is not None and w.ndim == 2:
+                w = w[:, 0]
+            return cls(reduction="sum", **kwargs)(z, x, sample_weight=w, where=where)
+
+        return fn
+
+    return [
+        Loss(
+            f"keras.{cls.__name__}",
+            per_sample(cls, **kwargs),
+            weighted=False,  # per-sample weights: the battery's weights are per element
+            reduces=True,
+            keeps_dtype=False,
+        )
+        for cls, kwargs in [
+            (sk.BinaryCrossentropy, {"from_logits": True}),
+            (sk.BinaryFocalCrossentropy, {"from_logits": True}),
+            (sk.SigmoidCrossEntropyLoss, {}),
+        ]
+    ]
+
+
+LOSSES += _keras_losses()
 IDS = [loss.name for loss in LOSSES]
 
 
@@ -170,7 +267,9 @@ def test_gradients_finite_for_finite_input(loss, scale):
     chex.assert_tree_all_finite(grads)
 
 
-@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+@pytest.mark.parametrize(
+    "loss", [loss for loss in LOSSES if loss.keeps_dtype], ids=lambda c: c.name
+)
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
 def test_dtype_kept(loss, dtype):
     z, x = _data(dtype=dtype)
@@ -179,7 +278,9 @@ def test_dtype_kept(loss, dtype):
     chex.assert_type(jax.grad(_total(loss), argnums=1)(z, x), dtype)
 
 
-@pytest.mark.parametrize("loss", LOSSES, ids=IDS)
+@pytest.mark.parametrize(
+    "loss", [loss for loss in LOSSES if loss.keeps_dtype], ids=lambda c: c.name
+)
 def test_float64_kept_with_x64(loss):
     with jax.enable_x64(True):
         z, x = _data(dtype=jnp.float64)
@@ -194,7 +295,9 @@ def test_shape_mismatch_is_a_clear_error(loss):
         loss.fn(z[:, :4], x)
 
 
-@pytest.mark.parametrize("loss", [loss for loss in LOSSES if loss.weighted], ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "loss", [c for c in LOSSES if c.weighted and c.infinite_logits], ids=lambda c: c.name
+)
 def test_zero_weight_gives_zero_gradient(loss):
     # Infinite logits that disagree with their labels (the loss is inf there) and that agree
     # (d/dz = -x is infinite): with weight 0 every gradient is 0, never NaN.

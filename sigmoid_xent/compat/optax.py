@@ -19,7 +19,8 @@ from jax.typing import ArrayLike
 
 import sigmoid_xent
 from sigmoid_xent import _checks
-from sigmoid_xent.compat import _common
+from sigmoid_xent._core import absorbing_mul
+from sigmoid_xent._mask import hide, keep
 
 Array = jax.Array
 
@@ -29,12 +30,14 @@ _PEER = "optax"
 
 
 def _logits_labels(logits: ArrayLike, labels: ArrayLike, fn: str) -> tuple[Array, Array]:
-    x = _common.float_array(logits, fn, "logits")
-    z = _common.as_float(labels, x.dtype, "labels", fn)
+    x = _checks.float_array(logits, fn, "logits")
+    z = _checks.option_value(labels, x.dtype, "labels", fn)
     return x, z
 
 
-def sigmoid_binary_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> Array:
+def sigmoid_binary_cross_entropy(
+    logits: ArrayLike, labels: ArrayLike, *, where: ArrayLike | None = None
+) -> Array:
     r"""optax's ``sigmoid_binary_cross_entropy(logits, labels)``, elementwise and stable.
 
     .. math::
@@ -55,12 +58,14 @@ def sigmoid_binary_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> Array:
     Args:
       logits: Float logits.
       labels: Targets broadcastable with ``logits`` (soft labels allowed).
+      where: Optional bool mask broadcastable to the loss; a False element is absent: loss 0 and
+        zero gradients, whatever its logit and label hold (NaN included).
 
     Returns:
       The elementwise loss, with the broadcast shape and ``logits``' dtype.
 
     Raises:
-      TypeError: integer or bool ``logits``.
+      TypeError: integer or bool ``logits``, or a non-bool ``where``.
       ValueError: shapes that do not broadcast, or a None argument.
 
     Examples:
@@ -71,14 +76,14 @@ def sigmoid_binary_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> Array:
     """
     fn = "compat.optax.sigmoid_binary_cross_entropy"
     x, z = _logits_labels(logits, labels, fn)
-    _common.broadcast_shape(fn, _PEER, logits=x, labels=z)
-    return _bce(x, z)
+    shape = _checks.broadcast_together(fn, _PEER, logits=x, labels=z)
+    return _bce(x, z, _checks.where_mask(where, shape, fn, target="loss"))
 
 
 @jax.jit
-def _bce(x: Array, z: Array) -> Array:
+def _bce(x: Array, z: Array, mask: Array | None) -> Array:
     x, z = jnp.broadcast_arrays(x, z)
-    return sigmoid_xent.sigmoid_cross_entropy_with_logits(z, x)
+    return sigmoid_xent.sigmoid_cross_entropy_with_logits(z, x, where=mask)
 
 
 def sigmoid_focal_loss(
@@ -87,6 +92,7 @@ def sigmoid_focal_loss(
     *,
     alpha: ArrayLike | None = None,
     gamma: ArrayLike = 2.0,
+    where: ArrayLike | None = None,
 ) -> Array:
     r"""optax's ``sigmoid_focal_loss(logits, labels, *, alpha=None, gamma=2.0)``, elementwise.
 
@@ -100,11 +106,9 @@ def sigmoid_focal_loss(
     optax: ``logits`` first, ``alpha`` and ``gamma`` keyword-only, ``logits``, ``labels``,
     ``alpha`` and ``gamma`` broadcast against each other, soft labels as above, and a negative
     ``alpha`` is used as given (torchvision's ``-1`` would switch the balance off; optax's does
-    not). Computed by :func:`sigmoid_xent.sigmoid_focal_loss`: within 2 ulp for every ``gamma``
-    in float32, finite at ``±inf`` logits (optax: NaN), finite gradients for ``gamma = 0`` and
-    ``0 < gamma < 1``. A Python-number ``gamma`` is static (one compiled program per value); a
-    concrete non-negative ``alpha`` is applied inside the core (one rounding), a traced one (or
-    one with negative entries) multiplies the unbalanced loss afterwards.
+    not). Computed by :func:`sigmoid_xent.sigmoid_focal_loss`: accurate for every ``gamma``,
+    finite at ``±inf`` logits (optax: NaN), finite gradients for ``0 <= gamma < 1``; a
+    Python-number ``gamma`` reaches its static-integer path.
 
     Args:
       logits: Float logits.
@@ -112,12 +116,15 @@ def sigmoid_focal_loss(
       alpha: None, or the weight of the positive class (a scalar or an array broadcastable
         with the loss).
       gamma: Focusing exponent ``>= 0`` (a scalar or a broadcastable array).
+      where: Optional bool mask broadcastable to the loss; a False element is absent: loss 0 and
+        zero gradients, whatever its inputs hold (NaN included).
 
     Returns:
       The elementwise loss, with the broadcast shape and ``logits``' dtype.
 
     Raises:
-      TypeError: integer or bool ``logits``; ``alpha``/``gamma`` passed positionally.
+      TypeError: integer or bool ``logits``; ``alpha``/``gamma`` passed positionally; a
+        non-bool ``where``.
       ValueError: shapes that do not broadcast, a concrete negative ``gamma``, a None label.
 
     Examples:
@@ -129,33 +136,44 @@ def sigmoid_focal_loss(
     fn = "compat.optax.sigmoid_focal_loss"
     x, z = _logits_labels(logits, labels, fn)
     cd = _checks.compute_dtype(x.dtype)
-    _common.check_gamma(gamma, fn)
-    g = _common.as_float(gamma, cd, "gamma", fn)
-    a = None if alpha is None else _common.as_float(alpha, cd, "alpha", fn)
-    _common.broadcast_shape(fn, _PEER, logits=x, labels=z, alpha=a, gamma=g)
+    _checks.in_range(gamma, "gamma", fn, low=0)
+    g = _checks.option_value(gamma, cd, "gamma", fn)
+    a = None if alpha is None else _checks.option_value(alpha, cd, "alpha", fn)
+    shape = _checks.broadcast_together(fn, _PEER, logits=x, labels=z, alpha=a, gamma=g)
+    mask = _checks.where_mask(where, shape, fn, target="loss")
     if a is None:
         balance = "none"
-    elif _common.is_concrete(a) and not np.any(np.asarray(a) < 0):
+    elif not _checks.is_traced(a) and not np.any(np.asarray(a) < 0):
         balance = "inside"
     else:
         balance = "outside"
     static = _checks.static_scalar(gamma)
-    return _focal(x, z, a, g, balance=balance, static_gamma=static)
+    return _focal(x, z, a, g, mask, balance=balance, static_gamma=static)
 
 
 # A Python-number gamma is static, so that an integer one reaches the core's products.
 @functools.partial(jax.jit, static_argnames=("balance", "static_gamma"))
 def _focal(
-    x: Array, z: Array, a: Array | None, g: Array, *, balance: str, static_gamma: float | None
+    x: Array,
+    z: Array,
+    a: Array | None,
+    g: Array,
+    mask: Array | None,
+    *,
+    balance: str,
+    static_gamma: float | None,
 ) -> Array:
     shape = jnp.broadcast_shapes(x.shape, z.shape, g.shape, () if a is None else a.shape)
-    x, z = jnp.broadcast_to(x, shape), jnp.broadcast_to(z, shape)
+    x, z = hide(mask, jnp.broadcast_to(x, shape)), hide(mask, jnp.broadcast_to(z, shape))
+    # Per-element options are masked too (a scalar one holds no element of its own).
+    g = g if g.ndim == 0 else hide(mask, g)
+    a = a if a is None or a.ndim == 0 else hide(mask, a)
     gamma = g if static_gamma is None else static_gamma
     if balance == "inside":
-        return sigmoid_xent.sigmoid_focal_loss(z, x, alpha=a, gamma=gamma)
+        return keep(mask, sigmoid_xent.sigmoid_focal_loss(z, x, alpha=a, gamma=gamma))
     loss = sigmoid_xent.sigmoid_focal_loss(z, x, alpha=None, gamma=gamma)
     if balance == "none":
-        return loss
+        return keep(mask, loss)
     # optax's alpha_t for any alpha, negative ones included: the core would treat those as "no
     # balance" (torchvision's convention), so it is applied here.
     assert a is not None
@@ -163,4 +181,4 @@ def _focal(
     ac = jnp.broadcast_to(a.astype(cd), shape)
     zc = z.astype(cd)
     alpha_t = ac * zc + (1 - ac) * (1 - zc)
-    return _common.times(loss.astype(cd), alpha_t).astype(x.dtype)
+    return keep(mask, absorbing_mul(alpha_t, loss.astype(cd))).astype(x.dtype)
