@@ -105,6 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--log2n", type=int, default=20)
+    parser.add_argument("--accuracy", action="store_true", help="the ulp table instead")
     args = parser.parse_args()
     x, hard = make_inputs(1 << args.log2n, jnp.float32)
     soft = jax.random.uniform(jax.random.PRNGKey(1), x.shape)
@@ -140,5 +141,80 @@ def main() -> None:
         )
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and "--accuracy" not in __import__("sys").argv:
     main()
+
+
+def accuracy() -> None:
+    """Worst float32 errors (ulps) over tests/test_imbalance.py's grid and references: the
+    figures of docs/numerics.md."""
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
+    import test_imbalance as t
+
+    def worst(err, label):
+        i = int(np.argmax(err))
+        return float(err[i]), label, float(t.GRID_X[i])
+
+    rows = []
+    for options in t.ASL_CONFIGS:
+        w = (0.0, None, None)
+        g = (0.0, None, None)
+        for label in t.LABELS:
+            z, (value, gz, gx) = t._on_grid("asl", *options, label=label)
+            want = t.r_asl(z, t.GRID_X, *options)
+            w = max(w, worst(np.where(t._normal(want), t.ulps(value, want), 0), label))
+            if options[2] is not None:
+                dx, dxs, dz, dzs = t.r_asl_grads(z, t.GRID_X, *options)
+                ex = np.where(t._finite_scale(dxs), t.ulps(gx, dx, dxs), 0)
+                g = max(g, worst(ex, label))
+        rows.append((f"asymmetric_loss {options}", w, g))
+    for beta in (2.0, 0.5):
+        w, g = (0.0, None, None), (0.0, None, None)
+        for label in t.LABELS + (0.5,):
+            z, (value, _, gx) = t._on_grid("qfl", beta, label=label)
+            want, larger = t.r_qfl(z, t.GRID_X, beta)
+            # 4 ulp of the value or 2 of the larger term: shown on the first scale.
+            ok = np.minimum(t.ulps(value, want), 2 * t.ulps(value, want, larger))
+            w = max(w, worst(np.where(t._normal(want), ok, 0), label))
+            if beta < 1 and label == 0.5:
+                continue  # d/dx infinite at z = sigmoid(x), as accurate as z - sigmoid(x) near
+            dx, scale, larger = t.r_qfl_dx(z, t.GRID_X, beta)
+            eg = np.minimum(t.ulps(gx, dx, scale), 3 * t.ulps(gx, dx, larger))
+            g = max(g, worst(np.where(t._finite_scale(scale), eg, 0), label))
+        rows.append((f"quality_focal_loss beta={beta}", w, g))
+    for options in t.POLY_CONFIGS:
+        w, g = (0.0, None, None), (0.0, None, None)
+        for label in t.LABELS:
+            z, (value, _, gx) = t._on_grid("poly1", *options, label=label)
+            want, larger = t.r_poly(z, t.GRID_X, *options)
+            scale = want if options[0] >= 0 else larger
+            e = t.ulps(value, want, scale, floor=2.0 + abs(options[0]))
+            w = max(w, worst(np.where(t._normal(want), e, 0), label))
+            if options == (1.0, 0.0, None) and label in (0.0, 1.0, 0.3):
+                zl, xl = t._ld(z), t._ld(t.GRID_X)
+                t1 = np.where(xl >= 0, (1 - zl) - t.r_sigmoid(-xl), t.r_sigmoid(xl) - zl)
+                t2 = (1 - 2 * zl) * t.r_sigmoid(xl) * t.r_sigmoid(-xl)
+                sc = np.abs(t1) + np.abs(t2)
+                eg = np.where(t._finite_scale(sc), t.ulps(gx, t1 + t2, sc), 0)
+                g = max(g, worst(eg, label))
+        rows.append((f"poly1_sigmoid_loss {options}", w, g))
+    # A traced clip: logit(c) from the pair log (about 40 bits) instead of the host's 72.
+    f = jax.jit(lambda z, x, c: sx.asymmetric_loss(z, x, clip=c))
+    w = (0.0, None, None)
+    for label in t.LABELS:
+        z = np.full_like(t.GRID_X, label)
+        want = t.r_asl(z, t.GRID_X, 0.0, 4.0, 0.05)
+        value = f(z, t.GRID_X, jnp.float32(0.05))
+        w = max(w, worst(np.where(t._normal(want), t.ulps(value, want), 0), label))
+    rows.append(("asymmetric_loss, traced clip 0.05", w, (0.0, None, None)))
+    print(f"{'float32, worst error in ulps (label, logit)':48s} {'loss':>24s} {'d/dx':>24s}")
+    for name, w, g in rows:
+        gtxt = "" if g[1] is None else f"{g[0]:6.2f} ({g[1]:g}, {g[2]:.4g})"
+        print(f"{name:48s} {w[0]:6.2f} ({w[1]:g}, {w[2]:.4g})".ljust(75) + f" {gtxt}")
+
+
+if __name__ == "__main__" and "--accuracy" in __import__("sys").argv:
+    accuracy()

@@ -497,14 +497,19 @@ def r_asl_grads(z, x, gp, gn, clip):
 
 
 def r_qfl_dx(z, x, beta):
+    """d/dx of QFL in 80-bit arithmetic, the magnitude of its two terms, and that of the
+    larger term of the difference z - sigmoid(x) (max(z, sigmoid(x)) for |z - sigmoid(x)|)."""
     z, x, beta = _ld(z), _ld(x), _f32(beta)
     d = np.where(x >= 0, (z - 1) + r_sigmoid(-x), z - r_sigmoid(x))
     a = np.abs(d)
+    ss, b = r_sigmoid(x) * r_sigmoid(-x), r_bce(z, x)
     with np.errstate(divide="ignore", invalid="ignore"):
         less = np.where(a > 0, _power(a, beta - 1), 0)
-    t1 = -beta * less * np.sign(d) * r_sigmoid(x) * r_sigmoid(-x) * r_bce(z, x)
+    t1 = -beta * less * np.sign(d) * ss * b
     t2 = -_power(a, beta) * d
-    return t1 + t2, np.abs(t1) + np.abs(t2)
+    m = np.maximum(z, r_sigmoid(x))
+    larger = beta * _power(m, beta - 1) * ss * b + _power(m, beta) * m
+    return t1 + t2, np.abs(t1) + np.abs(t2), larger
 
 
 def _finite_scale(s):
@@ -526,12 +531,16 @@ def test_asl_float32_gradients_accurate(options):
 
 @pytest.mark.parametrize("beta", [2.0, 0.5])
 def test_qfl_float32_gradient_accurate(beta):
-    """d/dx within 6 ulp of the magnitude of its two terms, near z = sigmoid(x) too."""
-    for label in (0.0, 1.0, 0.3, 0.9):
+    """d/dx within 6 ulp of the magnitude of its two terms, or 2 of the larger term where
+    z - sigmoid(x) cancels (z = 0.5 at logits near 0: |z - sigmoid(x)| down to 1e-45). Not for
+    beta < 1 there: |D|**(beta - 1) is infinite at D = 0 and near it as accurate as D, whose
+    error is about 2**-40 sigmoid(x) (the pair sigmoid's), not 2**-40 |D|."""
+    for label in (0.0, 1.0, 0.3, 0.9) + ((0.5,) if beta >= 1 else ()):
         z, (_, _, gx) = _on_grid("qfl", beta, label=label)
-        dx, scale = r_qfl_dx(z, GRID_X, beta)
-        err = np.where(_finite_scale(scale), ulps(gx, dx, scale), 0)
-        assert err.max() <= 6.0, (label, GRID_X[np.argmax(err)], err.max())
+        dx, scale, larger = r_qfl_dx(z, GRID_X, beta)
+        ok = np.minimum(ulps(gx, dx, scale) / 6, ulps(gx, dx, larger) / 2)
+        err = np.where(_finite_scale(scale), ok, 0)
+        assert err.max() <= 1.0, (label, GRID_X[np.argmax(err)], err.max())
 
 
 def test_poly1_float32_gradient_accurate():

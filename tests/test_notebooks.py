@@ -112,7 +112,16 @@ def test_02_training_with_optax():
     result = _check_saved(saved, nb, rtol=5e-2, atol=0.05)
     s = result["summary"]
     assert result["has_png"]
+    imbalance = s.pop("imbalance")
     assert set(s) == {"plain", "label smoothing", "pos_weight", "focal"}
+    # The losses for class imbalance: all train, and ASL and the class-balanced pos_weight
+    # raise the rarest label's recall over the plain cross-entropy.
+    assert set(imbalance) == {"bce", "focal", "ASL", "class-balanced"}
+    for variant in imbalance.values():
+        assert variant["final_train_loss"] < 0.5 * variant["first_train_loss"]
+        assert variant["test_macro_f1"] > 0.6
+    for name in ("ASL", "class-balanced"):
+        assert imbalance[name]["rarest_label_recall"] > imbalance["bce"]["rarest_label_recall"]
     for variant in s.values():
         assert variant["final_train_loss"] < 0.5 * variant["first_train_loss"]
         assert variant["test_macro_f1"] > 0.6

@@ -224,6 +224,88 @@ display(Markdown("\n".join(rows)))
 # All four are one function call on the same logits and run through the same stable core, so none
 # of them can produce a NaN gradient when a logit saturates.
 
+# %% [markdown]
+# ## Losses for class imbalance
+#
+# The same model and data, trained with three losses made for imbalanced multi-label data beside
+# the plain cross-entropy:
+#
+# | variant | loss |
+# |---|---|
+# | bce | `sx.sigmoid_cross_entropy_with_logits(labels, logits)`, mean |
+# | focal | `sx.sigmoid_focal_loss(labels, logits, alpha=None, gamma=2.0)`, mean |
+# | ASL | `sx.asymmetric_loss(labels, logits)` (the paper's `gamma_neg=4`, `clip=0.05`), mean |
+# | class-balanced | `sx.weighted_sigmoid_cross_entropy_with_logits(labels, logits, w)`, mean |
+#
+# The asymmetric loss focuses only the negatives (`gamma_neg=4`) and discards the easiest of
+# them outright (`clip`: a negative predicted below 5% costs nothing), so the many easy
+# negatives of a rare label stop pulling its logit down. The class-balanced weights of Cui et
+# al. are the inverse effective number of positives per label, `(1 - beta) / (1 - beta**n)`,
+# normalised to average 1, used here as `pos_weight`: gentler than the `negatives / positives`
+# ratio above, and relative (the frequent labels' positives weigh less than 1).
+
+# %%
+positives = np.asarray(y_train.sum(0))
+class_balanced = sx.class_balanced_weights(positives, beta=0.999)
+print("positives per label:", positives.astype(int))
+print("class-balanced pos_weight:", np.round(np.asarray(class_balanced), 2))
+
+IMBALANCE = {
+    "bce": lambda y, z: jnp.mean(sx.sigmoid_cross_entropy_with_logits(y, z)),
+    "focal": lambda y, z: jnp.mean(sx.sigmoid_focal_loss(y, z, alpha=None, gamma=2.0)),
+    "ASL": lambda y, z: jnp.mean(sx.asymmetric_loss(y, z)),
+    "class-balanced": lambda y, z: jnp.mean(
+        sx.weighted_sigmoid_cross_entropy_with_logits(y, z, class_balanced)
+    ),
+}
+imbalance = {}
+for name, loss_fn in IMBALANCE.items():
+    trajectory, losses = fit(loss_fn, init_params(1))
+    final = jax.tree.map(lambda leaf: leaf[-1], trajectory)
+    precision, recall = precision_recall(final)
+    imbalance[name] = {
+        "precision": precision,
+        "recall": recall,
+        "train_loss": np.asarray(losses),
+        "test_macro_f1": float(evaluate(final)[1]),
+    }
+    print(
+        f"{name:>15}: macro F1 {imbalance[name]['test_macro_f1']:.3f}, recall per label "
+        f"{np.round(recall, 2)}"
+    )
+
+# %% [markdown]
+# Per-label precision (left) and recall (right) on held-out data at the 0.5 threshold, labels
+# from the most frequent (40%) to the rarest (2%):
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(14, 4), dpi=72, sharey=True)
+width = 0.8 / len(imbalance)
+labels = np.arange(NUM_LABELS)
+for i, (name, r) in enumerate(imbalance.items()):
+    offset = (i - (len(imbalance) - 1) / 2) * width
+    axes[0].bar(labels + offset, r["precision"], width, label=name)
+    axes[1].bar(labels + offset, r["recall"], width, label=name)
+for ax, title in zip(axes, ["precision", "recall"], strict=True):
+    ax.set_title(f"held-out {title} per label at 0.5")
+    ax.set_xticks(labels, [f"{k}\n{p:.0%}" for k, p in enumerate(PREVALENCE)])
+    ax.set_xlabel("label (frequency)")
+    ax.grid(alpha=0.3, axis="y")
+axes[0].set_ylim(0, 1.2)
+axes[1].legend(loc="upper center", ncol=len(imbalance))
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# On this data (the summary below has the exact numbers), the plain cross-entropy is the
+# conservative one: high precision, and recall that falls with the label's frequency. The
+# focal loss without class balance moves a little towards recall on the rare labels. ASL raises
+# recall on every label, the rarest most, at some cost in precision, without a per-label weight
+# to tune; the class-balanced `pos_weight` raises the rare labels' recall too, and gives the
+# frequent ones (weights below 1) precision instead. All four run through the same stable
+# core: no NaN gradient when a logit saturates, and ASL's logs are exact where the reference
+# implementation clamps `p` at `1e-8`.
+
 # %% tags=["summary"]
 summary = {
     name: {
@@ -234,5 +316,15 @@ summary = {
         "rarest_label_recall": float(pr[name][1][-1]),
     }
     for name, h in histories.items()
+}
+summary["imbalance"] = {
+    name: {
+        "test_macro_f1": r["test_macro_f1"],
+        "final_train_loss": float(r["train_loss"][-1]),
+        "first_train_loss": float(r["train_loss"][0]),
+        "rarest_label_recall": float(r["recall"][-1]),
+        "frequent_label_precision": float(r["precision"][0]),
+    }
+    for name, r in imbalance.items()
 }
 print(json.dumps(summary, indent=1))
