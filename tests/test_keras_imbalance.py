@@ -87,11 +87,11 @@ def test_config_round_trip_and_registration():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        ({"gamma_neg": -1.0}, ValueError, "`gamma_neg` must be a finite float >= 0"),
-        ({"gamma_pos": float("inf")}, ValueError, "`gamma_pos` must be a finite float >= 0"),
-        ({"clip": 1.0}, ValueError, "`clip` must be a float in [0, 1)"),
+        ({"gamma_neg": -1.0}, ValueError, "`gamma_neg` must lie in [0, inf), got -1."),
+        ({"gamma_pos": float("inf")}, ValueError, "`gamma_pos` must lie in [0, inf), got inf."),
+        ({"clip": 1.0}, ValueError, "`clip` must lie in [0, 1), got 1."),
         ({"clip": "0.05"}, TypeError, "`clip` must be a real number"),
-        ({"label_smoothing": 2.0}, ValueError, "`label_smoothing` must be a float in [0, 1]"),
+        ({"label_smoothing": 2.0}, ValueError, "`label_smoothing` must lie in [0, 1], got 2."),
     ],
 )
 def test_constructor_errors(kwargs, error, message):
