@@ -6,18 +6,20 @@ Notation, elementwise: ``x`` the logit, ``z`` the label, ``s_+ = sigmoid(x)``,
 
 - ASL: ``z s_-**gp sp_- + (1 - z) p_m**gn L``, ``p_m = max(s_+ - c, 0)``, ``L = -log(1 - p_m)``.
   ``s_+ - c`` cancels where ``x`` is near ``x0 = logit(c)``; it is computed as
-  ``(1 - c) s_+ (1 - exp(x0 - x))``, which does not, with ``x - x0`` from ``x0`` as a float pair;
-  and ``1 - p_m = c + s_-`` (no cancellation either).
+  ``(1 - c) s_+ (1 - exp(x0 - x))``, which does not, with ``x - x0`` from ``x0`` in three
+  floats; and ``1 - p_m = c + s_-`` (no cancellation either).
 - Quality focal loss: ``|z - s_+|**beta bce``.
 - Poly-1: the focal loss plus ``epsilon u**(gamma + 1)``, ``u = 1 - p_t``, computed without
   cancellation as ``(c_z + (1 - c_z) e) / (1 + e)`` with ``e = exp(-|x|)`` and ``c_z`` the label
   weight on the saturating side (as in :mod:`sigmoid_xent.focal`).
 
-The float32 values (and 16-bit inputs, computed in float32) are evaluated in two-float
-arithmetic (:mod:`sigmoid_xent._twofloat`) and rounded once; float64 uses the plain formulas.
-Derivatives are closed forms in the compute dtype (custom JVPs), each factor bounded, so they
-are finite at saturation, at infinite logits and at the clip boundary, and differentiable again
-(Hessians).
+In float32 (and for 16-bit inputs, computed in float32) the pieces that a power or a log
+amplifies (the sigmoids, ``p - c``, ``z - s_+``, ``1 - p_t`` and their powers) are float32
+pairs (:mod:`sigmoid_xent._twofloat`), rounded once and multiplied by the core's own softplus or
+cross-entropy; float64 uses the plain formulas. Derivatives are closed forms in the compute
+dtype (custom JVPs) whose amplified pieces take their values from the same pairs; each factor is
+bounded, so they are finite at saturation, at infinite logits and at the clip boundary, and
+differentiable again (Hessians).
 """
 
 from __future__ import annotations
@@ -432,7 +434,7 @@ def _asl_special(x: Array, z: Array, c: Array, pos_term: Array, neg_term: Array,
 def _asl_terms(x, z, gp, gn, c, x0, gp_power, gn_power, clipped):
     """The loss, and (float32) the accurate pieces for the derivatives."""
     xf = _finite(x)
-    acc: tuple = ()
+    acc: Any = ()
     if x.dtype == jnp.float32:
         pos_pair, neg_pair, acc = _asl_value_f32(xf, z, gp, gn, c, x0, gp_power, gn_power, clipped)
         out = _combine(z, pos_pair, neg_pair)
@@ -569,7 +571,7 @@ def _qfl_terms(x, z, beta, power):
     if power == 0:
         return loss_value(x, z), ()
     xf = _finite(x)
-    acc: tuple = ()
+    acc: Any = ()
     if x.dtype == jnp.float32:
         out, acc = _qfl_value_f32(xf, z, beta, power)
     else:
@@ -720,32 +722,25 @@ def asymmetric_loss(
         \ell = -z (1 - p)^{\gamma_+} \log p - (1 - z)\, p_m^{\gamma_-} \log(1 - p_m),
         \quad p = \sigma(x), \quad p_m = \max(p - c, 0)
 
-    for every ``z`` in [0, 1] (for hard labels, the authors' and timm's loss). Each log is
-    exact: no ``eps`` clamp (the reference's ``log(max(p, 1e-8))`` caps the loss at 18.4), and
-    ``p - c`` is computed without cancellation near the clip boundary. At most the
-    cross-entropy. Gradients of this value (timm's default) w.r.t. labels, logits and every
-    option; finite at ``±inf`` logits and at the clip boundary.
+    (the authors' and timm's for hard labels) with exact logs, at most the cross-entropy;
+    gradients of this value w.r.t. every argument (traced options used as given), finite.
 
     Args:
       labels: Targets of ``logits``' shape, hard or soft.
       logits: Float logits; 16-bit ones are computed in float32.
-      gamma_pos: Focusing exponent of the positive term, ``>= 0`` (the paper's 0).
-      gamma_neg: Focusing exponent of the negative term, ``>= 0``.
-      clip: The probability margin ``c`` in [0, 1) shifted off the negatives; 0 or None: none.
+      gamma_pos, gamma_neg: Focusing exponents of the two terms, ``>= 0``.
+      clip: The margin ``c`` in [0, 1) shifted off the negatives; 0 or None: none.
       where: Optional bool mask broadcastable to ``logits``; False elements are absent.
 
     Returns:
       The elementwise loss, with ``logits``' shape and dtype.
 
     Raises:
-      TypeError: integer or bool ``logits``, or a non-bool ``where``.
-      ValueError: shape mismatch, options not broadcastable to ``logits``, or a concrete
-        negative ``gamma_pos``/``gamma_neg`` or ``clip`` outside [0, 1) (traced options are
-        used as given).
+      TypeError: non-float ``logits`` or a non-bool ``where``.
+      ValueError: mismatched shapes, a concrete gamma < 0 or ``clip`` outside [0, 1).
 
     Examples:
-      >>> import jax.numpy as jnp
-      >>> import sigmoid_xent as sx
+      >>> import jax.numpy as jnp, sigmoid_xent as sx
       >>> sx.asymmetric_loss(jnp.array([1., 0., 0.]), jnp.array([2., 2., -3.]))
       Array([0.126928 , 0.8464149, 0.       ], dtype=float32)
 
@@ -794,12 +789,9 @@ def quality_focal_loss(
 
         \ell = |z - \sigma(x)|^{\beta} \, \mathrm{bce}(z, x)
 
-    with ``z`` in [0, 1] a quality target (an IoU score; 0 for negatives): mmdetection's
-    ``quality_focal_loss_tensor_target``. At most the cross-entropy; ``beta = 0`` gives it
-    exactly. Gradients of this formula w.r.t. labels, logits and ``beta`` (mmdetection's
-    split at ``z != 0`` gives a label gradient of 0 at ``z = 0``; this is the formula's); the
-    modulating factor contributes 0 at ``z = sigmoid(x)`` for every ``beta``. Finite at
-    ``±inf`` logits.
+    for quality targets ``z`` in [0, 1] (mmdetection's ``quality_focal_loss_tensor_target``),
+    at most the cross-entropy; gradients of this formula w.r.t. every argument (mmdetection's
+    label gradient is 0 at ``z = 0``), the factor's 0 at ``z = sigmoid(x)``.
 
     Args:
       labels: Soft targets of ``logits``' shape.
@@ -811,13 +803,11 @@ def quality_focal_loss(
       The elementwise loss, with ``logits``' shape and dtype.
 
     Raises:
-      TypeError: integer or bool ``logits``, or a non-bool ``where``.
-      ValueError: shape mismatch, ``beta`` not broadcastable to ``logits``, or a concrete
-        negative ``beta`` (a traced one is used as given).
+      TypeError: non-float ``logits`` or a non-bool ``where``.
+      ValueError: mismatched shapes or a concrete negative ``beta`` (a traced one is used).
 
     Examples:
-      >>> import jax.numpy as jnp
-      >>> import sigmoid_xent as sx
+      >>> import jax.numpy as jnp, sigmoid_xent as sx
       >>> sx.quality_focal_loss(jnp.array([0.9, 0., 0.]), jnp.array([2., 2., -3.]))
       Array([1.20555145e-04, 1.65007830e+00, 1.09283319e-04], dtype=float32)
 
@@ -853,40 +843,32 @@ def poly1_sigmoid_loss(
 
     .. math::
 
-        \ell = \alpha_t (1 - p_t)^{\gamma}\, \mathrm{bce}(z, x) + \epsilon (1 - p_t)^{\gamma + 1},
-        \quad p_t = z\sigma(x) + (1 - z)(1 - \sigma(x))
+        \ell = \alpha_t (1 - p_t)^{\gamma}\, \mathrm{bce}(z, x) + \epsilon (1 - p_t)^{\gamma + 1}
 
-    The first term is :func:`sigmoid_focal_loss` (``alpha`` weights it only); ``gamma = 0``,
-    ``alpha=None`` is ``bce + epsilon (1 - p_t)``, the paper's Poly-1 cross-entropy.
-    ``1 - p_t`` is computed without cancellation. For negative ``epsilon`` the two terms can
-    cancel, so the result is then accurate to a few ulp of the larger term. Gradients w.r.t.
-    labels, logits and every option, finite at ``±inf`` logits.
+    (``p_t``, ``alpha_t`` as :func:`sigmoid_focal_loss`; ``gamma = 0``, ``alpha=None``: the
+    paper's ``bce + epsilon (1 - p_t)``); a negative ``epsilon`` can cancel the two terms.
 
     Args:
       labels: Targets of ``logits``' shape, hard or soft.
       logits: Float logits; 16-bit ones are computed in float32.
-      epsilon: Weight of the polynomial term, ``>= -1`` (the paper's range).
-      gamma: Focusing exponent, ``>= 0``.
-      alpha: As :func:`sigmoid_focal_loss`; None (the default) or negative: no class balance.
+      epsilon, gamma: The polynomial term's weight, ``>= -1``, and the exponent, ``>= 0``.
+      alpha: As :func:`sigmoid_focal_loss`; None (the default): no class balance.
       where: Optional bool mask broadcastable to ``logits``; False elements are absent.
 
     Returns:
       The elementwise loss, with ``logits``' shape and dtype.
 
     Raises:
-      TypeError: integer or bool ``logits``, or a non-bool ``where``.
-      ValueError: shape mismatch, options not broadcastable to ``logits``, or a concrete
-        ``epsilon < -1`` or negative ``gamma`` (traced options are used as given).
+      TypeError: non-float ``logits`` or a non-bool ``where``.
+      ValueError: mismatched shapes, a concrete ``epsilon < -1`` or negative ``gamma``.
 
     Examples:
-      >>> import jax.numpy as jnp
-      >>> import sigmoid_xent as sx
+      >>> import jax.numpy as jnp, sigmoid_xent as sx
       >>> sx.poly1_sigmoid_loss(jnp.array([1., 0.]), jnp.array([2., 2.]))
       Array([0.24613091, 3.0077252 ], dtype=float32)
 
     References:
-      Leng et al., "PolyLoss: A Polynomial Expansion Perspective of Classification Loss
-      Functions", ICLR 2022.
+      Leng et al., "PolyLoss: A Polynomial Expansion Perspective of ...", ICLR 2022.
     """
     fn = "poly1_sigmoid_loss"
     z, x = check_labels_logits(labels, logits, fn)
@@ -940,11 +922,10 @@ def class_balanced_weights(counts: ArrayLike, *, beta: ArrayLike = 0.999) -> Arr
 
         w_c \propto \frac{1 - \beta}{1 - \beta^{n_c}}, \qquad \sum_c w_c = C
 
-    for ``C = len(counts)`` classes with ``n_c`` samples each (the reference's
-    normalisation), to pass as ``pos_weight`` or as per-class ``weights``. A class with no
-    samples gets weight 0 (and no NaN; all counts 0 give all weights 0); ``beta = 0`` gives
-    ones, and ``beta -> 1`` the inverse class frequency. Computed without cancellation
-    (``1 - beta**n`` as ``-expm1(n log beta)``).
+    for ``C = len(counts)`` classes of ``n_c`` samples (the reference's normalisation), for
+    ``pos_weight`` or per-class ``weights``. A class with no samples gets 0 (all zero: all 0);
+    ``beta = 0`` gives ones, ``beta -> 1`` the inverse frequency. ``1 - beta**n`` is computed
+    without cancellation (in float64 on the host for concrete arguments).
 
     Args:
       counts: Samples per class, ``[C]`` (an array or a list), non-negative.
@@ -956,12 +937,11 @@ def class_balanced_weights(counts: ArrayLike, *, beta: ArrayLike = 0.999) -> Arr
     Raises:
       ValueError: ``counts`` not one-dimensional, or concrete negative ``counts`` or a
         ``beta`` outside [0, 1) (a traced one is used as given).
-      TypeError: non-numeric ``counts``.
 
     Examples:
       >>> import sigmoid_xent as sx
       >>> sx.class_balanced_weights([1000, 100, 10], beta=0.99)
-      Array([0.230147 , 0.3630109, 2.4068422], dtype=float32)
+      Array([0.23014715, 0.36301097, 2.4068418 ], dtype=float32)
 
     References:
       Cui et al., "Class-Balanced Loss Based on Effective Number of Samples", CVPR 2019.

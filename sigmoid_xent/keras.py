@@ -703,37 +703,23 @@ class AsymmetricLoss(_PerSampleLoss):
     r"""The asymmetric loss (ASL) of Ridnik et al. as a real ``keras.losses.Loss``, on logits.
 
     ``call(y_true, y_pred)`` returns the per-sample loss, the mean over ``axis`` of
-    :func:`sigmoid_xent.asymmetric_loss` on logits ``y_pred``,
-
-    .. math::
-
-        \ell = -z' (1 - p)^{\gamma_+} \log p - (1 - z')\, p_m^{\gamma_-} \log(1 - p_m),
-        \quad p_m = \max(p - c, 0), \quad z' = z (1 - s) + s / 2
-
-    (timm's ``AsymmetricLossMultiLabel``, with exact logs where its ``log(max(p, 1e-8))``
-    caps the loss, finite gradients at ``±inf`` and at the clip boundary, at most the
-    cross-entropy). Keras's ``Loss.__call__`` applies ``sample_weight``, masks and
-    ``reduction``; shapes and dtypes as :class:`BinaryCrossentropy`.
+    :func:`sigmoid_xent.asymmetric_loss` on labels ``z (1 - s) + s / 2`` and logits ``y_pred``
+    (timm's ``AsymmetricLossMultiLabel`` with exact logs). Keras's ``Loss.__call__`` applies
+    ``sample_weight``, masks and ``reduction``; shapes and dtypes as :class:`BinaryCrossentropy`.
 
     Args:
-      gamma_pos: Focusing exponent of the positive term, a finite float ``>= 0``.
-      gamma_neg: Focusing exponent of the negative term, a finite float ``>= 0``.
+      gamma_pos, gamma_neg: Focusing exponents, finite floats ``>= 0``.
       clip: The probability margin in [0, 1) shifted off the negatives; 0 or None: none.
       label_smoothing: ``s`` in [0, 1] (labels squeezed towards 1/2, as timm's).
-      axis: The axis averaged over per sample.
-      reduction: As :class:`BinaryCrossentropy`.
-      name: The loss name.
-      dtype: As :class:`BinaryCrossentropy`.
+      axis, reduction, name, dtype: As :class:`BinaryCrossentropy`.
 
     Returns:
       Called as ``loss(y_true, y_pred, sample_weight=None)``: a scalar of ``dtype``, or the
       weighted per-sample losses for ``"none"``.
 
     Raises:
-      TypeError: a non-number option or a non-int ``axis`` (at construction).
-      ValueError: a negative or infinite gamma, ``clip`` outside [0, 1), ``label_smoothing``
-        outside [0, 1], an unknown reduction or a non-float ``dtype`` (at construction); at
-        call time as :class:`BinaryCrossentropy`.
+      TypeError, ValueError: a bad option (at construction: its type or range, the reduction,
+        ``dtype``); at call time as :class:`BinaryCrossentropy`.
 
     Examples:
       >>> import numpy as np
