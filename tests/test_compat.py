@@ -203,19 +203,29 @@ def test_torch_signatures():
     K = inspect.Parameter.POSITIONAL_OR_KEYWORD
     E = inspect.Parameter.empty
     assert _params(c_torch.sigmoid_focal_loss) == [
-        ("inputs", K, E), ("targets", K, E), ("alpha", K, 0.25), ("gamma", K, 2),
-        ("reduction", K, "none"), _WHERE,
+        ("inputs", K, E),
+        ("targets", K, E),
+        ("alpha", K, 0.25),
+        ("gamma", K, 2),
+        ("reduction", K, "none"),
+        _WHERE,
     ]
     ours = _params(c_torch.binary_cross_entropy_with_logits)
     assert ours[-1] == _WHERE
     ours = ours[:-1]
     assert ours == [
-        ("input", K, E), ("target", K, E), ("weight", K, None), ("reduction", K, "mean"),
+        ("input", K, E),
+        ("target", K, E),
+        ("weight", K, None),
+        ("reduction", K, "mean"),
         ("pos_weight", K, None),
     ]
     torch = pytest.importorskip("torch")
-    theirs = [p for p in _params(torch.nn.functional.binary_cross_entropy_with_logits)
-              if p[0] not in ("size_average", "reduce")]
+    theirs = [
+        p
+        for p in _params(torch.nn.functional.binary_cross_entropy_with_logits)
+        if p[0] not in ("size_average", "reduce")
+    ]
     assert ours == theirs
 
 
@@ -370,12 +380,14 @@ _OPTAX_FLOATS = st.floats(-30, 30, width=32)
 def test_optax_property(x, z, alpha, gamma):
     x, z = np.array(x, F32), np.array(z, F32)
     got = c_optax.sigmoid_binary_cross_entropy(x, z)
-    np.testing.assert_allclose(got, _peer64(real_optax.sigmoid_binary_cross_entropy, x, z),
-                               rtol=RTOL, atol=1e-30)
+    np.testing.assert_allclose(
+        got, _peer64(real_optax.sigmoid_binary_cross_entropy, x, z), rtol=RTOL, atol=1e-30
+    )
     kw = {"alpha": alpha, "gamma": gamma}
     got = c_optax.sigmoid_focal_loss(x, z, **kw)
-    np.testing.assert_allclose(got, _peer64(real_optax.sigmoid_focal_loss, x, z, **kw),
-                               rtol=1e-5, atol=1e-30)
+    np.testing.assert_allclose(
+        got, _peer64(real_optax.sigmoid_focal_loss, x, z, **kw), rtol=1e-5, atol=1e-30
+    )
     (g,) = _grads(c_optax.sigmoid_binary_cross_entropy, (0,), x, z)
     (w,) = _grads64(real_optax.sigmoid_binary_cross_entropy, (0,), x, z)
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)
@@ -423,8 +435,7 @@ def _rax_case(name):
         "where_broadcast": (s, y, {"where": _MASK[0]}),
         "all_masked": (s, y, {"where": np.zeros((3, 4), bool)}),
         "weights_item": (s, y, {"weights": _rng(8).uniform(0, 2, (3, 4)).astype(F32)}),
-        "weights_list": (s, y, {"weights": np.array([[2.0], [0.0], [0.5]], F32),
-                                "where": _MASK}),
+        "weights_list": (s, y, {"weights": np.array([[2.0], [0.0], [0.5]], F32), "where": _MASK}),
         "weights_grow": (s, y, {"weights": np.array([[[1.0]], [[3.0]]], F32)}),  # [2, 3, 4]
         "labels_broadcast": (s, y[0], {}),
         "scores_broadcast": (s[0], y, {}),
@@ -437,9 +448,19 @@ def _rax_case(name):
 
 
 RAX_CASES = [
-    "plain", "where", "where_broadcast", "all_masked", "weights_item", "weights_list",
-    "weights_grow", "labels_broadcast", "scores_broadcast", "int_labels", "bool_labels",
-    "segments", "segments_where",
+    "plain",
+    "where",
+    "where_broadcast",
+    "all_masked",
+    "weights_item",
+    "weights_list",
+    "weights_grow",
+    "labels_broadcast",
+    "scores_broadcast",
+    "int_labels",
+    "bool_labels",
+    "segments",
+    "segments_where",
 ]
 
 
@@ -527,8 +548,9 @@ def test_rax_nan_rules():
     np.testing.assert_allclose(got, rax_ref(s, y, where=np.array([False, True, True])))
     assert c_rax.pointwise_sigmoid_loss(jnp.zeros((0,)), jnp.zeros((0,))) == 0
     # inf - inf is NaN, loudly (rax's safe_reduce turns it into 0 when no input is NaN)
-    got = c_rax.pointwise_sigmoid_loss(jnp.array([1.0, 1.0]), jnp.zeros(2),
-                                       weights=jnp.array([np.inf, -np.inf]))
+    got = c_rax.pointwise_sigmoid_loss(
+        jnp.array([1.0, 1.0]), jnp.zeros(2), weights=jnp.array([np.inf, -np.inf])
+    )
     assert np.isnan(got)
 
 
@@ -566,10 +588,12 @@ def test_rax_property(data, reduce_name):
     y = np.array(data.draw(st.lists(st.floats(-1, 3, width=32), min_size=n, max_size=n)), F32)
     where = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
     w = np.array(data.draw(st.lists(st.floats(0, 4, width=32), min_size=n, max_size=n)), F32)
-    got = c_rax.pointwise_sigmoid_loss(s, y, where=where, weights=w,
-                                       reduce_fn=REDUCE_FNS[reduce_name])
-    want = rax_ref(s, y, where=where, weights=w, reduce_fn=None if reduce_name == "none"
-                   else reduce_name)
+    got = c_rax.pointwise_sigmoid_loss(
+        s, y, where=where, weights=w, reduce_fn=REDUCE_FNS[reduce_name]
+    )
+    want = rax_ref(
+        s, y, where=where, weights=w, reduce_fn=None if reduce_name == "none" else reduce_name
+    )
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-30)
 
 
@@ -621,21 +645,32 @@ def test_torch_bce_matches_torch_float64(options, reduction):
     out = torch.nn.functional.binary_cross_entropy_with_logits(tx, tt, reduction=reduction, **tkw)
     np.testing.assert_allclose(got, out.detach().numpy(), rtol=RTOL)
     out.sum().backward()
-    gx, gt = jax.grad(lambda x, t: jnp.sum(c_torch.binary_cross_entropy_with_logits(
-        x, t, reduction=reduction, **kw)), argnums=(0, 1))(x, t)
+    gx, gt = jax.grad(
+        lambda x, t: jnp.sum(
+            c_torch.binary_cross_entropy_with_logits(x, t, reduction=reduction, **kw)
+        ),
+        argnums=(0, 1),
+    )(x, t)
     np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=2e-5, atol=1e-6)
     np.testing.assert_allclose(gt, tt.grad.numpy(), rtol=2e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("options", [{"weight": "per-item", "pos_weight": "per-class"},
-                                     {"weight": "scalar", "pos_weight": "scalar"}], ids=str)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"weight": "per-item", "pos_weight": "per-class"},
+        {"weight": "scalar", "pos_weight": "scalar"},
+    ],
+    ids=str,
+)
 def test_torch_bce_weight_gradients(options):
     # PyTorch refuses gradients for weight and pos_weight; ours are the exact partials:
     # d sum / d w = the unweighted loss, d sum / d p = w z softplus(-x) (summed when broadcast)
     x, t, kw = _torch_case(options)
     w, p = kw["weight"], kw["pos_weight"]
-    gw, gp = jax.grad(lambda w, p: c_torch.binary_cross_entropy_with_logits(
-        x, t, w, "sum", p), argnums=(0, 1))(w, p)
+    gw, gp = jax.grad(
+        lambda w, p: c_torch.binary_cross_entropy_with_logits(x, t, w, "sum", p), argnums=(0, 1)
+    )(w, p)
     unweighted = torch_bce_ref(x, t, reduction="none", pos_weight=p)
     per_item_p = _f64(w) * _f64(t) * _softplus(-_f64(x))
     if w.ndim == 0:
@@ -688,8 +723,9 @@ def test_torchvision_focal_matches_torch_float64(alpha, gamma, reduction):
     got = c_torch.sigmoid_focal_loss(x, t, alpha, gamma, reduction)
     np.testing.assert_allclose(got, out.detach().numpy(), rtol=4e-6)
     out.sum().backward()
-    gx, gt = jax.grad(lambda x, t: jnp.sum(c_torch.sigmoid_focal_loss(x, t, alpha, gamma)),
-                      argnums=(0, 1))(x, t)
+    gx, gt = jax.grad(
+        lambda x, t: jnp.sum(c_torch.sigmoid_focal_loss(x, t, alpha, gamma)), argnums=(0, 1)
+    )(x, t)
     np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=2e-5, atol=1e-6)
     np.testing.assert_allclose(gt, tt.grad.numpy(), rtol=2e-5, atol=1e-6)
 
@@ -730,10 +766,12 @@ ELEMENTWISE = {
     "optax.focal_neg_alpha": lambda x, z: c_optax.sigmoid_focal_loss(x, z, alpha=-1.0),
     "rax": lambda x, z: c_rax.pointwise_sigmoid_loss(x, z, reduce_fn=None),
     "rax.weights": lambda x, z: c_rax.pointwise_sigmoid_loss(
-        x, z, weights=jnp.full(x.shape, 2.0), reduce_fn=None),
+        x, z, weights=jnp.full(x.shape, 2.0), reduce_fn=None
+    ),
     "torch.bce": lambda x, z: c_torch.binary_cross_entropy_with_logits(x, z, reduction="none"),
     "torch.bce_pos_weight": lambda x, z: c_torch.binary_cross_entropy_with_logits(
-        x, z, reduction="none", pos_weight=jnp.array(3.0)),
+        x, z, reduction="none", pos_weight=jnp.array(3.0)
+    ),
     "torch.focal_gamma_half": lambda x, z: c_torch.sigmoid_focal_loss(x, z, 0.25, 0.5),
 }
 
@@ -762,12 +800,14 @@ def test_strict_rank_promotion_gradients():
     with jax.numpy_rank_promotion("raise"):
         g = jax.grad(lambda x: jnp.sum(c_optax.sigmoid_binary_cross_entropy(x, z)))(x)
         np.testing.assert_allclose(g, 3 * (ref_sigmoid(np.asarray(x)) - 1), rtol=1e-5)
-        g = jax.grad(lambda p: c_torch.binary_cross_entropy_with_logits(
-            jnp.ones((3, 4)), z, pos_weight=p))(jnp.ones(4))
+        g = jax.grad(
+            lambda p: c_torch.binary_cross_entropy_with_logits(jnp.ones((3, 4)), z, pos_weight=p)
+        )(jnp.ones(4))
         np.testing.assert_allclose(g, np.full(4, 3 * _softplus(-1.0) / 12), rtol=1e-5)
         g = jax.grad(lambda w: c_rax.pointwise_sigmoid_loss(x, z, weights=w))(jnp.ones((3, 1)))
-        np.testing.assert_allclose(g, np.full((3, 1), ref_loss(1, np.asarray(x)).sum() / 12),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            g, np.full((3, 1), ref_loss(1, np.asarray(x)).sum() / 12), rtol=1e-5
+        )
 
 
 # (function of (x, z) reducing each row or not, whether it reduces)
@@ -777,7 +817,8 @@ BATCHED = {
     "rax.mean": lambda x, z: c_rax.pointwise_sigmoid_loss(x, z, where=z < 0.9),
     "rax.custom": lambda x, z: c_rax.pointwise_sigmoid_loss(x, z, reduce_fn=jnp.max),
     "torch.bce": lambda x, z: c_torch.binary_cross_entropy_with_logits(
-        x, z, pos_weight=jnp.array(2.0)),
+        x, z, pos_weight=jnp.array(2.0)
+    ),
 }
 
 
@@ -818,45 +859,101 @@ def test_no_retrace_on_repeated_calls():
 Z3 = np.zeros(3, F32)
 Z23 = np.zeros((2, 3), F32)
 ERRORS = [
-    (lambda: c_optax.sigmoid_binary_cross_entropy(np.arange(3), Z3), TypeError,
-     ["compat.optax.sigmoid_binary_cross_entropy", "`logits`", "int"]),
-    (lambda: c_optax.sigmoid_binary_cross_entropy(Z3, np.zeros(4)), ValueError,
-     ["compat.optax.sigmoid_binary_cross_entropy", "`logits` (3,)", "`labels` (4,)"]),
-    (lambda: c_optax.sigmoid_binary_cross_entropy(None, Z3), ValueError,
-     ["compat.optax.sigmoid_binary_cross_entropy", "`logits`", "None"]),
-    (lambda: c_optax.sigmoid_focal_loss(Z3, Z3, gamma=-1.0), ValueError,
-     ["compat.optax.sigmoid_focal_loss", "`gamma`", "[0, inf)"]),
-    (lambda: c_optax.sigmoid_focal_loss(Z3, Z3, alpha=np.ones(2)), ValueError,
-     ["compat.optax.sigmoid_focal_loss", "`alpha` (2,)"]),
-    (lambda: c_rax.pointwise_sigmoid_loss(np.arange(3), Z3), TypeError,
-     ["compat.rax.pointwise_sigmoid_loss", "`scores`"]),
-    (lambda: c_rax.pointwise_sigmoid_loss(Z23, Z23, weights=np.ones(2)), ValueError,
-     ["compat.rax.pointwise_sigmoid_loss", "`weights` (2,)", "`scores` (2, 3)"]),
-    (lambda: c_rax.pointwise_sigmoid_loss(Z23, Z23, where=np.ones(2, bool)), ValueError,
-     ["compat.rax.pointwise_sigmoid_loss", "`where`", "(2,)", "(2, 3)"]),
-    (lambda: c_rax.pointwise_sigmoid_loss(Z23, Z23, segments=np.zeros(4, int)), ValueError,
-     ["compat.rax.pointwise_sigmoid_loss", "`segments`", "(4,)"]),
-    (lambda: c_rax.pointwise_sigmoid_loss(Z3, Z3, reduce_fn="mean"), TypeError,
-     ["compat.rax.pointwise_sigmoid_loss", "`reduce_fn`", "'mean'"]),
-    (lambda: c_torch.binary_cross_entropy_with_logits(Z3, Z3, reduction="bogus"), ValueError,
-     ["compat.torch.binary_cross_entropy_with_logits", "unknown reduction", "'bogus'",
-      "'mean'"]),
-    (lambda: c_torch.binary_cross_entropy_with_logits(Z23, Z3), ValueError,
-     ["compat.torch.binary_cross_entropy_with_logits", "`target`", "(3,)", "(2, 3)"]),
-    (lambda: c_torch.binary_cross_entropy_with_logits(Z23, Z23, weight=np.ones(2)), ValueError,
-     ["compat.torch.binary_cross_entropy_with_logits", "`weight`", "(2,)"]),
-    (lambda: c_torch.binary_cross_entropy_with_logits(Z3, Z3, pos_weight=np.ones((2, 3))),
-     ValueError, ["compat.torch.binary_cross_entropy_with_logits", "`pos_weight`", "(2, 3)"]),
-    (lambda: c_torch.binary_cross_entropy_with_logits(np.arange(3), Z3), TypeError,
-     ["compat.torch.binary_cross_entropy_with_logits", "`input`"]),
-    (lambda: c_torch.sigmoid_focal_loss(Z3, Z3, reduction="avg"), ValueError,
-     ["compat.torch.sigmoid_focal_loss", "unknown reduction", "'avg'"]),
-    (lambda: c_torch.sigmoid_focal_loss(Z3, Z23), ValueError,
-     ["compat.torch.sigmoid_focal_loss", "`targets`", "(2, 3)", "(3,)"]),
-    (lambda: c_torch.sigmoid_focal_loss(Z3, Z3, gamma=-2), ValueError,
-     ["compat.torch.sigmoid_focal_loss", "`gamma`"]),
-    (lambda: c_torch.sigmoid_focal_loss(Z3, Z3, alpha=np.ones(4)), ValueError,
-     ["compat.torch.sigmoid_focal_loss", "`alpha`", "(4,)"]),
+    (
+        lambda: c_optax.sigmoid_binary_cross_entropy(np.arange(3), Z3),
+        TypeError,
+        ["compat.optax.sigmoid_binary_cross_entropy", "`logits`", "int"],
+    ),
+    (
+        lambda: c_optax.sigmoid_binary_cross_entropy(Z3, np.zeros(4)),
+        ValueError,
+        ["compat.optax.sigmoid_binary_cross_entropy", "`logits` (3,)", "`labels` (4,)"],
+    ),
+    (
+        lambda: c_optax.sigmoid_binary_cross_entropy(None, Z3),
+        ValueError,
+        ["compat.optax.sigmoid_binary_cross_entropy", "`logits`", "None"],
+    ),
+    (
+        lambda: c_optax.sigmoid_focal_loss(Z3, Z3, gamma=-1.0),
+        ValueError,
+        ["compat.optax.sigmoid_focal_loss", "`gamma`", "[0, inf)"],
+    ),
+    (
+        lambda: c_optax.sigmoid_focal_loss(Z3, Z3, alpha=np.ones(2)),
+        ValueError,
+        ["compat.optax.sigmoid_focal_loss", "`alpha` (2,)"],
+    ),
+    (
+        lambda: c_rax.pointwise_sigmoid_loss(np.arange(3), Z3),
+        TypeError,
+        ["compat.rax.pointwise_sigmoid_loss", "`scores`"],
+    ),
+    (
+        lambda: c_rax.pointwise_sigmoid_loss(Z23, Z23, weights=np.ones(2)),
+        ValueError,
+        ["compat.rax.pointwise_sigmoid_loss", "`weights` (2,)", "`scores` (2, 3)"],
+    ),
+    (
+        lambda: c_rax.pointwise_sigmoid_loss(Z23, Z23, where=np.ones(2, bool)),
+        ValueError,
+        ["compat.rax.pointwise_sigmoid_loss", "`where`", "(2,)", "(2, 3)"],
+    ),
+    (
+        lambda: c_rax.pointwise_sigmoid_loss(Z23, Z23, segments=np.zeros(4, int)),
+        ValueError,
+        ["compat.rax.pointwise_sigmoid_loss", "`segments`", "(4,)"],
+    ),
+    (
+        lambda: c_rax.pointwise_sigmoid_loss(Z3, Z3, reduce_fn="mean"),
+        TypeError,
+        ["compat.rax.pointwise_sigmoid_loss", "`reduce_fn`", "'mean'"],
+    ),
+    (
+        lambda: c_torch.binary_cross_entropy_with_logits(Z3, Z3, reduction="bogus"),
+        ValueError,
+        ["compat.torch.binary_cross_entropy_with_logits", "unknown reduction", "'bogus'", "'mean'"],
+    ),
+    (
+        lambda: c_torch.binary_cross_entropy_with_logits(Z23, Z3),
+        ValueError,
+        ["compat.torch.binary_cross_entropy_with_logits", "`target`", "(3,)", "(2, 3)"],
+    ),
+    (
+        lambda: c_torch.binary_cross_entropy_with_logits(Z23, Z23, weight=np.ones(2)),
+        ValueError,
+        ["compat.torch.binary_cross_entropy_with_logits", "`weight`", "(2,)"],
+    ),
+    (
+        lambda: c_torch.binary_cross_entropy_with_logits(Z3, Z3, pos_weight=np.ones((2, 3))),
+        ValueError,
+        ["compat.torch.binary_cross_entropy_with_logits", "`pos_weight`", "(2, 3)"],
+    ),
+    (
+        lambda: c_torch.binary_cross_entropy_with_logits(np.arange(3), Z3),
+        TypeError,
+        ["compat.torch.binary_cross_entropy_with_logits", "`input`"],
+    ),
+    (
+        lambda: c_torch.sigmoid_focal_loss(Z3, Z3, reduction="avg"),
+        ValueError,
+        ["compat.torch.sigmoid_focal_loss", "unknown reduction", "'avg'"],
+    ),
+    (
+        lambda: c_torch.sigmoid_focal_loss(Z3, Z23),
+        ValueError,
+        ["compat.torch.sigmoid_focal_loss", "`targets`", "(2, 3)", "(3,)"],
+    ),
+    (
+        lambda: c_torch.sigmoid_focal_loss(Z3, Z3, gamma=-2),
+        ValueError,
+        ["compat.torch.sigmoid_focal_loss", "`gamma`"],
+    ),
+    (
+        lambda: c_torch.sigmoid_focal_loss(Z3, Z3, alpha=np.ones(4)),
+        ValueError,
+        ["compat.torch.sigmoid_focal_loss", "`alpha`", "(4,)"],
+    ),
 ]
 
 

@@ -177,8 +177,9 @@ def test_epsilon_is_keras3_clipping(ours_cls, keras_cls):
         assert not np.allclose(ours, tf_keras_2, rtol=1e-3)
     keras.config.set_epsilon(1e-4)  # read at call time, as Keras does
     try:
-        np.testing.assert_allclose(ours_cls(**kwargs)(y_true, y_pred), keras_cls(**kwargs)(
-            y_true, y_pred), rtol=1e-6)
+        np.testing.assert_allclose(
+            ours_cls(**kwargs)(y_true, y_pred), keras_cls(**kwargs)(y_true, y_pred), rtol=1e-6
+        )
     finally:
         keras.config.set_epsilon(1e-7)
 
@@ -400,7 +401,8 @@ def test_mixed_bfloat16_loss_in_float32():
         ours = sk.BinaryCrossentropy(from_logits=True)(y, out, sw)
         assert ours.dtype == jnp.float32
         want = sx.reduce_loss(
-            sx.sigmoid_cross_entropy_with_logits(y, out.astype(jnp.float32))[:, 0], sw,
+            sx.sigmoid_cross_entropy_with_logits(y, out.astype(jnp.float32))[:, 0],
+            sw,
             "sum_over_batch_size",
         )
         assert float(ours) == pytest.approx(float(want), rel=1e-6)
@@ -635,35 +637,77 @@ RANK = "sigmoid_xent.keras.SigmoidCrossEntropyLoss"
 @pytest.mark.parametrize(
     "make, error, pattern",
     [
-        (lambda: sk.BinaryCrossentropy(from_logits="yes"), TypeError,
-         rf"{BCE}: `from_logits` must be a bool .* got 'yes' of type str"),
-        (lambda: sk.BinaryCrossentropy(label_smoothing=1.5), ValueError,
-         rf"{BCE}: `label_smoothing` must lie in \[0, 1\], got 1.5\."),
-        (lambda: sk.BinaryCrossentropy(label_smoothing="0.1"), TypeError,
-         rf"{BCE}: `label_smoothing` must be a real number, got '0.1' of type str"),
-        (lambda: sk.BinaryCrossentropy(axis=1.0), TypeError,
-         rf"{BCE}: `axis` must be an int .* got 1.0 of type float"),
-        (lambda: sk.BinaryCrossentropy(reduction="batch"), ValueError,
-         rf"{BCE}: unknown reduction 'batch'; expected one of .*'sum_over_batch_size'.*"
-         r"Keras's 'mean' is 'sum_over_batch_size'"),
-        (lambda: sk.BinaryCrossentropy(name=3), TypeError,
-         rf"{BCE}: `name` must be a str or None, got 3 of type int"),
-        (lambda: sk.BinaryCrossentropy(dtype="int32"), ValueError,
-         rf"{BCE}: `dtype` must give a floating compute dtype, got 'int32'"),
-        (lambda: sk.BinaryCrossentropy(dtype="float33"), ValueError,
-         rf"{BCE}: `dtype` must be None, a float dtype name .* got 'float33'"),
-        (lambda: sk.BinaryFocalCrossentropy(alpha=1.2), ValueError,
-         rf"{FOCAL}: `alpha` must lie in \[0, 1\], got 1.2\."),
-        (lambda: sk.BinaryFocalCrossentropy(gamma=-1.0), ValueError,
-         rf"{FOCAL}: `gamma` must lie in \[0, inf\), got -1\."),
-        (lambda: sk.BinaryFocalCrossentropy(gamma=float("inf")), ValueError,
-         rf"{FOCAL}: `gamma` must lie in \[0, inf\), got inf\."),
-        (lambda: sk.BinaryFocalCrossentropy(apply_class_balancing=1), TypeError,
-         rf"{FOCAL}: `apply_class_balancing` must be a bool .* got 1 of type int"),
-        (lambda: sk.SigmoidCrossEntropyLoss(reduction="weighted"), ValueError,
-         rf"{RANK}: unknown reduction 'weighted'; expected one of .*'list_mean'.*"),
-        (lambda: sk.SigmoidCrossEntropyLoss(dtype="int32"), ValueError,
-         rf"{RANK}: `dtype` must give a floating compute dtype, got 'int32'"),
+        (
+            lambda: sk.BinaryCrossentropy(from_logits="yes"),
+            TypeError,
+            rf"{BCE}: `from_logits` must be a bool .* got 'yes' of type str",
+        ),
+        (
+            lambda: sk.BinaryCrossentropy(label_smoothing=1.5),
+            ValueError,
+            rf"{BCE}: `label_smoothing` must lie in \[0, 1\], got 1.5\.",
+        ),
+        (
+            lambda: sk.BinaryCrossentropy(label_smoothing="0.1"),
+            TypeError,
+            rf"{BCE}: `label_smoothing` must be a real number, got '0.1' of type str",
+        ),
+        (
+            lambda: sk.BinaryCrossentropy(axis=1.0),
+            TypeError,
+            rf"{BCE}: `axis` must be an int .* got 1.0 of type float",
+        ),
+        (
+            lambda: sk.BinaryCrossentropy(reduction="batch"),
+            ValueError,
+            rf"{BCE}: unknown reduction 'batch'; expected one of .*'sum_over_batch_size'.*"
+            r"Keras's 'mean' is 'sum_over_batch_size'",
+        ),
+        (
+            lambda: sk.BinaryCrossentropy(name=3),
+            TypeError,
+            rf"{BCE}: `name` must be a str or None, got 3 of type int",
+        ),
+        (
+            lambda: sk.BinaryCrossentropy(dtype="int32"),
+            ValueError,
+            rf"{BCE}: `dtype` must give a floating compute dtype, got 'int32'",
+        ),
+        (
+            lambda: sk.BinaryCrossentropy(dtype="float33"),
+            ValueError,
+            rf"{BCE}: `dtype` must be None, a float dtype name .* got 'float33'",
+        ),
+        (
+            lambda: sk.BinaryFocalCrossentropy(alpha=1.2),
+            ValueError,
+            rf"{FOCAL}: `alpha` must lie in \[0, 1\], got 1.2\.",
+        ),
+        (
+            lambda: sk.BinaryFocalCrossentropy(gamma=-1.0),
+            ValueError,
+            rf"{FOCAL}: `gamma` must lie in \[0, inf\), got -1\.",
+        ),
+        (
+            lambda: sk.BinaryFocalCrossentropy(gamma=float("inf")),
+            ValueError,
+            rf"{FOCAL}: `gamma` must lie in \[0, inf\), got inf\.",
+        ),
+        (
+            lambda: sk.BinaryFocalCrossentropy(apply_class_balancing=1),
+            TypeError,
+            rf"{FOCAL}: `apply_class_balancing` must be a bool .* got 1 of type int",
+        ),
+        (
+            lambda: sk.SigmoidCrossEntropyLoss(reduction="weighted"),
+            ValueError,
+            rf"{RANK}: unknown reduction 'weighted'; expected one of .*'list_mean'.*",
+        ),
+        (
+            lambda: sk.SigmoidCrossEntropyLoss(dtype="int32"),
+            ValueError,
+            rf"{RANK}: `dtype` must give a floating compute dtype, got 'int32'",
+        ),
     ],
 )
 def test_construction_errors(make, error, pattern):
@@ -674,22 +718,34 @@ def test_construction_errors(make, error, pattern):
 @pytest.mark.parametrize(
     "call, pattern",
     [
-        (lambda: sk.BinaryCrossentropy()(np.zeros((2, 3)), np.zeros((2, 4))),
-         rf"{BCE}: `y_true` and `y_pred` must have the same shape .* y_true of shape \(2, 3\) "
-         r"and y_pred of shape \(2, 4\)"),
-        (lambda: sk.BinaryCrossentropy(axis=2)(np.zeros((2, 3)), np.zeros((2, 3))),
-         rf"{BCE}: `axis` 2 is out of range for y_pred of shape \(2, 3\)"),
-        (lambda: sk.BinaryFocalCrossentropy()(np.zeros((2, 3)), np.zeros((2, 3)),
-                                              sample_weight=np.ones(3)),
-         rf"{FOCAL}: `sample_weight` of shape \(3,\) cannot be applied to the per-sample losses "
-         r"of shape \(2,\)"),
-        (lambda: sk.SigmoidCrossEntropyLoss()(np.zeros((2, 3)), np.zeros((2, 3)),
-                                              sample_weight=np.ones(3)),
-         rf"{RANK}: `sample_weight` must be a scalar, per list \(2,\) or \(2, 1\), or per item "
-         r"\(2, 3\), got shape \(3,\)"),
-        (lambda: sk.SigmoidCrossEntropyLoss()(np.zeros(3), np.zeros(3)),
-         rf"{RANK}: `y_true` and `y_pred` must both be \[batch, list_size\], got y_true of "
-         r"shape \(3,\)"),
+        (
+            lambda: sk.BinaryCrossentropy()(np.zeros((2, 3)), np.zeros((2, 4))),
+            rf"{BCE}: `y_true` and `y_pred` must have the same shape .* y_true of shape \(2, 3\) "
+            r"and y_pred of shape \(2, 4\)",
+        ),
+        (
+            lambda: sk.BinaryCrossentropy(axis=2)(np.zeros((2, 3)), np.zeros((2, 3))),
+            rf"{BCE}: `axis` 2 is out of range for y_pred of shape \(2, 3\)",
+        ),
+        (
+            lambda: sk.BinaryFocalCrossentropy()(
+                np.zeros((2, 3)), np.zeros((2, 3)), sample_weight=np.ones(3)
+            ),
+            rf"{FOCAL}: `sample_weight` of shape \(3,\) cannot be applied to the per-sample losses "
+            r"of shape \(2,\)",
+        ),
+        (
+            lambda: sk.SigmoidCrossEntropyLoss()(
+                np.zeros((2, 3)), np.zeros((2, 3)), sample_weight=np.ones(3)
+            ),
+            rf"{RANK}: `sample_weight` must be a scalar, per list \(2,\) or \(2, 1\), or per item "
+            r"\(2, 3\), got shape \(3,\)",
+        ),
+        (
+            lambda: sk.SigmoidCrossEntropyLoss()(np.zeros(3), np.zeros(3)),
+            rf"{RANK}: `y_true` and `y_pred` must both be \[batch, list_size\], got y_true of "
+            r"shape \(3,\)",
+        ),
     ],
 )
 def test_call_errors(call, pattern):

@@ -287,13 +287,20 @@ def test_keras_object_ragged_rows_jit_and_grad():
 @pytest.mark.parametrize(
     "y_true, y_pred, kwargs, pattern",
     [
-        ([[0.0, 1.0], [1.0]], [[0.2, 0.4], [0.3, 0.1]], {},
-         r"BinaryCrossentropy: ragged `y_true` and `y_pred` must have rows of equal lengths, got "
-         r"y_true lengths \[2, 1\] and y_pred lengths \[2, 2\]"),
-        ([[0.0, 1.0], []], [[0.2, 0.4], []], {},
-         r"at least one value .* got row lengths \[2, 0\]"),
-        ([[0.0, 1.0], [1.0]], [[0.2, 0.4], [0.3]], {"axis": 0},
-         r"`axis` must be -1 \(or 1\), got 0"),
+        (
+            [[0.0, 1.0], [1.0]],
+            [[0.2, 0.4], [0.3, 0.1]],
+            {},
+            r"BinaryCrossentropy: ragged `y_true` and `y_pred` must have rows of equal lengths, "
+            r"got y_true lengths \[2, 1\] and y_pred lengths \[2, 2\]",
+        ),
+        ([[0.0, 1.0], []], [[0.2, 0.4], []], {}, r"at least one value .* got row lengths \[2, 0\]"),
+        (
+            [[0.0, 1.0], [1.0]],
+            [[0.2, 0.4], [0.3]],
+            {"axis": 0},
+            r"`axis` must be -1 \(or 1\), got 0",
+        ),
     ],
 )
 def test_keras_object_ragged_errors(y_true, y_pred, kwargs, pattern):

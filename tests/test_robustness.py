@@ -1037,9 +1037,7 @@ def test_focal_label_gradient_near_zero_logits():
     for x in (1.6464094e-17, 1e-6, -3e-5):
         g = jax.grad(
             lambda z, x=x: sx.sigmoid_focal_loss(z, jnp.float32(x), alpha=-1.0, gamma=0.5)
-        )(
-            jnp.float32(0.0)
-        )
+        )(jnp.float32(0.0))
         np.testing.assert_allclose(g, _focal_dz_exact(0.0, x, -1.0, 0.5), rtol=1e-5)
 
 

@@ -56,19 +56,24 @@ def r_reduce(losses, weights, reduction):
         "mean": div(total, w.sum()),
         "sum_over_batch_size": div(total, LD(losses.size)),
         "sum_by_nonzero_weights": div(total, LD(np.count_nonzero(w))),
-        "mean_with_sample_weight": div(total, given_w.sum() if weights is not None
-                                       else LD(losses.size)),
+        "mean_with_sample_weight": div(
+            total, given_w.sum() if weights is not None else LD(losses.size)
+        ),
     }[reduction]
 
 
 def broadcastable_shapes(shape):
     """Shapes that broadcast *to* ``shape``: each trailing dimension 1 or equal, rank <= its."""
-    return st.integers(0, len(shape)).flatmap(lambda rank: st.tuples(*[
-        st.sampled_from(sorted({1, d})) for d in shape[len(shape) - rank:]]))
+    return st.integers(0, len(shape)).flatmap(
+        lambda rank: st.tuples(
+            *[st.sampled_from(sorted({1, d})) for d in shape[len(shape) - rank :]]
+        )
+    )
 
 
 def not_broadcastable_shapes(shape):
     """Shapes that do not broadcast to ``shape`` (a wrong dimension, or a larger rank)."""
+
     def bad(s):
         try:
             return np.broadcast_shapes(s, shape) != tuple(shape)
@@ -79,8 +84,10 @@ def not_broadcastable_shapes(shape):
     return st.lists(dims, min_size=1, max_size=len(shape) + 1).map(tuple).filter(bad)
 
 
-weights_values = st.one_of(st.sampled_from([0.0, -0.0, 1.0, -1.0, 2.5]),
-                           st.floats(-10, 10, width=32, allow_subnormal=False))
+weights_values = st.one_of(
+    st.sampled_from([0.0, -0.0, 1.0, -1.0, 2.5]),
+    st.floats(-10, 10, width=32, allow_subnormal=False),
+)
 loss_values = st.one_of(st.sampled_from([0.0, 1.0]), st.floats(0, 1e3, width=32))
 
 
@@ -99,8 +106,9 @@ def test_reduce_loss_every_reduction_and_weight_shape(data):
     shape = data.draw(st.sampled_from(SHAPES), "shape")
     losses = data.draw(hnp.arrays(np.float32, shape, elements=loss_values), "losses")
     w_shape = data.draw(broadcastable_shapes(shape), "weights shape")
-    weights = data.draw(st.one_of(st.none(), hnp.arrays(np.float32, w_shape,
-                                                        elements=weights_values)), "weights")
+    weights = data.draw(
+        st.one_of(st.none(), hnp.arrays(np.float32, w_shape, elements=weights_values)), "weights"
+    )
     every = EVERY_REDUCTION(losses, weights)
     for reduction in REDUCTIONS:
         got = np.asarray(every[reduction], np.float64)
@@ -111,12 +119,21 @@ def test_reduce_loss_every_reduction_and_weight_shape(data):
         tol = (2 * n + 4) * np.finfo(np.float32).eps * np.abs(np.asarray(scale, np.float64))
         if weights is not None and reduction in ("mean", "mean_with_sample_weight"):
             # The denominator is a sum of weights of both signs: it cancels too.
-            w = weights if reduction == "mean_with_sample_weight" else np.broadcast_to(
-                weights, shape)
+            w = (
+                weights
+                if reduction == "mean_with_sample_weight"
+                else np.broadcast_to(weights, shape)
+            )
             w_sum, w_abs = abs(float(np.sum(w, dtype=np.float64))), float(np.sum(np.abs(w)))
             if w_sum > 0:
-                tol = tol + (2 * n + 4) * np.finfo(np.float32).eps * np.abs(
-                    np.asarray(want, np.float64)) * w_abs / w_sum
+                tol = (
+                    tol
+                    + (2 * n + 4)
+                    * np.finfo(np.float32).eps
+                    * np.abs(np.asarray(want, np.float64))
+                    * w_abs
+                    / w_sum
+                )
         err = np.abs(got - np.asarray(want, np.float64))
         assert np.all(err <= tol + 1e-30), (reduction, got, want)
         if reduction == "none":
@@ -128,9 +145,12 @@ def ALL_REDUCTIONS(losses, weights):  # noqa: N802 - used like a constant table
     return jnp.stack([sx.reduce_loss(losses, weights, r) for r in REDUCTIONS[1:]])
 
 
-ALL_REDUCTIONS_AND_JACOBIANS = jax.jit(lambda losses, weights: (
-    ALL_REDUCTIONS(losses, weights),
-    jax.jacrev(ALL_REDUCTIONS, argnums=(0, 1))(losses, weights)))
+ALL_REDUCTIONS_AND_JACOBIANS = jax.jit(
+    lambda losses, weights: (
+        ALL_REDUCTIONS(losses, weights),
+        jax.jacrev(ALL_REDUCTIONS, argnums=(0, 1))(losses, weights),
+    )
+)
 
 
 @fuzz(ci_examples=15)
@@ -158,8 +178,10 @@ def test_all_zero_weights_give_zero_with_finite_gradients(data):
 def test_weights_not_broadcastable_is_value_error_naming_both_shapes(data):
     shape = data.draw(st.sampled_from(SHAPES), "shape")
     w_shape = data.draw(not_broadcastable_shapes(shape), "weights shape")
-    msg = (f"reduce_loss: `weights` of shape {w_shape} cannot be broadcast to the losses shape "
-           f"{shape}.")
+    msg = (
+        f"reduce_loss: `weights` of shape {w_shape} cannot be broadcast to the losses shape "
+        f"{shape}."
+    )
     with pytest.raises(ValueError) as err:
         sx.reduce_loss(np.ones(shape, np.float32), np.ones(w_shape, np.float32))
     assert str(err.value) == msg
@@ -173,8 +195,9 @@ def test_mean_with_sample_weight_divides_by_unbroadcast_weights():
         want = (losses * w).sum() / w.sum()  # not broadcast: Keras 3
         np.testing.assert_allclose(got, want, rtol=1e-6)
         if w.size != losses.size:
-            assert not np.isclose(float(got), (losses * w).sum() / np.broadcast_to(
-                w, losses.shape).sum(), rtol=1e-4)
+            assert not np.isclose(
+                float(got), (losses * w).sum() / np.broadcast_to(w, losses.shape).sum(), rtol=1e-4
+            )
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -183,10 +206,10 @@ def test_mean_with_sample_weight_divides_by_unbroadcast_weights():
 def test_16bit_losses_accumulate_in_float32(dtype, data):
     """A sum of 16-bit losses is the float32 sum rounded once: within 1 ulp of the exact one."""
     n = 1024
-    losses = to_dtype(data.draw(hnp.arrays(np.float64, n, elements=st.floats(0, 60)), "losses"),
-                      dtype)
-    weights = to_dtype(data.draw(hnp.arrays(np.float64, n, elements=st.floats(0, 1)), "w"),
-                       dtype)
+    losses = to_dtype(
+        data.draw(hnp.arrays(np.float64, n, elements=st.floats(0, 60)), "losses"), dtype
+    )
+    weights = to_dtype(data.draw(hnp.arrays(np.float64, n, elements=st.floats(0, 1)), "w"), dtype)
     with dtype_scope(dtype):
         for reduction in ("sum", "mean", "sum_over_batch_size"):
             got = SUMS[reduction](jnp.asarray(losses), jnp.asarray(weights))
@@ -205,8 +228,10 @@ def test_16bit_losses_accumulate_in_float32(dtype, data):
             assert_within(f"reduce_loss {reduction} {dtype}", err, 1.0)
 
 
-SUMS = {r: jax.jit(lambda losses, w, r=r: sx.reduce_loss(losses, w, r)) for r in
-        ("sum", "mean", "sum_over_batch_size")}
+SUMS = {
+    r: jax.jit(lambda losses, w, r=r: sx.reduce_loss(losses, w, r))
+    for r in ("sum", "mean", "sum_over_batch_size")
+}
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -225,8 +250,10 @@ def test_reduce_loss_jit_vmap_match_eager(reduction):
 
 
 def v1_weights_ok(w_shape, shape):
-    return w_shape == () or (len(w_shape) == len(shape)
-                             and all(w in (1, d) for w, d in zip(w_shape, shape, strict=False)))
+    return w_shape == () or (
+        len(w_shape) == len(shape)
+        and all(w in (1, d) for w, d in zip(w_shape, shape, strict=False))
+    )
 
 
 @fuzz()
@@ -234,15 +261,23 @@ def v1_weights_ok(w_shape, shape):
 def test_v1_weights_rule_accepts_exactly_tf_shapes(data):
     """Rank 0, or the losses' rank with each dimension 1 or equal; anything else: ValueError."""
     shape = data.draw(st.sampled_from(SHAPES[1:]), "shape")
-    w_shape = data.draw(st.one_of(broadcastable_shapes(shape), not_broadcastable_shapes(shape),
-                                  st.lists(st.integers(1, 3), max_size=4).map(tuple)), "w shape")
+    w_shape = data.draw(
+        st.one_of(
+            broadcastable_shapes(shape),
+            not_broadcastable_shapes(shape),
+            st.lists(st.integers(1, 3), max_size=4).map(tuple),
+        ),
+        "w shape",
+    )
     z, x, w = np.zeros(shape), np.zeros(shape, np.float32), np.ones(w_shape, np.float32)
     if v1_weights_ok(w_shape, shape):  # traced only (eval_shape): nothing to compile
         assert jax.eval_shape(sx.sigmoid_cross_entropy, z, x, w).shape == ()
     else:
-        msg = (f"sigmoid_cross_entropy: `weights` of shape {w_shape} must be a scalar or have the "
-               f"losses' rank {len(shape)} with every dimension 1 or equal to the losses shape "
-               f"{shape} (use [batch, 1] for per-sample weights).")
+        msg = (
+            f"sigmoid_cross_entropy: `weights` of shape {w_shape} must be a scalar or have the "
+            f"losses' rank {len(shape)} with every dimension 1 or equal to the losses shape "
+            f"{shape} (use [batch, 1] for per-sample weights)."
+        )
         with pytest.raises(ValueError) as err:
             sx.sigmoid_cross_entropy(z, x, w)
         assert str(err.value) == msg
@@ -267,8 +302,9 @@ def test_v1_value_and_gradients(dtype, data):
     s = data.draw(st.sampled_from([0.0, 0.1, 1.0]) | st.floats(0, 1), "label_smoothing")
     with dtype_scope(dtype):
         xj = jnp.asarray(x.astype(np.float64), jnp.dtype(dtype))
-        values, jacobians = V1(xj, jnp.asarray(z, jnp.float32), jnp.asarray(w, jnp.float32),
-                               jnp.float32(s))
+        values, jacobians = V1(
+            xj, jnp.asarray(z, jnp.float32), jnp.asarray(w, jnp.float32), jnp.float32(s)
+        )
         assert values.dtype == jnp.dtype(dtype)
         values = np.asarray(values)
     for i, reduction in enumerate(REDUCTIONS[1:]):
@@ -277,7 +313,7 @@ def test_v1_value_and_gradients(dtype, data):
 
 def check_v1(dtype, x, z, w, s, reduction, value, grads):
     cd = np.float64 if dtype == "float64" else np.float32
-    zs = (z.astype(np.float32).astype(cd) * (1 - cd(np.float32(s))) + 0.5 * cd(np.float32(s)))
+    zs = z.astype(np.float32).astype(cd) * (1 - cd(np.float32(s))) + 0.5 * cd(np.float32(s))
     elementwise = r_bce(ld(zs), ld(x))
     want = r_reduce(elementwise, ld(np.asarray(w, np.float32)), reduction)
     # The weighted sum is a growth factor too: where it overflows the (at least float32)
@@ -289,7 +325,8 @@ def check_v1(dtype, x, z, w, s, reduction, value, grads):
     scale = r_reduce(elementwise, ld(np.abs(np.asarray(w, np.float32))), reduction)
     # XLA:CPU flushes products below float32's tiny (a weight of 1e-38 times a loss): n tiny.
     tol = 3 * 32 * float(finfo(dtype).eps) * float(np.abs(scale)) + x.size * float(
-        finfo("float32").tiny)
+        finfo("float32").tiny
+    )
     w32 = np.asarray(w, np.float32)
     w_sum, w_abs = abs(float(np.sum(w32, dtype=np.float64))), float(np.sum(np.abs(w32)))
     if reduction in ("mean", "mean_with_sample_weight") and w_sum > 0:
@@ -298,8 +335,11 @@ def check_v1(dtype, x, z, w, s, reduction, value, grads):
     assert abs(float(value) - float(want)) <= tol, (float(value), float(want))
     f32_max = float(finfo("float32").max)  # labels, weights and smoothing are float32 here
     # A weighted mean divides by the sum of the weights, which can be small.
-    div = max(1.0, 1 / max(w_sum, 1e-300)) if reduction in ("mean", "mean_with_sample_weight") \
+    div = (
+        max(1.0, 1 / max(w_sum, 1e-300))
+        if reduction in ("mean", "mean_with_sample_weight")
         else 1.0
+    )
     overflow = {  # where the exact gradient itself overflows
         "labels": np.max(np.abs(ld(x))) * np.max(np.abs(ld(w)), initial=1) * div >= f32_max,
         "label_smoothing": np.sum(np.abs(ld(x))) * np.max(np.abs(ld(w)), initial=1) * div
@@ -314,8 +354,9 @@ def check_v1(dtype, x, z, w, s, reduction, value, grads):
             assert np.all(np.isfinite(np.asarray(g, np.float64))), (name, g)
 
 
-V1_NONE = jax.jit(lambda z, x, s: sx.sigmoid_cross_entropy(z, x, label_smoothing=s,
-                                                            reduction="none"))
+V1_NONE = jax.jit(
+    lambda z, x, s: sx.sigmoid_cross_entropy(z, x, label_smoothing=s, reduction="none")
+)
 
 
 def test_v1_label_smoothing_edges():
@@ -324,8 +365,9 @@ def test_v1_label_smoothing_edges():
     z = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 0.3]], np.float32)
     x = np.array([[-3.0, 2.0, 40.0], [0.5, -0.2, 1.0]], np.float32)
     np.testing.assert_array_equal(V1_NONE(z, x, 1.0), V1_NONE(np.full_like(z, 0.5), x, 0.0))
-    np.testing.assert_array_equal(V1_NONE(z, x, 0.0),
-                                  sx.sigmoid_cross_entropy(z, x, reduction="none"))
+    np.testing.assert_array_equal(
+        V1_NONE(z, x, 0.0), sx.sigmoid_cross_entropy(z, x, reduction="none")
+    )
     g = jax.grad(lambda s: V1_NONE(z, x, s).sum())(0.5)
     want = ((0.5 - z) * -x).sum()  # d/ds of z (1 - s) + s / 2 is 1/2 - z; d/dz' = -x
     np.testing.assert_allclose(g, want, rtol=1e-5)
@@ -351,23 +393,33 @@ def test_keras_sample_weight_rules_and_values(data):
     """Scalar, [batch], broadcastable, or one more trailing 1; every reduction; vs reference."""
     shape = data.draw(st.sampled_from(SHAPES[1:]), "shape")
     loss_shape = shape[:-1]
-    w_shape = data.draw(st.one_of(broadcastable_shapes(loss_shape),
-                                  st.just(shape[:1]), st.just(loss_shape + (1,)),
-                                  st.lists(st.integers(1, 3), max_size=4).map(tuple)), "w shape")
+    w_shape = data.draw(
+        st.one_of(
+            broadcastable_shapes(loss_shape),
+            st.just(shape[:1]),
+            st.just(loss_shape + (1,)),
+            st.lists(st.integers(1, 3), max_size=4).map(tuple),
+        ),
+        "w shape",
+    )
     from_logits = data.draw(st.booleans(), "from_logits")
     s = data.draw(st.sampled_from([0.0, 0.2]), "label_smoothing")
-    reduction = data.draw(st.sampled_from(["auto", "none", "sum", "mean",
-                                           "sum_by_nonzero_weights",
-                                           "mean_with_sample_weight"]), "reduction")
+    reduction = data.draw(
+        st.sampled_from(
+            ["auto", "none", "sum", "mean", "sum_by_nonzero_weights", "mean_with_sample_weight"]
+        ),
+        "reduction",
+    )
     rng = np.random.default_rng(data.draw(st.integers(0, 99), "seed"))
     z = rng.integers(0, 2, shape).astype(np.float32)
-    y = (rng.normal(size=shape) * 4 if from_logits else rng.uniform(size=shape))
+    y = rng.normal(size=shape) * 4 if from_logits else rng.uniform(size=shape)
     y = y.astype(np.float32)
     w = rng.uniform(-1, 2, w_shape).astype(np.float32)
     loss = sx.BinaryCrossentropy(from_logits, s, reduction=reduction)
     if not keras_weight_ok(w_shape, loss_shape):
-        with pytest.raises(ValueError, match=r"BinaryCrossentropy: `sample_weight` of shape "
-                           + re_shape(w_shape)):
+        with pytest.raises(
+            ValueError, match=r"BinaryCrossentropy: `sample_weight` of shape " + re_shape(w_shape)
+        ):
             jax.eval_shape(loss, z, y, w)
         return
     out = jax.eval_shape(loss, z, y, w)
@@ -443,8 +495,9 @@ def test_mixed_precision_just_works(logits_dtype):
     for name, v in out.items():
         assert v.dtype == jnp.dtype(logits_dtype), (name, v.dtype)
         tol = 8 * max(float(jnp.finfo(d).eps) for d in dtypes)
-        np.testing.assert_allclose(np.asarray(v, np.float64), np.asarray(ref[name]), rtol=tol,
-                                   atol=tol, err_msg=name)
+        np.testing.assert_allclose(
+            np.asarray(v, np.float64), np.asarray(ref[name]), rtol=tol, atol=tol, err_msg=name
+        )
     for a, g in zip(args, grads, strict=False):
         assert g.dtype == a.dtype
         assert np.all(np.isfinite(np.asarray(g, np.float64)))
@@ -456,10 +509,12 @@ def test_mixed_precision_just_works(logits_dtype):
 def _all_elementwise(z, x):
     """Value and (labels, logits) gradients of every elementwise loss, in one program."""
     out = []
-    for fn in (lambda z, x: sx.sigmoid_cross_entropy_with_logits(z, x),
-               lambda z, x: sx.weighted_sigmoid_cross_entropy_with_logits(z, x, 1.5),
-               lambda z, x: sx.sigmoid_focal_loss(z, x, alpha=0.25, gamma=0.5),
-               lambda z, x: sx.binary_cross_entropy(z, jax.nn.sigmoid(x))):
+    for fn in (
+        lambda z, x: sx.sigmoid_cross_entropy_with_logits(z, x),
+        lambda z, x: sx.weighted_sigmoid_cross_entropy_with_logits(z, x, 1.5),
+        lambda z, x: sx.sigmoid_focal_loss(z, x, alpha=0.25, gamma=0.5),
+        lambda z, x: sx.binary_cross_entropy(z, jax.nn.sigmoid(x)),
+    ):
         v, vjp = jax.vjp(fn, z, x)
         out.append((v,) + vjp(jnp.ones_like(v)))
     return out
@@ -477,8 +532,10 @@ def test_shapes_scalar_to_rank_4_under_jit_and_vmap():
         spec = jax.ShapeDtypeStruct(shape, jnp.float32)
         for out in jax.eval_shape(_all_elementwise, spec, spec):
             assert all(o.shape == shape for o in out)
-        for loss in (lambda z, x: sx.sigmoid_cross_entropy(z, x),
-                     lambda z, x: sx.BinaryCrossentropy(from_logits=True)(z, x)):
+        for loss in (
+            lambda z, x: sx.sigmoid_cross_entropy(z, x),
+            lambda z, x: sx.BinaryCrossentropy(from_logits=True)(z, x),
+        ):
             if shape:
                 assert jax.eval_shape(loss, spec, spec).shape == ()
             if len(shape) >= 2:
@@ -500,8 +557,9 @@ def test_shapes_scalar_to_rank_4_under_jit_and_vmap():
 
 # --------------------------------------------------------------------------- checkify
 
-CHECKED = jax.jit(checkify.checkify(
-    lambda z, x, ids: sx.validate_inputs(z, x, segment_ids=ids, num_segments=4)))
+CHECKED = jax.jit(
+    checkify.checkify(lambda z, x, ids: sx.validate_inputs(z, x, segment_ids=ids, num_segments=4))
+)
 CHECKED_DENSE = jax.jit(checkify.checkify(lambda z, x: sx.validate_inputs(z, x)))
 
 
@@ -512,13 +570,29 @@ def test_checkify_reports_exactly_the_bad_inputs(data):
     logits, segment ids outside [0, 4): reported, with the first bad flat index; valid inputs:
     no error."""
     n = N
-    z = data.draw(hnp.arrays(np.float32, n, elements=st.one_of(
-        st.floats(0, 1, width=32), st.sampled_from([0.0, 1.0]),
-        st.sampled_from([-1.0, 1.5, np.nan, -np.inf, np.inf]))), "labels")
-    x = data.draw(hnp.arrays(np.float32, n, elements=st.one_of(
-        st.floats(width=32, allow_nan=False, allow_infinity=False),
-        st.sampled_from([np.nan, np.inf, -np.inf]))),
-        "logits")
+    z = data.draw(
+        hnp.arrays(
+            np.float32,
+            n,
+            elements=st.one_of(
+                st.floats(0, 1, width=32),
+                st.sampled_from([0.0, 1.0]),
+                st.sampled_from([-1.0, 1.5, np.nan, -np.inf, np.inf]),
+            ),
+        ),
+        "labels",
+    )
+    x = data.draw(
+        hnp.arrays(
+            np.float32,
+            n,
+            elements=st.one_of(
+                st.floats(width=32, allow_nan=False, allow_infinity=False),
+                st.sampled_from([np.nan, np.inf, -np.inf]),
+            ),
+        ),
+        "logits",
+    )
     ids = data.draw(hnp.arrays(np.int32, n, elements=st.integers(-2, 5)), "segment ids")
     if data.draw(st.booleans(), "all valid"):
         z = np.where((z >= 0) & (z <= 1), z, 0.5).astype(np.float32)
@@ -529,11 +603,15 @@ def test_checkify_reports_exactly_the_bad_inputs(data):
     bad_x = ~np.isfinite(x)
     msg = err.get()
     if bad_z.any():
-        assert f"labels must lie in [0, 1]; found {bad_z.sum()} bad label(s), first at flat index "\
-               f"{np.argmax(bad_z)}." in msg
+        assert (
+            f"labels must lie in [0, 1]; found {bad_z.sum()} bad label(s), first at flat index "
+            f"{np.argmax(bad_z)}." in msg
+        )
     elif bad_x.any():
-        assert f"logits must be finite; found {bad_x.sum()} NaN/inf logit(s), first at flat " \
-               f"index {np.argmax(bad_x)}." in msg
+        assert (
+            f"logits must be finite; found {bad_x.sum()} NaN/inf logit(s), first at flat "
+            f"index {np.argmax(bad_x)}." in msg
+        )
     else:
         assert msg is None
     err, _ = CHECKED(z, x, ids)
@@ -545,16 +623,19 @@ def test_checkify_reports_exactly_the_bad_inputs(data):
     elif bad_x.any():
         assert "logits must be finite" in msg
     elif bad_ids.any():
-        assert (f"segment ids must lie in [0, 4); found {bad_ids.sum()} out of range, first at "
-                f"flat index {np.argmax(bad_ids)}.") in msg
+        assert (
+            f"segment ids must lie in [0, 4); found {bad_ids.sum()} out of range, first at "
+            f"flat index {np.argmax(bad_ids)}."
+        ) in msg
     else:
         assert msg is None
     record("checkify examples", np.zeros(1))
 
 
 def test_checkify_integer_labels_and_eager():
-    err, _ = CHECKED_DENSE(jnp.array([0, 1, 2] + [0] * (N - 3), jnp.int32).astype(jnp.float32),
-                           jnp.zeros(N))
+    err, _ = CHECKED_DENSE(
+        jnp.array([0, 1, 2] + [0] * (N - 3), jnp.int32).astype(jnp.float32), jnp.zeros(N)
+    )
     assert "first at flat index 2" in err.get()
     with pytest.raises(ValueError, match="validate_inputs: labels must lie in") as raised:
         sx.validate_inputs(jnp.array([0, 3]))  # int labels are used as is: checked too

@@ -39,8 +39,15 @@ def _all(z, x, w_item, w_list, where, ids=None, num_lists=LISTS):
             if ids is None:
                 out[form, r] = sce(z, x, weights=w, where=where, reduction=r)
             else:
-                out[form, r] = sce(z, x, segment_ids=ids, num_segments=num_lists, weights=w,
-                                   where=where, reduction=r)
+                out[form, r] = sce(
+                    z,
+                    x,
+                    segment_ids=ids,
+                    num_segments=num_lists,
+                    weights=w,
+                    where=where,
+                    reduction=r,
+                )
     return out
 
 
@@ -56,13 +63,17 @@ _packed = functools.partial(_all, num_lists=LISTS + 1)
 
 def _packed_total(z, x, wi, wl, wh, ids, auto_scale):
     out = _packed(z, x, wi, wl, wh, ids)
-    return sum(jnp.sum(v) * (auto_scale if k[1] == "sum_over_batch_size" else 1)
-               for k, v in out.items())
+    return sum(
+        jnp.sum(v) * (auto_scale if k[1] == "sum_over_batch_size" else 1) for k, v in out.items()
+    )
 
 
-PACKED = jax.jit(lambda z, x, wi, wl, wh, ids, auto_scale=1.0: (
-    _packed(z, x, wi, wl, wh, ids),
-    jax.grad(_packed_total, argnums=(0, 1, 2, 3))(z, x, wi, wl, wh, ids, auto_scale)))
+PACKED = jax.jit(
+    lambda z, x, wi, wl, wh, ids, auto_scale=1.0: (
+        _packed(z, x, wi, wl, wh, ids),
+        jax.grad(_packed_total, argnums=(0, 1, 2, 3))(z, x, wi, wl, wh, ids, auto_scale),
+    )
+)
 
 
 @st.composite
@@ -73,14 +84,22 @@ def ranking_case(draw, dtype="float32", limit=1e4):
     lengths = draw(st.lists(st.integers(0, LONGEST), min_size=LISTS, max_size=LISTS))
     lengths[draw(st.integers(0, LISTS - 1))] = LONGEST
     real = np.arange(LONGEST) < np.array(lengths)[:, None]
-    z = draw(hnp.arrays(np.float64, (LISTS, LONGEST), elements=st.sampled_from(
-        [-1.0, -np.inf, 0.0, 1.0, 0.3, 0.8, 2.0])))
+    z = draw(
+        hnp.arrays(
+            np.float64,
+            (LISTS, LONGEST),
+            elements=st.sampled_from([-1.0, -np.inf, 0.0, 1.0, 0.3, 0.8, 2.0]),
+        )
+    )
     if draw(st.booleans(), "all padding"):
         z[:] = -1.0
     x = draw(logits(dtype, LISTS * LONGEST)).astype(np.float64).reshape(LISTS, LONGEST)
     x = np.clip(x, -limit, limit)
-    w_item = draw(hnp.arrays(np.float64, (LISTS, LONGEST), elements=st.sampled_from(
-        [0.0, 0.5, 1.0, 2.0, -1.0])))
+    w_item = draw(
+        hnp.arrays(
+            np.float64, (LISTS, LONGEST), elements=st.sampled_from([0.0, 0.5, 1.0, 2.0, -1.0])
+        )
+    )
     w_list = draw(hnp.arrays(np.float64, LISTS, elements=st.sampled_from([0.0, 1.0, 3.0])))
     where = draw(hnp.arrays(bool, (LISTS, LONGEST), elements=st.booleans()))
     where |= draw(st.booleans())  # often no where=False at all
@@ -95,8 +114,7 @@ def ranking_case(draw, dtype="float32", limit=1e4):
 
 
 def clean(z, x, w_item, padding):
-    return (np.where(padding, -1.0, z), np.where(padding, 0.0, x),
-            np.where(padding, 0.0, w_item))
+    return (np.where(padding, -1.0, z), np.where(padding, 0.0, x), np.where(padding, 0.0, w_item))
 
 
 def pack_case(z, x, w_item, where, real, seed):
@@ -140,8 +158,12 @@ def test_garbage_in_padding_never_leaks_dense_and_packed(case, seed):
     n = k.size
     # The extra list counts as a list, and is the longest if it holds most items.
     auto_scale = ((LISTS + 1) * max(LONGEST, CAPACITY - n)) / (LISTS * LONGEST)
-    pvalues, pgrads = PACKED(*f32(pz, px, pw, np.append(w_list, 1.0)), jnp.asarray(pwhere),
-                             jnp.asarray(ids), jnp.float32(auto_scale))
+    pvalues, pgrads = PACKED(
+        *f32(pz, px, pw, np.append(w_list, 1.0)),
+        jnp.asarray(pwhere),
+        jnp.asarray(ids),
+        jnp.float32(auto_scale),
+    )
     for key, v in pvalues.items():
         v, d = np.asarray(v), np.asarray(values[key])
         if key[1] == "per_list":
@@ -168,8 +190,7 @@ def test_garbage_in_padding_never_leaks_dense_and_packed(case, seed):
         # absolute slack relative to the largest entry.
         want_g = np.asarray(dg)[k, j]
         g_atol = 1e-6 * float(np.max(np.abs(want_g), initial=0.0)) + 1e-30
-        np.testing.assert_allclose(g[:n], want_g, rtol=1e-5, atol=g_atol,
-                                   err_msg=name)
+        np.testing.assert_allclose(g[:n], want_g, rtol=1e-5, atol=g_atol, err_msg=name)
 
 
 def r_ranking(z, x, w, reduction):
@@ -222,18 +243,25 @@ def test_accuracy_against_longdouble_over_the_whole_range(case, use_x64):
         # Graded labels above 1 make a loss negative (-x (z - 1) at large x): then the weighted
         # sum of magnitudes is no scale for the error any more.
         ok &= bool(np.all((z[real] >= 0) & (z[real] <= 1)))
-        assert_within(f"ranking {reduction} {dtype} (ulps of the term magnitudes)",
-                      np.where(ok, err, 0), terms)
+        assert_within(
+            f"ranking {reduction} {dtype} (ulps of the term magnitudes)",
+            np.where(ok, err, 0),
+            terms,
+        )
     positive = np.abs(w)
-    got = DENSE64(*(jnp.asarray(a, jnp.float32) for a in (z, x, positive))) if dtype == \
-        "float32" else None
+    got = (
+        DENSE64(*(jnp.asarray(a, jnp.float32) for a in (z, x, positive)))
+        if dtype == "float32"
+        else None
+    )
     if got is not None:
         for reduction in ("mean", "per_list", "list_mean"):
             want = r_ranking(z, x, positive, reduction)
             ok = np.isfinite(want) & (np.abs(want) < LD(1e36))
             err = np.abs(ld(np.asarray(got[reduction])) - want) / ulp(want, "float32")
-            assert_within(f"ranking {reduction} float32 (ulps)", np.where(ok, err, 0),
-                          4 + 2 * LISTS * LONGEST)
+            assert_within(
+                f"ranking {reduction} float32 (ulps)", np.where(ok, err, 0), 4 + 2 * LISTS * LONGEST
+            )
 
 
 def test_everything_padding_gives_zero_with_finite_gradients():
@@ -254,8 +282,11 @@ def test_everything_padding_gives_zero_with_finite_gradients():
     ids = np.full(CAPACITY, LISTS, np.int32)  # every item padding, most segments empty
     ids[:3] = [0, 0, 3]
     pz = np.full(CAPACITY, -1.0)
-    values, grads = PACKED(*f32(pz, np.full(CAPACITY, np.nan), np.full(CAPACITY, np.inf),
-                                np.ones(LISTS + 1)), jnp.ones(CAPACITY, bool), jnp.asarray(ids))
+    values, grads = PACKED(
+        *f32(pz, np.full(CAPACITY, np.nan), np.full(CAPACITY, np.inf), np.ones(LISTS + 1)),
+        jnp.ones(CAPACITY, bool),
+        jnp.asarray(ids),
+    )
     for key, v in values.items():
         np.testing.assert_array_equal(v, 0.0, err_msg=str(key))
     for g in grads[:3]:
@@ -273,16 +304,23 @@ def test_ranking_mixed_precision_and_16_bit():
             out = sce(args[0], args[1], weights=args[2])
             assert out.dtype == jnp.dtype(xd)
             np.testing.assert_allclose(float(out), want, rtol=8 * float(jnp.finfo(xd).eps))
-            gx, gw = jax.grad(lambda x, w, z=args[0]: sce(z, x, weights=w).astype(
-                jnp.float32), argnums=(0, 1))(args[1], args[2])
+            gx, gw = jax.grad(
+                lambda x, w, z=args[0]: sce(z, x, weights=w).astype(jnp.float32), argnums=(0, 1)
+            )(args[1], args[2])
             assert gx.dtype == jnp.dtype(xd) and gw.dtype == jnp.dtype(wd)
             assert np.all(np.isfinite(np.asarray(gx, np.float64)))
 
 
 def test_one_item_lists_and_graded_labels_against_reference():
     z = np.array([[2.0] + [-1.0] * 5, [0.0] + [-1.0] * 5, [1.0] + [-1.0] * 5, [0.3] * 6])
-    x = np.array([[40.0] + [0.0] * 5, [-90.0] + [0.0] * 5, [3e38] + [0.0] * 5,
-                  [-1.0, 0.0, 1.0, 30.0, -30.0, 80.0]])
+    x = np.array(
+        [
+            [40.0] + [0.0] * 5,
+            [-90.0] + [0.0] * 5,
+            [3e38] + [0.0] * 5,
+            [-1.0, 0.0, 1.0, 30.0, -30.0, 80.0],
+        ]
+    )
     with jax.enable_x64(True):
         got = DENSE64(jnp.asarray(z), jnp.asarray(x), jnp.ones_like(jnp.asarray(x)))
     for reduction in REDUCTIONS:
@@ -305,8 +343,15 @@ def test_packed_rows_vmap_with_garbage():
     grads = jax.jit(jax.vmap(jax.grad(lambda x, z, ids: row(z, x, ids).sum())))(x, z, ids)
     assert np.all(np.isfinite(got)) and np.all(np.isfinite(grads))
     np.testing.assert_array_equal(np.asarray(grads)[[0, 1, 1], [2, 0, 3]], 0.0)
-    want0 = [float(r_ranking(np.array([[1.0, 0.0]]), np.array([[0.3, -2.0]]), np.ones((1, 2)),
-                             "per_list")[0]), 0.0, float(r_bce(LD(0.5), LD(1.0)))]
+    want0 = [
+        float(
+            r_ranking(np.array([[1.0, 0.0]]), np.array([[0.3, -2.0]]), np.ones((1, 2)), "per_list")[
+                0
+            ]
+        ),
+        0.0,
+        float(r_bce(LD(0.5), LD(1.0))),
+    ]
     np.testing.assert_allclose(got[0], want0, rtol=1e-6)
     assert sx.ranking is ranking
 
@@ -315,8 +360,10 @@ PAD = jax.jit(lambda v, ids: ranking.pad(v, ids, 3, list_size=4, fill_value=-7.0
 
 
 @fuzz(ci_examples=25)
-@given(ids=hnp.arrays(np.int32, 12, elements=st.integers(-1, 3)),
-       values=hnp.arrays(np.float32, 12, elements=st.floats(-5, 5, width=32)))
+@given(
+    ids=hnp.arrays(np.int32, 12, elements=st.integers(-1, 3)),
+    values=hnp.arrays(np.float32, 12, elements=st.floats(-5, 5, width=32)),
+)
 def test_pad_under_jit_against_numpy(ids, values):
     """pad with unsorted ids: items keep their order within a list; ids outside [0, 3) and items
     beyond list_size are dropped (inside jit); padding slots get fill_value; pack inverts it."""
@@ -347,6 +394,8 @@ def test_loss_object_ragged_with_garbage_in_padding():
         out = np.asarray(loss(y_true, y_pred, w))
         assert np.all(np.isfinite(out)), reduction
         clean = ranking.SigmoidCrossEntropyLoss(reduction=reduction, ragged=True)(
-            [[1.0, -1.0, 0.0], [], [0.5], [-1.0, -1.0]], [[0.3, 0.0, -2.0], [], [4.0], [0.0, 0.0]],
-            [[1.0, 0.0, 2.0], [], [0.5], [0.0, 0.0]])
+            [[1.0, -1.0, 0.0], [], [0.5], [-1.0, -1.0]],
+            [[0.3, 0.0, -2.0], [], [4.0], [0.0, 0.0]],
+            [[1.0, 0.0, 2.0], [], [0.5], [0.0, 0.0]],
+        )
         np.testing.assert_array_equal(out, clean, err_msg=reduction)
