@@ -581,6 +581,42 @@ TABLE = [
         ValueError,
         "validate_inputs: labels must lie in [0, 1]; found 1 bad label(s), first at flat index 1.",
     ),
+    Row(
+        "negative ASL gamma_neg",
+        lambda: sx.asymmetric_loss(Z3, Z3, gamma_neg=-1.0),
+        ValueError,
+        "asymmetric_loss: `gamma_neg` must lie in [0, inf), got -1.",
+    ),
+    Row(
+        "ASL clip of 1",
+        lambda: sx.asymmetric_loss(Z3, Z3, clip=1.0),
+        ValueError,
+        "asymmetric_loss: `clip` must lie in [0, 1), got 1.",
+    ),
+    Row(
+        "negative quality focal beta",
+        lambda: sx.quality_focal_loss(Z3, Z3, beta=-2.0),
+        ValueError,
+        "quality_focal_loss: `beta` must lie in [0, inf), got -2.",
+    ),
+    Row(
+        "Poly-1 epsilon below -1",
+        lambda: sx.poly1_sigmoid_loss(Z3, Z3, epsilon=-2.0),
+        ValueError,
+        "poly1_sigmoid_loss: `epsilon` must lie in [-1, inf), got -2.",
+    ),
+    Row(
+        "class-balanced beta of 1",
+        lambda: sx.class_balanced_weights([3, 1], beta=1.0),
+        ValueError,
+        "class_balanced_weights: `beta` must lie in [0, 1), got 1.",
+    ),
+    Row(
+        "negative class counts",
+        lambda: sx.class_balanced_weights([3, -1]),
+        ValueError,
+        "class_balanced_weights: `counts` must lie in [0, inf), got -1.",
+    ),
 ]
 
 
