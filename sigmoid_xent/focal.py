@@ -564,8 +564,9 @@ def plain_focal_loss(
     gamma: ArrayLike = 2.0,
     where: ArrayLike | None = None,
 ) -> Array:
-    r""":func:`sigmoid_focal_loss` in plain float32 arithmetic for a static integer ``gamma``,
-    for losses that are reduced next (the Keras class).
+    r""":func:`sigmoid_focal_loss` in plain float32 arithmetic, for losses reduced next.
+
+    For the Keras class, whose per-sample mean reduces it at once.
 
     For ``gamma`` a Python integer from 0 to 8, ``(1 - p_t)**gamma`` is a product of
     ``1 - p_t`` formed without cancellation, and the gradient a closed form without division:

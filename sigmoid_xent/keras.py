@@ -293,7 +293,20 @@ class _PerSampleLoss(keras.losses.Loss):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Any:
-        """The loss of :meth:`get_config`'s dict."""
+        """The loss of :meth:`get_config`'s dict (its ``requires`` entry is ignored).
+
+        Args:
+          config: A dict from :meth:`get_config`.
+
+        Returns:
+          A loss with that configuration.
+
+        Examples:
+          >>> from sigmoid_xent.keras import SigmoidCrossEntropyLoss
+          >>> loss = SigmoidCrossEntropyLoss(reduction="sum")
+          >>> type(loss).from_config(loss.get_config()).get_config() == loss.get_config()
+          True
+        """
         return _from_config(cls, config)
 
 
@@ -507,7 +520,16 @@ class BinaryFocalCrossentropy(_PerSampleLoss):
         return elementwise
 
     def get_config(self) -> dict[str, Any]:
-        """As :meth:`BinaryCrossentropy.get_config`, with the focal arguments."""
+        """As :meth:`BinaryCrossentropy.get_config`, with the focal arguments.
+
+        Returns:
+          A plain dict of the constructor arguments (``reduction`` as given).
+
+        Examples:
+          >>> from sigmoid_xent.keras import BinaryFocalCrossentropy
+          >>> BinaryFocalCrossentropy(gamma=3.0).get_config()["gamma"]
+          3.0
+        """
         config = super().get_config()
         config.update(
             {
@@ -611,8 +633,22 @@ class SigmoidCrossEntropyLoss(keras.losses.Loss):
     def __call__(
         self, y_true: Any, y_pred: Any, sample_weight: Any = None, *, where: Any = None
     ) -> Array:
-        """The reduced loss of ``y_pred`` (scores) against ``y_true`` (labels, < 0 padding);
-        items where ``where`` (or a Keras mask on ``y_pred``) is False are padding too."""
+        """The reduced loss of ``y_pred`` (scores) against ``y_true`` (labels, < 0 padding).
+
+        Args:
+          y_true: ``[batch, list_size]`` labels; < 0 is padding.
+          y_pred: ``[batch, list_size]`` scores.
+          sample_weight: A scalar, per list ``[batch]``/``[batch, 1]``, or per item.
+          where: Optional bool mask; False items are padding (as a Keras mask on ``y_pred``).
+
+        Returns:
+          The reduced loss (per item for ``none``, per list for ``per_list``).
+
+        Examples:
+          >>> from sigmoid_xent.keras import SigmoidCrossEntropyLoss
+          >>> SigmoidCrossEntropyLoss()([[1., 0.]], [[0.6, 0.8]])
+          Array(0.8042943, dtype=float32)
+        """
         cls = self._CLS
         _checks.not_none(y_true, "y_true", cls)
         _checks.not_none(y_pred, "y_pred", cls)
@@ -639,11 +675,34 @@ class SigmoidCrossEntropyLoss(keras.losses.Loss):
         return _ranking_call(*arrays, mask, reduction=self._ranking_reduction, dtype=self.dtype)
 
     def call(self, y_true: Array, y_pred: Array) -> Array:
-        """Per-item losses ``[batch, list_size]`` (0 at padding), unweighted."""
+        """Per-item losses (0 at padding), unweighted: what Keras's base class reduces.
+
+        Args:
+          y_true: ``[batch, list_size]`` labels; < 0 is padding.
+          y_pred: ``[batch, list_size]`` scores.
+
+        Returns:
+          ``[batch, list_size]`` losses.
+
+        Examples:
+          >>> import jax.numpy as jnp
+          >>> from sigmoid_xent.keras import SigmoidCrossEntropyLoss
+          >>> SigmoidCrossEntropyLoss().call(jnp.array([[1., -1.]]), jnp.array([[0., 5.]]))
+          Array([[0.6931472, 0.       ]], dtype=float32)
+        """
         return ranking.sigmoid_cross_entropy(y_true, y_pred, reduction="none")
 
     def get_config(self) -> dict[str, Any]:
-        """``{"name", "reduction", "dtype", "requires"}``, the reduction as given."""
+        """The constructor arguments, the reduction as given.
+
+        Returns:
+          ``{"name", "reduction", "dtype", "requires"}``.
+
+        Examples:
+          >>> from sigmoid_xent.keras import SigmoidCrossEntropyLoss
+          >>> SigmoidCrossEntropyLoss(reduction="auto").get_config()["reduction"]
+          'auto'
+        """
         return {
             "name": self.name,
             "reduction": self._given_reduction,
@@ -653,7 +712,20 @@ class SigmoidCrossEntropyLoss(keras.losses.Loss):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Any:
-        """The loss of :meth:`get_config`'s dict."""
+        """The loss of :meth:`get_config`'s dict (its ``requires`` entry is ignored).
+
+        Args:
+          config: A dict from :meth:`get_config`.
+
+        Returns:
+          A loss with that configuration.
+
+        Examples:
+          >>> from sigmoid_xent.keras import SigmoidCrossEntropyLoss
+          >>> loss = SigmoidCrossEntropyLoss(reduction="sum")
+          >>> type(loss).from_config(loss.get_config()).get_config() == loss.get_config()
+          True
+        """
         return _from_config(cls, config)
 
 
@@ -761,8 +833,16 @@ class AsymmetricLoss(_PerSampleLoss):
         )
 
     def get_config(self) -> dict[str, Any]:
-        """As :meth:`BinaryCrossentropy.get_config`, with the ASL arguments (always on
-        logits: no ``from_logits``)."""
+        """As :meth:`BinaryCrossentropy.get_config`, with the ASL arguments.
+
+        Returns:
+          A plain dict of the constructor arguments (always on logits: no ``from_logits``).
+
+        Examples:
+          >>> from sigmoid_xent.keras import AsymmetricLoss
+          >>> AsymmetricLoss(clip=0.1).get_config()["clip"]
+          0.1
+        """
         config = super().get_config()
         del config["from_logits"]
         config.update({"gamma_pos": self.gamma_pos, "gamma_neg": self.gamma_neg, "clip": self.clip})
