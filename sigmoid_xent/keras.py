@@ -87,9 +87,27 @@ _PACKAGE = "sigmoid_xent"
 _REQUIRES = "import sigmoid_xent.keras"
 
 
-def _from_config(cls: Any, config: dict[str, Any]) -> Any:
-    config = {k: v for k, v in config.items() if k != "requires"}
-    return keras.losses.Loss.from_config.__func__(cls, config)
+class _Loss(keras.losses.Loss):
+    """A Keras loss whose config names the import that registers it (``requires``)."""
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        """The loss of :meth:`get_config`'s dict (its ``requires`` entry is ignored).
+
+        Args:
+          config: A dict from :meth:`get_config`.
+
+        Returns:
+          A loss with that configuration.
+
+        Examples:
+          >>> from sigmoid_xent.keras import SigmoidCrossEntropyLoss
+          >>> loss = SigmoidCrossEntropyLoss(reduction="sum")
+          >>> type(loss).from_config(loss.get_config()).get_config() == loss.get_config()
+          True
+        """
+        config = {k: v for k, v in config.items() if k != "requires"}
+        return super().from_config(config)
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -197,7 +215,7 @@ def _power(u: Array, gamma: float) -> Array:
     return jnp.where(zero, jnp.asarray(0.0**gamma, u.dtype), jnp.power(safe, gamma))
 
 
-class _PerSampleLoss(keras.losses.Loss):
+class _PerSampleLoss(_Loss):
     """The two elementwise losses: their checks, ``call`` and the ``where`` path. Without
     ``where``, Keras's base ``Loss.__call__`` weights, masks and reduces."""
 
@@ -290,24 +308,6 @@ class _PerSampleLoss(keras.losses.Loss):
             "axis": self.axis,
             "requires": _REQUIRES,
         }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Any:
-        """The loss of :meth:`get_config`'s dict (its ``requires`` entry is ignored).
-
-        Args:
-          config: A dict from :meth:`get_config`.
-
-        Returns:
-          A loss with that configuration.
-
-        Examples:
-          >>> from sigmoid_xent.keras import SigmoidCrossEntropyLoss
-          >>> loss = SigmoidCrossEntropyLoss(reduction="sum")
-          >>> type(loss).from_config(loss.get_config()).get_config() == loss.get_config()
-          True
-        """
-        return _from_config(cls, config)
 
 
 class _ByConfig:
@@ -568,7 +568,7 @@ def _keras_mask_as(
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class SigmoidCrossEntropyLoss(keras.losses.Loss):
+class SigmoidCrossEntropyLoss(_Loss):
     r"""TF-Ranking's ``SigmoidCrossEntropyLoss`` as a real ``keras.losses.Loss``.
 
     Dense lists ``[batch, list_size]``: labels ``< 0`` are padding, and so are items where
@@ -709,24 +709,6 @@ class SigmoidCrossEntropyLoss(keras.losses.Loss):
             "dtype": self._given_dtype,
             "requires": _REQUIRES,
         }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Any:
-        """The loss of :meth:`get_config`'s dict (its ``requires`` entry is ignored).
-
-        Args:
-          config: A dict from :meth:`get_config`.
-
-        Returns:
-          A loss with that configuration.
-
-        Examples:
-          >>> from sigmoid_xent.keras import SigmoidCrossEntropyLoss
-          >>> loss = SigmoidCrossEntropyLoss(reduction="sum")
-          >>> type(loss).from_config(loss.get_config()).get_config() == loss.get_config()
-          True
-        """
-        return _from_config(cls, config)
 
 
 @functools.partial(jax.jit, static_argnames=("reduction", "dtype"))
