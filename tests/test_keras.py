@@ -26,7 +26,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from conftest import ci_examples  # noqa: E402
-from hypothesis import given  # noqa: E402
+from hypothesis import example, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import sigmoid_xent as sx  # noqa: E402
@@ -92,6 +92,16 @@ def _both(ours_cls, keras_cls, kwargs, y_true, y_pred, sw, dtype="float64"):
 
 @pytest.mark.parametrize("ours_cls, keras_cls", PAIRS)
 @ci_examples(15)  # shapes and options drawn: each example compiles ours and Keras's ops
+# [batch, 2] per-sample losses with [batch, 2, 1] weights (Keras drops the weights' last 1).
+@example(
+    from_logits=True,
+    label_smoothing=0.0,
+    reduction=REDUCTIONS[0],
+    weights="per_sample_1",
+    layout=((4, 2, 3), -1),
+    focal={"apply_class_balancing": False, "alpha": 0.25, "gamma": 2.0},
+    seed=0,
+)
 @given(
     from_logits=st.booleans(),
     label_smoothing=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
