@@ -516,6 +516,48 @@ def _surface() -> list[tuple[str, Callable[..., Any], tuple[Any, ...]]]:
             (x, z, per_class),
         ),
         ("compat_torchvision", compat.torch.sigmoid_focal_loss, (x, z)),
+        # compat broadcasts as its peers do: labels [N, C] against logits [C], a column alpha
+        (
+            "compat_optax_broadcast",
+            lambda x, z: compat.optax.sigmoid_binary_cross_entropy(x, z),
+            (x[0], z),
+        ),
+        (
+            "compat_optax_focal_alpha_column",
+            lambda x, z, a: compat.optax.sigmoid_focal_loss(x, z, alpha=a, gamma=2.0),
+            (x[0], z, jnp.full((2, 1), 0.25)),
+        ),
+        # optax takes a negative alpha as given (alpha_t = -1 at z = 1: a -inf loss, no NaN)
+        (
+            "compat_optax_focal_neg_alpha",
+            lambda x, z: compat.optax.sigmoid_focal_loss(x, z, alpha=-1.0),
+            (x, z),
+        ),
+        # where=False at the two disagreeing infinite logits: the reduced loss stays finite
+        (
+            "compat_rax_weights_where",
+            lambda s, y, w: compat.rax.pointwise_sigmoid_loss(
+                s, y, weights=w, where=jnp.array([[True] * 5, [True, True, True, False, False]])
+            ),
+            (x, z, jnp.ones((2, 1))),
+        ),
+        (
+            "compat_rax_none",
+            lambda s, y: compat.rax.pointwise_sigmoid_loss(s, y, reduce_fn=None),
+            (x, z),
+        ),
+        (
+            "compat_torch_weight",
+            lambda x, z, w: compat.torch.binary_cross_entropy_with_logits(x, z, weight=w),
+            (x, z, jnp.array([[1.0], [0.0]])),
+        ),
+        (
+            "compat_torchvision_gamma_half",
+            lambda x, z, a: compat.torch.sigmoid_focal_loss(
+                x, z, alpha=a, gamma=0.5, reduction="mean"
+            ),
+            (x, z, per_class * 0.25),
+        ),
     ]
 
 
