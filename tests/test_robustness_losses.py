@@ -376,13 +376,22 @@ def test_v1_label_smoothing_edges():
 # --------------------------------------------------------------------------- Keras
 
 
-def keras_weight_ok(w_shape, loss_shape):
+def keras_weight_as(w_shape, loss_shape):
+    """The shape tf.keras 2 gives weights of ``w_shape`` against per-sample ``loss_shape``."""
+    w_shape, loss_shape = tuple(w_shape), tuple(loss_shape)
+    if len(w_shape) == 1 and len(loss_shape) > 1 and w_shape[0] == loss_shape[0]:
+        return w_shape + (1,) * (len(loss_shape) - 1)  # [batch]: one weight per sample
     if len(w_shape) == len(loss_shape) + 1 and w_shape[-1] == 1:
-        w_shape = w_shape[:-1]
-    elif len(w_shape) == 1 and len(loss_shape) > 1 and w_shape[0] == loss_shape[0]:
-        w_shape = w_shape + (1,) * (len(loss_shape) - 1)
+        return w_shape[:-1]  # the weights' extra trailing 1 is squeezed
+    if len(w_shape) + 1 == len(loss_shape) and loss_shape[-1] == 1:
+        return w_shape + (1,)  # the losses' trailing 1 is matched: leading axes align
+    return w_shape
+
+
+def keras_weight_ok(w_shape, loss_shape):
     try:
-        return np.broadcast_shapes(w_shape, loss_shape) == tuple(loss_shape)
+        as_shape = keras_weight_as(w_shape, loss_shape)
+        return np.broadcast_shapes(as_shape, loss_shape) == tuple(loss_shape)
     except ValueError:
         return False
 
@@ -434,9 +443,7 @@ def test_keras_sample_weight_rules_and_values(data):
         p = np.clip(ld(y), LD(float(np.float32(1e-7))), LD(float(np.float32(1) - np.float32(1e-7))))
         e = LD(float(np.float32(1e-7)))
         per_sample = (-(zs * np.log(p + e) + (1 - zs) * np.log(1 - p + e))).mean(axis=-1)
-    wk = w.reshape(w_shape[:-1]) if len(w_shape) == len(loss_shape) + 1 else w
-    if len(w_shape) == 1 and len(loss_shape) > 1:
-        wk = w.reshape(w_shape + (1,) * (len(loss_shape) - 1))
+    wk = w.reshape(keras_weight_as(w_shape, loss_shape))
     red = "sum_over_batch_size" if reduction == "auto" else reduction
     want = np.asarray(r_reduce(per_sample, ld(wk), red), np.float64)
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
