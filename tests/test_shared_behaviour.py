@@ -408,11 +408,18 @@ def _count_compiles():
         logger.removeHandler(handler)
 
 
+@contextlib.contextmanager
+def _strict():
+    # The three trace-time checks at once: each raises its own error (rank promotion, dtype
+    # promotion, FloatingPointError for a NaN), so one run tells which failed.
+    with jax.numpy_rank_promotion("raise"), jax.numpy_dtype_promotion("strict"):
+        with jax.debug_nans(True):
+            yield
+
+
 STRICT_MODES: dict[str, Callable[[], Any]] = {
-    "rank_promotion_raise": lambda: jax.numpy_rank_promotion("raise"),
-    "dtype_promotion_strict": lambda: jax.numpy_dtype_promotion("strict"),
+    "strict": _strict,  # rank promotion "raise", dtype promotion "strict", debug_nans
     "x64": lambda: jax.enable_x64(True),
-    "debug_nans": lambda: jax.debug_nans(True),
 }
 
 
