@@ -485,9 +485,9 @@ def siglip_loss_ring(
       >>> mesh = Mesh(np.array(jax.devices()), ("batch",))
       >>> img = jax.random.normal(jax.random.key(0), (8, 4))
       >>> txt = jax.random.normal(jax.random.key(1), (8, 4))
-      >>> ring = jax.shard_map(
+      >>> ring = jax.jit(jax.shard_map(
       ...     lambda i, x, t, b: sx.siglip_loss_ring(i, x, t, b, axis_name="batch"),
-      ...     mesh=mesh, in_specs=(P("batch"), P("batch"), P(), P()), out_specs=P())
+      ...     mesh=mesh, in_specs=(P("batch"), P("batch"), P(), P()), out_specs=P()))
       >>> t, b = jnp.log(10.), -10.
       >>> bool(jnp.allclose(ring(img, txt, t, b), sx.siglip_loss(img, txt, t, b)))
       True

@@ -79,7 +79,7 @@ def reduce_loss_sharded(
       >>> mesh = jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
       >>> local = lambda l, w: sx.reduce_loss_sharded(l, w, "mean", axis_name="batch")
       >>> P = jax.sharding.PartitionSpec
-      >>> jax.shard_map(local, mesh=mesh, in_specs=P("batch"), out_specs=P())(
+      >>> jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P("batch"), out_specs=P()))(
       ...     jnp.arange(8.0), jnp.ones(8))
       Array(3.5, dtype=float32)
     """
@@ -168,7 +168,7 @@ def reduce_ranking_loss_sharded(
       >>> local = lambda l, z: sx.sharding.reduce_ranking_loss_sharded(l, z, axis_name="batch")
       >>> P = jax.sharding.PartitionSpec
       >>> labels = jnp.array([[1., 0., -1.], [0., 1., 1.]] * 4)  # 20 items in 24 slots
-      >>> jax.shard_map(local, mesh=mesh, in_specs=P("batch"), out_specs=P())(
+      >>> jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P("batch"), out_specs=P()))(
       ...     jnp.full((8, 3), 0.5), labels)
       Array(0.41666666, dtype=float32)
     """

@@ -240,11 +240,13 @@ def test_second_derivatives_match_naive_autodiff(chunk):
 def test_ring_on_a_one_device_mesh_equals_siglip_loss():
     mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
     img, txt = make(13, 4)
-    ring = jax.shard_map(
-        lambda i, x, t, b: sx.siglip_loss_ring(i, x, t, b, axis_name="batch", chunk_size=5),
-        mesh=mesh,
-        in_specs=(P("batch"), P("batch"), P(), P()),
-        out_specs=P(),
+    ring = jax.jit(
+        jax.shard_map(
+            lambda i, x, t, b: sx.siglip_loss_ring(i, x, t, b, axis_name="batch", chunk_size=5),
+            mesh=mesh,
+            in_specs=(P("batch"), P("batch"), P(), P()),
+            out_specs=P(),
+        )
     )
     t, b = jnp.asarray(0.4), jnp.asarray(-1.5)
     value, grads = jax.jit(jax.value_and_grad(ring, ARGNUMS))(img, txt, t, b)
@@ -316,11 +318,13 @@ def test_ring_axis_name_must_be_bound():
     with pytest.raises(ValueError, match=r"siglip_loss_ring.*`axis_name`.*outside jax.shard_map"):
         sx.siglip_loss_ring(img, txt, 0.0, 0.0, axis_name="batch")
     mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
-    ring = jax.shard_map(
-        lambda i, x: sx.siglip_loss_ring(i, x, 0.0, 0.0, axis_name="devices"),
-        mesh=mesh,
-        in_specs=(P("batch"), P("batch")),
-        out_specs=P(),
+    ring = jax.jit(
+        jax.shard_map(
+            lambda i, x: sx.siglip_loss_ring(i, x, 0.0, 0.0, axis_name="devices"),
+            mesh=mesh,
+            in_specs=(P("batch"), P("batch")),
+            out_specs=P(),
+        )
     )
     with pytest.raises(NameError, match=r"'devices'.*binds \('batch',\)"):  # also a NameError
         ring(img, txt)
@@ -406,7 +410,9 @@ def test_ring_with_ids_on_a_one_device_mesh():
     def local(i, x, ii, xi, t):
         return sx.siglip_loss_ring(i, x, t, img_ids=ii, txt_ids=xi, axis_name="batch", chunk_size=4)
 
-    ring = jax.shard_map(local, mesh=mesh, in_specs=(P("batch"),) * 4 + (P(),), out_specs=P())
+    ring = jax.jit(
+        jax.shard_map(local, mesh=mesh, in_specs=(P("batch"),) * 4 + (P(),), out_specs=P())
+    )
     value, grads = jax.jit(jax.value_and_grad(ring, (0, 1, 4)))(img, txt, img_ids, txt_ids, 0.3)
     want, want_grads = ref_siglip_ids(img, txt, 0.3, 0.0, img_ids, txt_ids)
     np.testing.assert_allclose(value, want, rtol=2e-6)
@@ -421,14 +427,16 @@ def test_ring_with_ids_equals_the_gathered_loss(check_vma, chunk):
     # 8 devices, 24 images and 40 texts (3 and 5 per device), ids with duplicates and padding:
     # each text shard travels the ring with its ids.
     img, txt, img_ids, txt_ids = id_data(24, 40, 4, seed=7)
-    ring = jax.shard_map(
-        lambda i, x, ii, xi, t, b: sx.siglip_loss_ring(
-            i, x, t, b, img_ids=ii, txt_ids=xi, axis_name="batch", chunk_size=chunk
-        ),
-        mesh=Mesh(np.array(jax.devices()[:8]), ("batch",)),
-        in_specs=(P("batch"),) * 4 + (P(), P()),
-        out_specs=P(),
-        check_vma=check_vma,
+    ring = jax.jit(
+        jax.shard_map(
+            lambda i, x, ii, xi, t, b: sx.siglip_loss_ring(
+                i, x, t, b, img_ids=ii, txt_ids=xi, axis_name="batch", chunk_size=chunk
+            ),
+            mesh=Mesh(np.array(jax.devices()[:8]), ("batch",)),
+            in_specs=(P("batch"),) * 4 + (P(), P()),
+            out_specs=P(),
+            check_vma=check_vma,
+        )
     )
     t, b = jnp.asarray(0.5), jnp.asarray(-1.0)
     value, grads = jax.jit(jax.value_and_grad(ring, (0, 1, 4, 5)))(img, txt, img_ids, txt_ids, t, b)

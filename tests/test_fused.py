@@ -726,7 +726,7 @@ def sharded_linear(layout, check_vma=True, chunk=None):
             h, w, z, bias=bias, chunk_size=chunk, axis_name=axis_name
         )
 
-    f = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P(), check_vma=check_vma)
+    f = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P(), check_vma=check_vma))
     return f, mesh, specs
 
 
@@ -807,8 +807,10 @@ def test_sharded_label_ids_and_options_equal_unsharded(layout, reduction, option
             h, w, **kw, reduction=reduction, chunk_size=(3, 2), axis_name=axis_name
         )
 
-    sharded = jax.shard_map(
-        functools.partial(call, axis_name), mesh=mesh, in_specs=specs, out_specs=out_spec
+    sharded = jax.jit(
+        jax.shard_map(
+            functools.partial(call, axis_name), mesh=mesh, in_specs=specs, out_specs=out_spec
+        )
     )
     args = [h, w, bias, ids, values, *opts.values()]
     argnums = (0, 1, 2, 4, *(5 + list(opts).index(k) for k in floats))
@@ -889,12 +891,14 @@ def test_sharding_errors_say_what_is_wrong():
     mesh = Mesh(np.array(jax.devices()[:8]), ("model",))
 
     def call(specs, axis_name="model", check_vma=True):
-        f = jax.shard_map(
-            lambda *a: head(*a, axis_name=axis_name),
-            mesh=mesh,
-            in_specs=specs,
-            out_specs=P(),
-            check_vma=check_vma,
+        f = jax.jit(
+            jax.shard_map(
+                lambda *a: head(*a, axis_name=axis_name),
+                mesh=mesh,
+                in_specs=specs,
+                out_specs=P(),
+                check_vma=check_vma,
+            )
         )
         return jax.jit(f)(*put((h, w, labels, bias), mesh, specs))
 
@@ -912,12 +916,16 @@ def test_sharding_errors_say_what_is_wrong():
         call((P("model"), P("model"), P(None, "model"), P("model")))
     # Label ids need the axes that split `w`, which check_vma=False does not record.
     ids = jnp.zeros((16, 2), jnp.int32)
-    f = jax.shard_map(
-        lambda h, w, ids: sx.linear_sigmoid_cross_entropy(h, w, label_ids=ids, axis_name="model"),
-        mesh=mesh,
-        in_specs=(P(), P("model"), P()),
-        out_specs=P(),
-        check_vma=False,
+    f = jax.jit(
+        jax.shard_map(
+            lambda h, w, ids: sx.linear_sigmoid_cross_entropy(
+                h, w, label_ids=ids, axis_name="model"
+            ),
+            mesh=mesh,
+            in_specs=(P(), P("model"), P()),
+            out_specs=P(),
+            check_vma=False,
+        )
     )
     with pytest.raises(ValueError, match=r"`label_ids`.*check_vma=True"):
         jax.jit(f)(*put((h, w, ids), mesh, (P(), P("model"), P())))

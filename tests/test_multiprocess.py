@@ -79,7 +79,7 @@ def compute() -> dict[str, np.ndarray]:
             )
             for k, s in zip(keys, specs, strict=True)
         ]
-        f = jax.shard_map(fn, mesh=mesh, in_specs=tuple(specs), out_specs=P())
+        f = jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=tuple(specs), out_specs=P()))
         # jacrev of a (vector of) losses: every reduction's gradient from one program.
         jac, value = jax.jit(jax.jacrev(lambda *a: (f(*a), f(*a)), range(len(keys)), has_aux=True))(
             *args

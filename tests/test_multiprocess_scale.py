@@ -101,11 +101,13 @@ def compute() -> dict[str, np.ndarray]:
         ct = put(mesh, ("ct",), (P(),))[0]
         specs = (rows, classes, classes, rows, rows, rows, classes, classes)
         for reduction in ("mean", "none"):
-            f = jax.shard_map(
-                lambda *a, r=reduction, n=axis_name: head(*a, reduction=r, axis_name=n),
-                mesh=mesh,
-                in_specs=specs,
-                out_specs=P() if reduction == "mean" else rows,
+            f = jax.jit(
+                jax.shard_map(
+                    lambda *a, r=reduction, n=axis_name: head(*a, reduction=r, axis_name=n),
+                    mesh=mesh,
+                    in_specs=specs,
+                    out_specs=P() if reduction == "mean" else rows,
+                )
             )
 
             def total(*a, f=f, r=reduction, ct=ct):
@@ -117,13 +119,15 @@ def compute() -> dict[str, np.ndarray]:
             )
             save(f"head_{layout}_{reduction}", value, grads, [HEAD_KEYS[i] for i in HEAD_GRADS])
     mesh = Mesh(np.array(jax.devices()), ("d",))
-    ring = jax.shard_map(
-        lambda i, x, ii, xi, t, b: sx.siglip_loss_ring(
-            i, x, t, b, img_ids=ii, txt_ids=xi, axis_name="d", chunk_size=2
-        ),
-        mesh=mesh,
-        in_specs=(P("d"),) * 4 + (P(), P()),
-        out_specs=P(),
+    ring = jax.jit(
+        jax.shard_map(
+            lambda i, x, ii, xi, t, b: sx.siglip_loss_ring(
+                i, x, t, b, img_ids=ii, txt_ids=xi, axis_name="d", chunk_size=2
+            ),
+            mesh=mesh,
+            in_specs=(P("d"),) * 4 + (P(), P()),
+            out_specs=P(),
+        )
     )
     keys = ("img", "txt", "img_ids", "txt_ids", "t", "b")
     value, grads = jax.jit(jax.value_and_grad(ring, (0, 1, 4, 5)))(

@@ -237,12 +237,14 @@ def test_reduce_loss_sharded_gradients(check_vma):
             losses, w, "sum_by_nonzero_weights", axis_name=("batch", "classes")
         )
 
-    f = jax.shard_map(
-        local,
-        mesh=mesh,
-        in_specs=(P("batch", "classes"),) * 2 + (P("batch"),),
-        out_specs=P(),
-        check_vma=check_vma,
+    f = jax.jit(
+        jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(P("batch", "classes"),) * 2 + (P("batch"),),
+            out_specs=P(),
+            check_vma=check_vma,
+        )
     )
     got = jax.jit(jax.grad(f, (0, 1)))(labels, logits, weights)
     want = jax.grad(lambda z, x: sx.sigmoid_cross_entropy(z, x, weights), (0, 1))(labels, logits)
@@ -252,11 +254,15 @@ def test_reduce_loss_sharded_gradients(check_vma):
 
 def test_reduce_loss_sharded_refuses_losses_replicated_over_a_summed_axis():
     mesh = mesh_2d()
-    f = jax.shard_map(
-        lambda losses: sx.reduce_loss_sharded(losses, None, "mean", axis_name=("batch", "classes")),
-        mesh=mesh,
-        in_specs=P("batch", None),
-        out_specs=P(),
+    f = jax.jit(
+        jax.shard_map(
+            lambda losses: sx.reduce_loss_sharded(
+                losses, None, "mean", axis_name=("batch", "classes")
+            ),
+            mesh=mesh,
+            in_specs=P("batch", None),
+            out_specs=P(),
+        )
     )
     with pytest.raises(ValueError, match="replicated over shard_map axes \\['classes'\\]"):
         f(np.ones((16, 8), np.float32))
@@ -424,12 +430,14 @@ def test_siglip_ring_equals_siglip_loss(check_vma, chunk, scalar_shape):
     rng = np.random.default_rng(9)
     img, txt = (jnp.asarray(rng.standard_normal((40, 6)), jnp.float32) for _ in range(2))
     t, b = jnp.full(scalar_shape, 0.8), jnp.full(scalar_shape, -3.0)
-    ring = jax.shard_map(
-        lambda i, x, t, b: sx.siglip_loss_ring(i, x, t, b, axis_name="batch", chunk_size=chunk),
-        mesh=mesh_1d(),
-        in_specs=(P("batch"), P("batch"), P(), P()),
-        out_specs=P(),
-        check_vma=check_vma,
+    ring = jax.jit(
+        jax.shard_map(
+            lambda i, x, t, b: sx.siglip_loss_ring(i, x, t, b, axis_name="batch", chunk_size=chunk),
+            mesh=mesh_1d(),
+            in_specs=(P("batch"), P("batch"), P(), P()),
+            out_specs=P(),
+            check_vma=check_vma,
+        )
     )
     vg = jax.value_and_grad(ring, (0, 1, 2, 3))
     value, grads = jax.jit(vg)(img, txt, t, b)
@@ -455,12 +463,14 @@ def test_fused_loss_under_shard_map(check_vma):
         loss = sx.linear_sigmoid_cross_entropy(h, w, z, bias=bias, chunk_size=5)
         return jax.lax.pmean(loss, "batch")
 
-    f = jax.shard_map(
-        local,
-        mesh=mesh_1d(),
-        in_specs=(P("batch"), P(), P("batch"), P()),
-        out_specs=P(),
-        check_vma=check_vma,
+    f = jax.jit(
+        jax.shard_map(
+            local,
+            mesh=mesh_1d(),
+            in_specs=(P("batch"), P(), P("batch"), P()),
+            out_specs=P(),
+            check_vma=check_vma,
+        )
     )
     value, grads = jax.jit(jax.value_and_grad(f, (0, 1, 2, 3)))(h, w, z, bias)
     want_value, want_grads = ref_linear(h, w, z, bias)
@@ -487,15 +497,17 @@ def test_sharded_ranking_is_the_same_formula_as_ranking():
                 )
 
             spec = P() if reduction != "per_list" else P("batch")
-            got = jax.shard_map(local, mesh=mesh, in_specs=P("batch"), out_specs=spec)(
+            got = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P("batch"), out_specs=spec))(
                 losses, labels
             )
             want = sx.ranking.sigmoid_cross_entropy(labels, logits, weights=w, reduction=reduction)
             np.testing.assert_allclose(got, want, rtol=2.5e-7, err_msg=f"{reduction}, {w}")
-    auto = jax.shard_map(
-        lambda a, b: reduce_ranking_loss_sharded(a, b, axis_name="batch"),
-        mesh=mesh,
-        in_specs=P("batch"),
-        out_specs=P(),
+    auto = jax.jit(
+        jax.shard_map(
+            lambda a, b: reduce_ranking_loss_sharded(a, b, axis_name="batch"),
+            mesh=mesh,
+            in_specs=P("batch"),
+            out_specs=P(),
+        )
     )(losses, labels)
     assert float(auto) == np.float32(0.6444636)
