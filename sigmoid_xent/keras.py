@@ -778,8 +778,9 @@ class AsymmetricLoss(_PerSampleLoss):
     Examples:
       >>> import numpy as np
       >>> from sigmoid_xent.keras import AsymmetricLoss
-      >>> AsymmetricLoss()(np.array([[0., 1.], [0., 0.]]), np.array([[2., -1.], [-3., 4.]]))
-      Array(1.0470632, dtype=float32)
+      >>> loss = AsymmetricLoss()(np.array([[0., 1.], [0., 0.]]), np.array([[2., -1.], [-3., 4.]]))
+      >>> print(f"{loss:.6f}")
+      1.047063
 
     References:
       Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV 2021.

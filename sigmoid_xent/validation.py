@@ -28,8 +28,11 @@ def validate_inputs(
         0 \le z \le 1 \ (\text{or } z < 0 \text{, padding}), \qquad x \text{ finite}, \qquad
         0 \le \mathrm{segment\_id} < \mathrm{num\_segments}
 
-    On concrete arrays a failed check raises at once; in a traced function it is a
-    ``checkify.check`` (wrap the step in ``checkify.checkify``, inside or outside ``jit``).
+    On concrete arrays a failed check raises a ``ValueError`` at once; in a traced function it
+    is a ``checkify.check``: wrap the step in ``jax.experimental.checkify.checkify`` (inside or
+    outside ``jit``). Under a plain ``jit`` JAX itself refuses the step ("Cannot abstractly
+    evaluate a checkify.check which was not functionalized") while lowering it, after this
+    function has returned, so that message cannot name ``validate_inputs``.
 
     Args:
       labels: Labels of any shape; NaN fails the range check.

@@ -112,12 +112,15 @@ def compute() -> dict[str, np.ndarray]:
 
             def total(*a, f=f, r=reduction, ct=ct):
                 value = f(*a)
-                return jnp.sum(value * ct) if r == "none" else value
+                return (jnp.sum(value * ct) if r == "none" else value), value
 
-            value, grads = jax.jit(jax.value_and_grad(total, HEAD_GRADS))(
+            (value, per_row), grads = jax.jit(jax.value_and_grad(total, HEAD_GRADS, has_aux=True))(
                 *put(mesh, HEAD_KEYS, specs)
             )
-            save(f"head_{layout}_{reduction}", value, grads, [HEAD_KEYS[i] for i in HEAD_GRADS])
+            name = f"head_{layout}_{reduction}"
+            save(name, value, grads, [HEAD_KEYS[i] for i in HEAD_GRADS])
+            if reduction == "none":  # the per-row losses themselves, and the signed sum's scale
+                out[f"{name}/rows"] = multihost_utils.process_allgather(per_row, tiled=True)
     mesh = Mesh(np.array(jax.devices()), ("d",))
     ring = jax.jit(
         jax.shard_map(
@@ -162,6 +165,9 @@ def check_reference_values(ref: dict[str, np.ndarray]) -> None:
     for layout in ("classes", "2d"):
         want = head(*args, reduction="mean")
         np.testing.assert_allclose(ref[f"head_{layout}_mean/value"], want, rtol=2e-6)
+        np.testing.assert_allclose(
+            ref[f"head_{layout}_none/rows"], head(*args, reduction="none"), rtol=2e-6, atol=1e-7
+        )
         rows = head(*args, reduction="none") * d["ct"]  # a signed sum: compare to its scale
         got = ref[f"head_{layout}_none/value"]
         np.testing.assert_allclose(got, jnp.sum(rows), atol=1e-6 * float(jnp.sum(jnp.abs(rows))))
@@ -179,13 +185,16 @@ def test_two_processes_equal_one_process_with_all_devices(tmp_path):
         one = pool.submit(launch_local, argv, 1, 8, 150.0, 0, env)
         outputs = two.result() + one.result()  # each raises WorkerError with all outputs.
     ref = dict(np.load(tmp_path / "1procs_0.npz"))
-    assert len(ref) == 4 * (1 + len(HEAD_GRADS)) + 5, sorted(ref)
+    assert len(ref) == 4 * (1 + len(HEAD_GRADS)) + 2 + 5, sorted(ref)
+    ct = make_data()["ct"]
     for pid in (0, 1):
         got = dict(np.load(tmp_path / f"2procs_{pid}.npz"))
         assert sorted(got) == sorted(ref)
         for key, want in ref.items():
             assert got[key].shape == want.shape, key
             scale = float(np.max(np.abs(want))) if want.size else 0.0
+            if key.endswith("_none/value"):  # a signed sum: compare to the sum of its terms
+                scale = float(np.sum(np.abs(ref[key.replace("value", "rows")] * ct)))
             np.testing.assert_allclose(
                 got[key], want, rtol=1e-5, atol=1e-6 * scale, err_msg=f"{key}, process {pid}"
             )

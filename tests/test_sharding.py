@@ -1,7 +1,7 @@
 """Losses on 8 devices: sharded jit, shard_map reductions, the SigLIP ring, the fused loss.
 
-Run in its own process with ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (``make
-test`` does); skipped when fewer than 8 devices exist.
+Needs ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` set before JAX starts (``make
+test`` sets it for the whole run); skipped when fewer than 8 devices exist.
 """
 
 from __future__ import annotations

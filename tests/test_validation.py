@@ -68,7 +68,7 @@ def test_segment_ids_static_errors():
 
 
 def test_eager_raises_at_once():
-    with pytest.raises(Exception, match="labels must lie in"):
+    with pytest.raises(ValueError, match="validate_inputs: labels must lie in"):
         sx.validate_inputs(jnp.array([2.0]))
     sx.validate_inputs(jnp.array([0.0, 1.0]), jnp.array([3.0, -3.0]))  # valid: no error
 
@@ -77,3 +77,12 @@ def test_losses_do_not_need_checkify():
     # The losses never call checkify.check, so plain jit works on any input.
     out = jax.jit(sx.sigmoid_cross_entropy_with_logits)(jnp.array([2.0]), jnp.array([1.0]))
     assert np.isfinite(out).all()
+
+
+def test_plain_jit_is_an_error_and_the_docstring_opening_says_why():
+    # Loud, never a silent pass: JAX refuses the unchecked step while lowering it (after
+    # validate_inputs has returned), and the docstring's opening names that error and the fix.
+    with pytest.raises(ValueError, match="not functionalized"):
+        jax.jit(sx.validate_inputs)(jnp.array([0.0, 2.0]))
+    opening = sx.validate_inputs.__doc__.split("Args:")[0]
+    assert "checkify.checkify" in opening and "not functionalized" in opening
