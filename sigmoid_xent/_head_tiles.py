@@ -265,15 +265,16 @@ def sweep(
             if inv is not None:
                 d = inv * d
             r = g_t if wk != ROW else (u_t if g_t is None else u_t * g_t)
+            if r is not None:  # in the loop that forms d: no pass of its own
+                d = d * r
             k = u_t[0][:, None] if wk == COL else None
             if "h" in out:
-                d_h = d @ (v_t if k is None else v_t * k)
-                out["h"] = _add_slice(carry["h"], r0, d_h if r is None else d_h * r)
+                out["h"] = _add_slice(carry["h"], r0, d @ (v_t if k is None else v_t * k))
             if "w" in out:
-                d_w = lax.dot_general(d, h_t if r is None else h_t * r, (((0,), (0,)), ((), ())))
+                d_w = lax.dot_general(d, h_t, (((0,), (0,)), ((), ())))
                 out["w"] = _add_slice(carry["w"], c0, d_w if k is None else d_w * k)
             if "bias" in out:
-                d_b = jnp.sum(d if r is None else d * r, axis=0)
+                d_b = jnp.sum(d, axis=0)
                 out["bias"] = _add_slice(carry["bias"], c0, d_b if k is None else d_b * k[:, 0])
         # The rarer gradients, elementwise and masked by `where` (the sums drop overlaps).
         scale = _elementwise_scale(u_t, g_t, inv, cd)
