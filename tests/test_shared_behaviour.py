@@ -555,12 +555,14 @@ STRICT_CASES = _strict_cases()
 
 
 def _value_and_grads(fn: Callable[..., Any]) -> Callable[..., Any]:
-    # The loss and its gradients w.r.t. every argument in one program. Infinite losses (a
-    # disagreeing infinite logit) receive a zero cotangent, as a select leaving them out of a
-    # total would give them: that must give zero gradients, not NaN.
+    # The loss as a plain call (the primal function, which a derivative rule does not run) and
+    # its gradients w.r.t. every argument, in one program. Infinite losses (a disagreeing
+    # infinite logit) receive a zero cotangent, as a select leaving them out of a total would
+    # give them: that must give zero gradients, not NaN.
     def both(*args):
         out, vjp = jax.vjp(fn, *args)
-        return out, vjp(jnp.where(jnp.isfinite(out), jnp.ones_like(out), jnp.zeros_like(out)))
+        cotangent = jnp.where(jnp.isfinite(out), jnp.ones_like(out), jnp.zeros_like(out))
+        return fn(*args), vjp(cotangent)
 
     return both
 
