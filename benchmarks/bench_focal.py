@@ -7,6 +7,10 @@ and the worst loss error of each in float32 ulps against a longdouble reference 
 float32's smallest normal, which XLA:CPU flushes, not counted) on 2^16 logits in [-20, 20], hard
 labels at gamma 3.7 and soft labels (0.3, 1e-6) at gamma 6.
 
+``python benchmarks/bench_focal.py --compile``: instead, the time to lower and to compile
+``value_and_grad`` of the summed loss (``[4, 5]`` float32, a fresh compile each time after
+``jax.clear_caches()``), w.r.t. the logits and w.r.t. labels and logits, medians of 7.
+
 Rows: ``static gamma (products)`` is :func:`sigmoid_xent.sigmoid_focal_loss` with a Python
 ``gamma`` (an integer one, 2 here and 6 in the accuracy grid, raises ``1 - p_t`` by two-float
 products); ``plain_focal_loss`` is the Keras class's plain float32 value with the closed-form
@@ -18,6 +22,7 @@ JAX.
 
 from __future__ import annotations
 
+import argparse
 import resource
 import statistics
 import time
@@ -127,7 +132,42 @@ def accuracy() -> dict[str, float]:
     return worst
 
 
+def compile_times(repeats: int = 7) -> None:
+    """Median lowering and compile seconds of value_and_grad, per gamma kind and argnums."""
+    z = jnp.asarray(np.random.default_rng(0).uniform(size=(4, 5)) < 0.5, jnp.float32)
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 5)) * 4, jnp.float32)
+    head = f"{'gamma':22s} {'gradient of':16s} {'lower s':>8s} {'compile s':>10s}"
+    print(f"{head} {'HLO lines':>10s}")
+    for label, gamma in (("2 (static products)", 2.0), ("2.5 (pair exp)", 2.5)):
+        for wrt, argnums in (("logits", 1), ("labels, logits", (0, 1))):
+            f = jax.jit(
+                jax.value_and_grad(
+                    lambda z, x, g=gamma: jnp.sum(sx.sigmoid_focal_loss(z, x, gamma=g)),
+                    argnums=argnums,
+                )
+            )
+            lower, comp = [], []
+            for _ in range(repeats):
+                jax.clear_caches()
+                t0 = time.perf_counter()
+                lowered = f.lower(z, x)
+                t1 = time.perf_counter()
+                compiled = lowered.compile()
+                comp.append(time.perf_counter() - t1)
+                lower.append(t1 - t0)
+            lines = len(compiled.as_text().splitlines())
+            print(
+                f"{label:22s} {wrt:16s} {statistics.median(lower):8.3f} "
+                f"{statistics.median(comp):10.3f} {lines:10d}"
+            )
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compile", action="store_true", help="compile times instead")
+    if parser.parse_args().compile:
+        compile_times()
+        return
     t = timings()
     worst = accuracy()
     print(

@@ -8,8 +8,10 @@ The building blocks are the error-free transformations of Knuth (``two_sum``) an
 (``two_prod``, with the split done by masking mantissa bits, so that it cannot overflow and no
 compiler rewrite can undo it), then ``exp`` and ``log`` on pairs by the usual argument reduction.
 Only float32 is handled. Subnormals may be flushed by the backend, so results below
-``finfo(float32).tiny`` may come back as 0. The functions slice bits, so they have no useful
-derivative: callers give them a custom JVP.
+``finfo(float32).tiny`` may come back as 0; for a product below about 2**-100 the partial
+products of its error term are near or below ``tiny``, and where XLA flushes some of them and
+not others the error term is wrong (measured: up to 2**-14 relative, on ``two_prod`` alone).
+The functions slice bits, so they have no useful derivative: callers give them a custom JVP.
 """
 
 from __future__ import annotations
@@ -231,7 +233,8 @@ def log1p_unit(x: Pair) -> Pair:
     exponent-bits reduction of :func:`log`: ``k ln 2 + 2 atanh(s)`` with ``k = 0``,
     ``s = x / (2 + x)`` for ``x <= sqrt(2) - 1`` and ``k = 1``, ``s = (x - 1) / (x + 3)`` above,
     so ``|s| <= 0.172``; ``s`` as a pair (:func:`recip`, no division), the odd series to
-    ``s**13`` in float32 (its terms are below 2**-8 of ``2 s``; the next is 2**-37 of it)."""
+    ``s**13`` in float32 (its terms are below 2**-8 of ``2 s``; the next is 2**-37 of it);
+    ``x - x**2 / 2`` below 2**-20."""
     xh, xl = x
     big = xh > np.float32(0.41421357)
     one = opaque(1.0)
@@ -256,7 +259,11 @@ def log1p_unit(x: Pair) -> Pair:
         q = q * s2 + np.float32(coef)
     k = jnp.where(big, np.float32(1.0), np.float32(0.0))
     hi, lo = fast_two_sum(k * LN2_HI, 2.0 * sh)
-    return fast_two_sum(hi, lo + (k * LN2_LO + 2.0 * sl + s * s2 * q))
+    hi, lo = fast_two_sum(hi, lo + (k * LN2_LO + 2.0 * sl + s * s2 * q))
+    # Below 2**-20, x - x**2 / 2 (the next term is below 2**-40 of it): the residuals above are
+    # 2**-12 of x, flushed to 0 for x under about 2**-114.
+    tiny = xh < np.float32(2.0**-20)
+    return select(tiny, fast_two_sum(xh, xl - 0.5 * xh * xh), (hi, lo))
 
 
 def recip(d: Array, lo: float, hi: float) -> Array:
@@ -290,6 +297,22 @@ def mul_finite(x: Pair, y: Pair) -> Pair:
 def mul1_finite(x: Pair, b: Array) -> Pair:
     """:func:`mul1` for operands whose product cannot overflow (no guard)."""
     return mul1(x, b, two_prod_finite)
+
+
+def div(x: Pair, y: Pair) -> Pair:
+    """``x / y`` for pairs with a normal positive ``y[0]``, a finite ``x`` and a finite quotient.
+
+    ``y = m 2**k`` with ``m`` in [1, 2) (exponent bits), ``1 / m`` by :func:`recip` and the
+    exact residual of the quotient (:func:`two_prod_finite`, whose split truncates, so it cannot
+    overflow where the quotient does not). No division (see :func:`recip`).
+    """
+    k = exponent(y[0])
+    mh, ml = scale(y[0], -k), scale(y[1], -k)
+    r = recip(mh, 1.0, 2.0)
+    q = x[0] * r
+    p, e = two_prod_finite(q, mh)
+    qh, ql = fast_two_sum(q, (((x[0] - p) - e) + (x[1] - q * ml)) * r)
+    return scale(qh, -k), scale(ql, -k)
 
 
 def power(m: Pair, n: int) -> Pair:

@@ -196,28 +196,6 @@ def _logs(p: _PairPieces) -> _LogPieces:
     return _LogPieces(agree, log_mix, twofloat.add(log_mix, (-log1p_e[0], -log1p_e[1])))
 
 
-def _log_bce(p: _PairPieces, agree: Array) -> tuple[twofloat.Pair, Array]:
-    """``log(bce) = log B + kb log 2`` as ``(log B, kb)``, ``B = bce / 2**kb`` in [1, 2)."""
-    a, e, bce = p.a, p.e, p.bce
-    kb = twofloat.exponent(jnp.where(bce[0] > 0, bce[0], 1.0))
-    log_b = twofloat.log((twofloat.scale(bce[0], -kb), twofloat.scale(bce[1], -kb)))
-    # An agreeing hard label with a small e: bce = log1p(e) underflows with e, but
-    # log(bce) = -a + log(log1p(e) / e) = -a - e/2 (to 2**-30 relative) does not.
-    tail = agree & (e[0] < 2.0**-15)
-    kb = jnp.where(tail, 0.0, kb)
-    log_b = twofloat.select(tail, twofloat.fast_two_sum(-a, -0.5 * e[0]), log_b)
-    return log_b, kb
-
-
-def _gamma_log_u(log_u: twofloat.Pair, g: Array) -> twofloat.Pair:
-    """``gamma log u`` as a pair, ``(-1000, 0)`` where it is below -600 (its exponential is 0
-    there even times ``bce / mix <= exp(265)``), so the pair product never overflows."""
-    zero = jnp.zeros_like(g)
-    low = g * log_u[0] < -600.0  # plain product: -inf at worst, never NaN (g, log u finite)
-    y = twofloat.mul1(twofloat.select(low, (zero, zero), log_u), g)
-    return jnp.where(low, -1000.0, y[0]), jnp.where(low, zero, y[1])
-
-
 def _alpha_t_pair(a: Array, z: Array) -> twofloat.Pair:
     """``alpha_t = (1 - a) + z (2 a - 1)`` as a pair: the parts of ``a`` alone are scalars for a
     scalar alpha (XLA computes them once); ``(1, 0)`` where ``a < 0``."""
@@ -228,8 +206,9 @@ def _alpha_t_pair(a: Array, z: Array) -> twofloat.Pair:
     return twofloat.select(a < 0, (jnp.ones_like(a), jnp.zeros_like(a)), at)
 
 
-def _value_f32(x: Array, z: Array, g: Array, a: Array) -> Array:
-    """``alpha_t u**gamma bce`` in two-float arithmetic, rounded once (float32).
+def _value_f32(x: Array, z: Array, g: Array, a: Array) -> tuple[Array, Array, Array]:
+    """``alpha_t u**gamma bce`` in two-float arithmetic, rounded once (float32); and the two
+    factors of d core/dz from the same pairs: ``u**gamma`` and ``u**gamma bce / mix``.
 
     ``exp(gamma log u) = (h + l) 2**k`` is kept unscaled until after the products with ``bce``
     and ``alpha_t``, so neither an underflowing modulator nor a ``bce`` near the float32 maximum
@@ -245,7 +224,8 @@ def _value_f32(x: Array, z: Array, g: Array, a: Array) -> Array:
     h, lo, k = twofloat.exp_unscaled(y)
     at = _alpha_t_pair(a, z)
     # (h + lo) / 2 <= 0.71 times bce cannot overflow; the 2 goes back into the exponent.
-    mh, ml = twofloat.mul_finite((0.5 * h, 0.5 * lo), p.bce)
+    half = (0.5 * h, 0.5 * lo)
+    mh, ml = twofloat.mul_finite(half, p.bce)
     ph, pl = twofloat.two_prod_finite(mh, at[0])
     prod = ph + (pl + (mh * at[1] + ml * at[0]))  # the last product, rounded once
     out = twofloat.scale(prod, jnp.clip(k + 1.0, -252.0, 254.0))
@@ -253,16 +233,30 @@ def _value_f32(x: Array, z: Array, g: Array, a: Array) -> Array:
     # x infinite: 0 for an agreeing hard label, inf for c > 0 (bce is infinite); a zero alpha_t
     # switches the term off even there.
     out = jnp.where(jnp.isinf(x) & (p.slope[0] > 0), jnp.inf * at[0], out)
-    return jnp.where(at[0] == 0, 0.0 * at[0], out)
+    out = jnp.where(at[0] == 0, 0.0 * at[0], out)
+    # bce / mix is in [0.3, |x| + 2]. An agreeing hard label has bce / mix = log1p(e) / e,
+    # 1 - e / 2 for a small e (also where e underflows, and the quotient's residual with it).
+    # Neither factor is derived from the loss, which can underflow first.
+    tail = (p.slope[0] == 0) & (p.e[0] < 2.0**-20)
+    ratio = twofloat.select(
+        tail,
+        twofloat.fast_two_sum(p.one, -0.5 * p.e[0]),
+        twofloat.div(p.bce, twofloat.select(tail, (zero + 1, zero), p.mix)),
+    )
+    om = twofloat.mul_finite(half, ratio)
+    over_mix = jnp.where(low, 0.0, twofloat.scale(om[0] + om[1], jnp.clip(k + 1.0, -252.0, 254.0)))
+    modulator = jnp.where(low, 0.0, twofloat.scale(h + lo, jnp.clip(k, -252.0, 254.0)))
+    return out, modulator, over_mix
 
 
 # Static integer gammas in this range (2 is every peer's default) raise ``1 - p_t`` by products.
 MAX_POWER = 8
 
 
-def _value_power_f32(x: Array, z: Array, n: int, a: Array) -> Array:
+def _value_power_f32(x: Array, z: Array, n: int, a: Array) -> tuple[Array, Array, Array]:
     """``alpha_t u**n bce`` for a static integer ``n`` in [0, MAX_POWER], in two-float
-    arithmetic, rounded once (float32).
+    arithmetic, rounded once (float32); and ``u**n`` and ``u**(n - 1) bce / (1 + e)`` (which is
+    ``u**n bce / mix``), the factors of d core/dz, from the same pairs.
 
     ``u = mix / (1 + e)`` as a pair (a Newton reciprocal of ``1 + e`` in [1, 2] and the exact
     residual), written ``m 2**k`` with ``m`` in [0.5, 1), then ``m**n`` by products: no pair
@@ -277,6 +271,7 @@ def _value_power_f32(x: Array, z: Array, n: int, a: Array) -> Array:
     if n == 0:
         prod = twofloat.mul_finite(bce, at)[0]
         k = zero
+        modulator, over_mix = zero + 1, zero  # d core/dz = -x; the other term is gamma * 0
     else:
         dh, dl = twofloat.fast_two_sum(one, e[0])  # 1 + e in [1, 2]
         dl = dl + e[1]
@@ -290,14 +285,25 @@ def _value_power_f32(x: Array, z: Array, n: int, a: Array) -> Array:
         empty = uh <= 0
         k = twofloat.exponent(jnp.where(empty, 1.0, uh)) + 1.0
         m = twofloat.scale(jnp.where(empty, 0.5, uh), -k), twofloat.scale(ul, -k)
-        mh, ml = twofloat.mul_finite(twofloat.power(m, n), bce)
+        m_n = twofloat.power(m, n)
+        mh, ml = twofloat.mul_finite(m_n, bce)
         th, tl = twofloat.two_prod_finite(mh, at[0])
         prod = th + (tl + (mh * at[1] + ml * at[0]))  # the last product, rounded once
         prod = jnp.where(empty, 0.0, prod)
+        # 1 / (1 + e) as a pair: inv and its exact residual.
+        ih, il = twofloat.two_prod_finite(inv, dh)
+        inv_pair = twofloat.fast_two_sum(inv, (((one - ih) - il) - inv * dl) * inv)
+        lower = bce if n == 1 else twofloat.mul_finite(twofloat.power(m, n - 1), bce)
+        om = twofloat.mul_finite(lower, inv_pair)
+        kl = jnp.clip((n - 1) * k, -252.0, 254.0)
+        over_mix = jnp.where(empty, 0.0, twofloat.scale(om[0] + om[1], kl))
+        modulator = jnp.where(
+            empty, 0.0, twofloat.scale(m_n[0] + m_n[1], jnp.clip(n * k, -252.0, 254.0))
+        )
         k = n * k
     out = twofloat.scale(prod, jnp.clip(k, -252.0, 254.0))
     out = jnp.where(jnp.isinf(x) & (slope[0] > 0), jnp.inf * at[0], out)
-    return jnp.where(at[0] == 0, 0.0 * at[0], out)
+    return jnp.where(at[0] == 0, 0.0 * at[0], out), modulator, over_mix
 
 
 def _sigmoid_neg_abs(e: Array) -> Array:
@@ -372,22 +378,6 @@ def _logits_grad_power(x: Array, z: Array, n: int, a: Array, out: Array | None =
     return dx + jax.lax.stop_gradient(jnp.where(finite, ratio - dx, 0.0))
 
 
-def _label_terms_f32(x: Array, z: Array, g: Array) -> tuple[Array, Array]:
-    """``core / mix`` and ``u**gamma`` (the factors of d core/dz) from pairs, for finite ``x``.
-
-    Either can be far above the underflow threshold while ``core`` is below it (a small label
-    weight ``c``: ``bce ~ c |x|``), so they are not derived from ``core``.
-    """
-    p = _pairs(x, z)
-    logs = _logs(p)
-    gl = _gamma_log_u(logs.log_u, g)
-    log_b, kb = _log_bce(p, logs.agree)
-    over_mix = twofloat.exp_pow2(
-        twofloat.add(gl, twofloat.add(log_b, (-logs.log_mix[0], -logs.log_mix[1]))), kb
-    )
-    return over_mix, twofloat.exp_pow2(gl, jnp.zeros_like(x))
-
-
 def _value_plain(x: Array, z: Array, g: Array, a: Array) -> Array:
     """``alpha_t u**gamma bce`` in the dtype (float64): ``exp(gamma log u)`` times the stable
     bce; 0 where ``alpha_t = 0`` even if the rest is infinite."""
@@ -418,9 +408,10 @@ def _plain_alpha_t(a: Array, z: Array) -> Array:
 @partial(jax.custom_jvp, nondiff_argnums=(4, 5, 6))
 def _focal_core(
     x: Array, z: Array, g: Array, a: Array, balanced: bool, power: int | None, plain: bool
-) -> Array:
+) -> tuple[Array, Array, Array]:
     """``alpha_t (1 - p_t)**gamma bce`` elementwise (``a < 0``: ``alpha_t = 1``); arguments of
-    one shape, in the compute dtype.
+    one shape, in the compute dtype. Also ``u**gamma`` and ``u**gamma bce / mix`` from the
+    two-float pairs (zeros on the plain paths), values for the label gradient's correction.
 
     One function for the balanced loss, so that the value and the gradient both read its output
     (with ``alpha_t`` applied after it, XLA:CPU copied the two-float program into both loops).
@@ -428,12 +419,16 @@ def _focal_core(
     None. ``plain``: plain arithmetic in float32 too (the module docstring's table).
     """
     if _two_float(x, plain):
-        out = _value_f32(x, z, g, a) if power is None else _value_power_f32(x, z, power, a)
+        if power is None:
+            out, modulator, over_mix = _value_f32(x, z, g, a)
+        else:
+            out, modulator, over_mix = _value_power_f32(x, z, power, a)
     else:
         out = _value_plain(x, z, g, a) if power is None else _value_power_plain(x, z, power, a)
+        modulator = over_mix = jnp.zeros_like(out)  # the plain d/dz needs no accurate factors
     # ``balanced``: alpha is a static number >= 0, so no element disables the balance and the
     # bce bound (and its second bce program) is not needed.
-    return out if balanced else _at_most_bce(out, x, z, g, a)
+    return (out if balanced else _at_most_bce(out, x, z, g, a)), modulator, over_mix
 
 
 def _two_float(x: Array, plain: bool) -> bool:
@@ -443,7 +438,7 @@ def _two_float(x: Array, plain: bool) -> bool:
 def _focal_core_jvp(balanced, power, plain, primals, tangents):
     x, z, g, a = primals
     tx, tz, tg, ta = tangents
-    out = _focal_core(x, z, g, a, balanced, power, plain)
+    out, modulator, over_mix = _focal_core(x, z, g, a, balanced, power, plain)
     inf = jnp.isinf(x)
     p = _Pieces(_finite(x), z)
     alpha_t = _plain_alpha_t(a, z)
@@ -471,7 +466,7 @@ def _focal_core_jvp(balanced, power, plain, primals, tangents):
     if not (isinstance(tz, SymbolicZero) and isinstance(ta, SymbolicZero)):
         # u**gamma bce without alpha_t (not out / alpha_t: out can underflow where core does
         # not, and alpha_t can be 0). Only label and alpha gradients pay for this second pass.
-        core = _focal_core(x, z, g, jnp.full_like(a, -1.0), False, power, plain)
+        core = _focal_core(x, z, g, jnp.full_like(a, -1.0), False, power, plain)[0]
         # d/dalpha_t is core, except where the switched-off term is infinite (then 0, not NaN).
         d_at = jnp.where((alpha_t == 0) & jnp.isinf(core), 0.0, core)
         balanced = ~(a < 0)
@@ -485,11 +480,10 @@ def _focal_core_jvp(balanced, power, plain, primals, tangents):
         log_core = g * p.log_u + p.log_bce
         expm1 = p.sign * jnp.expm1(p.neg_abs)
         dz = g * expm1 * jnp.exp(log_core - p.log_mix) - p.x * jnp.exp(g * p.log_u)
-        # The exponentials above cost |exponent| / 2 ulps. In float32 the same two terms come
-        # from two-float pairs; their difference is added without a derivative (the plain
-        # form's derivative is the stable one).
-        if x.dtype == jnp.float32:
-            over_mix, modulator = _label_terms_f32(p.x, z, g)
+        # The exponentials above cost |exponent| / 2 ulps. The two-float value returns the same
+        # two factors from its own pairs; their difference is added without a derivative (the
+        # plain form's derivative is the stable one).
+        if _two_float(x, plain):
             accurate = g * expm1 * over_mix - p.x * modulator
             # Where the plain form overflows on the way (log(bce) near log(max)), the pairs'.
             fine = jnp.isfinite(dz)
@@ -505,7 +499,8 @@ def _focal_core_jvp(balanced, power, plain, primals, tangents):
         # an infinite logit: the exact limit of u**gamma log(u) bce is 0).
         dg = jnp.where(p.log_u == 0, 0, jnp.where(p.log_u == 0, 1, out) * p.log_u)
         tangent = tangent + absorbing_mul(tg, dg)
-    return out, tangent
+    # The factors are values only (each used without a derivative).
+    return (out, modulator, over_mix), (tangent, jnp.zeros_like(out), jnp.zeros_like(out))
 
 
 _focal_core.defjvp(_focal_core_jvp, symbolic_zeros=True)
@@ -656,4 +651,4 @@ def _focal(
         a = jnp.broadcast_to(alpha.astype(cd), xc.shape)
     # A 16-bit result is rounded to 8 or 11 bits: the float32 plain value's few ulps vanish.
     plain = plain or jnp.dtype(x.dtype).itemsize < 4
-    return keep(mask, _focal_core(xc, zc, g, a, balanced, power, plain)).astype(x.dtype)
+    return keep(mask, _focal_core(xc, zc, g, a, balanced, power, plain)[0]).astype(x.dtype)

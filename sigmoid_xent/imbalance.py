@@ -647,8 +647,11 @@ def _poly_value_f32(
         log_mix = tf2.select(agree, (-s.a, zero), tf2.log(tf2.select(agree, (zero + 1, zero), mix)))
         return tf2.add(log_mix, _neg(tf2.log1p_unit(s.e)))
 
-    mod = _modulator(u, log_u, g + 1, None if power is None else power + 1)
-    pieces = _round(u), _round(_modulator(u, log_u, g, power)), _round(mod)
+    # u**(gamma + 1) as u**gamma times u: gamma + 1 itself rounds in float32 (0.3 + 1), and
+    # its error times |log u| would reach the power.
+    mod_g = _modulator(u, log_u, g, power)
+    mod = tf2.mul_finite(mod_g, u)  # both at most 1
+    pieces = _round(u), _round(mod_g), _round(mod)
     return _round(tf2.mul1(mod, eps + zero)), pieces
 
 

@@ -187,6 +187,23 @@ def test_focal_tiny_loss_region_gamma_3_7():
         assert err.max() <= 2.0, (alpha, x[np.argmax(err)], err.max())
 
 
+def test_focal_agreeing_labels_where_e_is_tiny():
+    """Agreeing hard labels at |x| in [70, 87]: the loss is about e = exp(-|x|), still normal
+    for a small gamma. The two-float log1p(e) once lost its residual to flushing there (2000
+    ulp); the static gamma 0 (products) and the traced gamma (pair exponential) paths both."""
+    x = np.linspace(70, 87, 2001).astype(np.float32)
+    x = np.concatenate([x, -x])
+    z = (x > 0).astype(np.float32)
+    for alpha in (np.float32(0.25), None):
+        for gamma in (0.01, 0.1):
+            err, normal = _focal_ulps(z, x, alpha, gamma)
+            assert normal.sum() > x.size // 2
+            assert err.max() <= 2.0, (alpha, gamma, x[np.argmax(err)], err.max())
+    got = np.asarray(sx.sigmoid_focal_loss(z, x, alpha=0.25, gamma=0))
+    want = r_focal(ld(z), ld(x), LD(0.25), LD(0))[0]
+    assert ulp_err(got, want, "float32").max() <= 2.0
+
+
 # --------------------------------------------------------------------------- gamma 0 and bce
 
 

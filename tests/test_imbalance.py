@@ -397,7 +397,8 @@ def test_qfl_within_4_ulp_or_2_of_the_larger_term(beta):
         assert err.max() <= 1.0, (label, GRID_X[np.argmax(err)], err.max())
 
 
-POLY_CONFIGS = [(1.0, 0.0, None), (2.0, 2.0, 0.25), (-1.0, 0.0, None)]
+# A real gamma whose gamma + 1 is not a float32 (0.3 + 1 rounds): the exponent is taken as a pair.
+POLY_CONFIGS = [(1.0, 0.0, None), (2.0, 2.0, 0.25), (-1.0, 0.0, None), (0.5, 0.3, None)]
 
 
 @pytest.mark.parametrize("epsilon, gamma, alpha", POLY_CONFIGS)

@@ -54,6 +54,14 @@ def test_exp_neg_and_log1p_unit_keep_relative_accuracy():
     assert np.max(np.abs(got / np.log1p(_pair_value(e)) - 1)) < 2.0**-27
 
 
+def test_log1p_unit_of_a_tiny_argument():
+    # Below 2**-20 (down to the smallest normal), where the general reduction's residuals would
+    # be flushed: x - x**2 / 2.
+    xh = np.exp2(RNG.uniform(-126, -20, N)).astype(np.float32)
+    got = _pair_value(jax.jit(twofloat.log1p_unit)((xh, np.zeros_like(xh))))
+    assert np.max(np.abs(got / np.log1p(LD(xh)) - 1)) < 2.0**-40
+
+
 def test_exp_pow2_near_the_float32_maximum_and_specials():
     big = np.float32(3.0e38)
     k = twofloat.exponent(jnp.float32(big))
@@ -68,3 +76,15 @@ def test_exp_pow2_near_the_float32_maximum_and_specials():
     out = np.asarray(twofloat.log((x, jnp.zeros_like(x)))[0])
     np.testing.assert_array_equal(out[:2], [-np.inf, np.inf])
     assert np.all(np.isnan(out[2:]))
+
+
+def test_div_relative_accuracy_over_the_exponent_range():
+    # Divisors in [2**-40, 2**60], quotients in [2**-50, 2**60]: dividends above 2**-90 (below
+    # about 2**-100 an error term is itself subnormal, and XLA:CPU flushes it).
+    yh = np.exp2(RNG.uniform(-40, 60, N)).astype(np.float32)
+    xh = (yh * np.exp2(RNG.uniform(-50, 60, N))).astype(np.float32)
+    xl = (xh * RNG.uniform(-(2**-25), 2**-25, N)).astype(np.float32)
+    yl = (yh * RNG.uniform(-(2**-25), 2**-25, N)).astype(np.float32)
+    got = _pair_value(jax.jit(twofloat.div)((xh, xl), (yh, yl)))
+    want = (LD(xh) + LD(xl)) / (LD(yh) + LD(yl))
+    assert np.max(np.abs(got / want - 1)) < 2.0**-40
