@@ -223,12 +223,14 @@ def _value_f32(x: Array, z: Array, g: Array, a: Array) -> tuple[Array, Array, Ar
     y = twofloat.mul1_finite(twofloat.select(low, (zero, zero), log_u), g)
     h, lo, k = twofloat.exp_unscaled(y)
     at = _alpha_t_pair(a, z)
-    # (h + lo) / 2 <= 0.71 times bce cannot overflow; the 2 goes back into the exponent.
+    # (h + lo) / 2 <= 0.71 times bce cannot overflow; the 2 goes back into the exponent. Only
+    # for bce > 1: halved, a loss within a factor 2 of the smallest normal would be flushed.
     half = (0.5 * h, 0.5 * lo)
-    mh, ml = twofloat.mul_finite(half, p.bce)
+    shift = jnp.where(p.bce[0] > 1.0, 1.0, 0.0)
+    mh, ml = twofloat.mul_finite((h * (1 - 0.5 * shift), lo * (1 - 0.5 * shift)), p.bce)
     ph, pl = twofloat.two_prod_finite(mh, at[0])
     prod = ph + (pl + (mh * at[1] + ml * at[0]))  # the last product, rounded once
-    out = twofloat.scale(prod, jnp.clip(k + 1.0, -252.0, 254.0))
+    out = twofloat.scale(prod, jnp.clip(k + shift, -252.0, 254.0))
     out = jnp.where(low, 0.0, out)
     # x infinite: 0 for an agreeing hard label, inf for c > 0 (bce is infinite); a zero alpha_t
     # switches the term off even there.

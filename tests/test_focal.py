@@ -172,7 +172,7 @@ def test_focal_within_2_ulp_over_the_float32_range(alpha):
     x = np.tile(np.concatenate([WIDE_X, DENSE_X]), len(LABELS))
     z = np.repeat(np.array(LABELS, np.float32), x.size // len(LABELS))
     a = None if alpha is None else np.float32(alpha)
-    for gamma in (0.5, 2.0, 3.7, 6.0):
+    for gamma in (0.05, 0.5, 2.0, 3.7, 6.0):  # a small gamma: the loss is about bce
         err, normal = _focal_ulps(z, x, a, gamma)
         assert normal.sum() > x.size // 4
         assert err.max() <= 2.0, (gamma, z[np.argmax(err)], x[np.argmax(err)], err.max())
@@ -190,12 +190,13 @@ def test_focal_tiny_loss_region_gamma_3_7():
 def test_focal_agreeing_labels_where_e_is_tiny():
     """Agreeing hard labels at |x| in [70, 87]: the loss is about e = exp(-|x|), still normal
     for a small gamma. The two-float log1p(e) once lost its residual to flushing there (2000
-    ulp); the static gamma 0 (products) and the traced gamma (pair exponential) paths both."""
+    ulp), and a traced gamma 0 lost losses below twice the smallest normal (halved before
+    rounding); the static gamma 0 (products) and the traced gamma (pair exponential) paths."""
     x = np.linspace(70, 87, 2001).astype(np.float32)
     x = np.concatenate([x, -x])
     z = (x > 0).astype(np.float32)
     for alpha in (np.float32(0.25), None):
-        for gamma in (0.01, 0.1):
+        for gamma in (0.0, 0.01, 0.1):
             err, normal = _focal_ulps(z, x, alpha, gamma)
             assert normal.sum() > x.size // 2
             assert err.max() <= 2.0, (alpha, gamma, x[np.argmax(err)], err.max())
