@@ -479,9 +479,11 @@ def _focal_core_jvp(balanced, power, plain, primals, tangents):
     if not isinstance(tz, SymbolicZero):
         # gamma D / u * core with D / u = +-expm1(-a) / mix, in logs (core / mix can underflow
         # before the division where the quotient does not), and -x u**gamma.
-        log_core = g * p.log_u + p.log_bce
+        # log(core / mix) with log(bce / mix) formed first: both logs are about -|x| for an
+        # agreeing label, and gamma log u added to one of them first was absorbed by it.
         expm1 = p.sign * jnp.expm1(p.neg_abs)
-        dz = g * expm1 * jnp.exp(log_core - p.log_mix) - p.x * jnp.exp(g * p.log_u)
+        over_mix_plain = jnp.exp(g * p.log_u + (p.log_bce - p.log_mix))
+        dz = g * expm1 * over_mix_plain - p.x * jnp.exp(g * p.log_u)
         # The exponentials above cost |exponent| / 2 ulps. The two-float value returns the same
         # two factors from its own pairs; their difference is added without a derivative (the
         # plain form's derivative is the stable one).

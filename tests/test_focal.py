@@ -135,6 +135,16 @@ def test_focal_gradients_finite_at_saturation(gamma):
     np.testing.assert_array_equal(g, [0.0, 0.0])
 
 
+def test_float64_label_gradient_at_a_huge_agreeing_logit():
+    # u**gamma = exp(-3.4e137) = 0 here, so d/dz = 0; log(core) - log(mix) once absorbed
+    # gamma log u into -|x| first and gave gamma itself (make fuzz found it).
+    with x64():
+        g = jax.grad(
+            lambda z: sx.sigmoid_focal_loss(z, jnp.float64(-7.15e166), alpha=0.0, gamma=4.7e-30)
+        )(jnp.float64(0.0))
+    assert float(g) == 0.0
+
+
 def test_focal_derivatives_match_mpmath_at_saturation():
     """gamma 0.5 (float64), where finite differences cannot resolve (1 - p_t)**0.5 near a hard
     label: d/dx, d/dz and both second derivatives."""
