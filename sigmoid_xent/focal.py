@@ -53,6 +53,8 @@ from sigmoid_xent._core import (
 from sigmoid_xent._mask import hide, keep
 
 Array = jax.Array
+# The two-float value's factors of d core/dz, ``(u**gamma, u**gamma bce / mix)``, or None.
+Factors = tuple[Array, Array] | None
 
 __all__ = ["plain_focal_loss", "sigmoid_focal_loss"]
 
@@ -206,9 +208,9 @@ def _alpha_t_pair(a: Array, z: Array) -> twofloat.Pair:
     return twofloat.select(a < 0, (jnp.ones_like(a), jnp.zeros_like(a)), at)
 
 
-def _value_f32(x: Array, z: Array, g: Array, a: Array) -> tuple[Array, Array, Array]:
-    """``alpha_t u**gamma bce`` in two-float arithmetic, rounded once (float32); and the two
-    factors of d core/dz from the same pairs: ``u**gamma`` and ``u**gamma bce / mix``.
+def _value_f32(x: Array, z: Array, g: Array, a: Array, factors: bool) -> tuple[Array, Factors]:
+    """``alpha_t u**gamma bce`` in two-float arithmetic, rounded once (float32); with
+    ``factors``, also those of d core/dz from the same pairs: ``u**gamma``, ``u**gamma bce / mix``.
 
     ``exp(gamma log u) = (h + l) 2**k`` is kept unscaled until after the products with ``bce``
     and ``alpha_t``, so neither an underflowing modulator nor a ``bce`` near the float32 maximum
@@ -236,6 +238,8 @@ def _value_f32(x: Array, z: Array, g: Array, a: Array) -> tuple[Array, Array, Ar
     # switches the term off even there.
     out = jnp.where(jnp.isinf(x) & (p.slope[0] > 0), jnp.inf * at[0], out)
     out = jnp.where(at[0] == 0, 0.0 * at[0], out)
+    if not factors:
+        return out, None
     # bce / mix is in [0.3, |x| + 2]. An agreeing hard label has bce / mix = log1p(e) / e,
     # 1 - e / 2 for a small e (also where e underflows, and the quotient's residual with it).
     # Neither factor is derived from the loss, which can underflow first.
@@ -248,17 +252,17 @@ def _value_f32(x: Array, z: Array, g: Array, a: Array) -> tuple[Array, Array, Ar
     om = twofloat.mul_finite(half, ratio)
     over_mix = jnp.where(low, 0.0, twofloat.scale(om[0] + om[1], jnp.clip(k + 1.0, -252.0, 254.0)))
     modulator = jnp.where(low, 0.0, twofloat.scale(h + lo, jnp.clip(k, -252.0, 254.0)))
-    return out, modulator, over_mix
+    return out, (modulator, over_mix)
 
 
 # Static integer gammas in this range (2 is every peer's default) raise ``1 - p_t`` by products.
 MAX_POWER = 8
 
 
-def _value_power_f32(x: Array, z: Array, n: int, a: Array) -> tuple[Array, Array, Array]:
+def _value_power_f32(x: Array, z: Array, n: int, a: Array, factors: bool) -> tuple[Array, Factors]:
     """``alpha_t u**n bce`` for a static integer ``n`` in [0, MAX_POWER], in two-float
-    arithmetic, rounded once (float32); and ``u**n`` and ``u**(n - 1) bce / (1 + e)`` (which is
-    ``u**n bce / mix``), the factors of d core/dz, from the same pairs.
+    arithmetic, rounded once (float32); with ``factors``, also ``u**n`` and
+    ``u**(n - 1) bce / (1 + e) = u**n bce / mix``, those of d core/dz, from the same pairs.
 
     ``u = mix / (1 + e)`` as a pair (a Newton reciprocal of ``1 + e`` in [1, 2] and the exact
     residual), written ``m 2**k`` with ``m`` in [0.5, 1), then ``m**n`` by products: no pair
@@ -292,20 +296,21 @@ def _value_power_f32(x: Array, z: Array, n: int, a: Array) -> tuple[Array, Array
         th, tl = twofloat.two_prod_finite(mh, at[0])
         prod = th + (tl + (mh * at[1] + ml * at[0]))  # the last product, rounded once
         prod = jnp.where(empty, 0.0, prod)
-        # 1 / (1 + e) as a pair: inv and its exact residual.
-        ih, il = twofloat.two_prod_finite(inv, dh)
-        inv_pair = twofloat.fast_two_sum(inv, (((one - ih) - il) - inv * dl) * inv)
-        lower = bce if n == 1 else twofloat.mul_finite(twofloat.power(m, n - 1), bce)
-        om = twofloat.mul_finite(lower, inv_pair)
-        kl = jnp.clip((n - 1) * k, -252.0, 254.0)
-        over_mix = jnp.where(empty, 0.0, twofloat.scale(om[0] + om[1], kl))
-        modulator = jnp.where(
-            empty, 0.0, twofloat.scale(m_n[0] + m_n[1], jnp.clip(n * k, -252.0, 254.0))
-        )
+        if factors:
+            # 1 / (1 + e) as a pair: inv and its exact residual.
+            ih, il = twofloat.two_prod_finite(inv, dh)
+            inv_pair = twofloat.fast_two_sum(inv, (((one - ih) - il) - inv * dl) * inv)
+            lower = bce if n == 1 else twofloat.mul_finite(twofloat.power(m, n - 1), bce)
+            om = twofloat.mul_finite(lower, inv_pair)
+            kl = jnp.clip((n - 1) * k, -252.0, 254.0)
+            over_mix = jnp.where(empty, 0.0, twofloat.scale(om[0] + om[1], kl))
+            modulator = jnp.where(
+                empty, 0.0, twofloat.scale(m_n[0] + m_n[1], jnp.clip(n * k, -252.0, 254.0))
+            )
         k = n * k
     out = twofloat.scale(prod, jnp.clip(k, -252.0, 254.0))
     out = jnp.where(jnp.isinf(x) & (slope[0] > 0), jnp.inf * at[0], out)
-    return jnp.where(at[0] == 0, 0.0 * at[0], out), modulator, over_mix
+    return jnp.where(at[0] == 0, 0.0 * at[0], out), (modulator, over_mix) if factors else None
 
 
 def _sigmoid_neg_abs(e: Array) -> Array:
@@ -407,27 +412,36 @@ def _plain_alpha_t(a: Array, z: Array) -> Array:
     return jnp.where(a < 0, jnp.ones_like(a), a * z + (1 - a) * (1 - z))
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(4, 5, 6))
+@partial(jax.custom_jvp, nondiff_argnums=(4, 5, 6, 7))
 def _focal_core(
-    x: Array, z: Array, g: Array, a: Array, balanced: bool, power: int | None, plain: bool
+    x: Array,
+    z: Array,
+    g: Array,
+    a: Array,
+    balanced: bool,
+    power: int | None,
+    plain: bool,
+    factors: bool,
 ) -> tuple[Array, Array, Array]:
     """``alpha_t (1 - p_t)**gamma bce`` elementwise (``a < 0``: ``alpha_t = 1``); arguments of
-    one shape, in the compute dtype. Also ``u**gamma`` and ``u**gamma bce / mix`` from the
-    two-float pairs (zeros on the plain paths), values for the label gradient's correction.
+    one shape, in the compute dtype. With ``factors`` (else zeros), also ``u**gamma`` and
+    ``u**gamma bce / mix`` from the two-float pairs: values for the label gradient's correction,
+    computed only where it is taken.
 
     One function for the balanced loss, so that the value and the gradient both read its output
     (with ``alpha_t`` applied after it, XLA:CPU copied the two-float program into both loops).
     ``power``: ``gamma`` as a static integer in [0, MAX_POWER] (``g`` holds the same value), or
     None. ``plain``: plain arithmetic in float32 too (the module docstring's table).
     """
+    extra: Factors = None
     if _two_float(x, plain):
         if power is None:
-            out, modulator, over_mix = _value_f32(x, z, g, a)
+            out, extra = _value_f32(x, z, g, a, factors)
         else:
-            out, modulator, over_mix = _value_power_f32(x, z, power, a)
-    else:
+            out, extra = _value_power_f32(x, z, power, a, factors)
+    else:  # the plain d/dz needs no accurate factors
         out = _value_plain(x, z, g, a) if power is None else _value_power_plain(x, z, power, a)
-        modulator = over_mix = jnp.zeros_like(out)  # the plain d/dz needs no accurate factors
+    modulator, over_mix = (jnp.zeros_like(out),) * 2 if extra is None else extra
     # ``balanced``: alpha is a static number >= 0, so no element disables the balance and the
     # bce bound (and its second bce program) is not needed.
     return (out if balanced else _at_most_bce(out, x, z, g, a)), modulator, over_mix
@@ -437,10 +451,13 @@ def _two_float(x: Array, plain: bool) -> bool:
     return x.dtype == jnp.float32 and not plain
 
 
-def _focal_core_jvp(balanced, power, plain, primals, tangents):
+def _focal_core_jvp(balanced, power, plain, factors, primals, tangents):
     x, z, g, a = primals
     tx, tz, tg, ta = tangents
-    out, modulator, over_mix = _focal_core(x, z, g, a, balanced, power, plain)
+    accurate_dz = _two_float(x, plain) and not isinstance(tz, SymbolicZero)
+    out, modulator, over_mix = _focal_core(
+        x, z, g, a, balanced, power, plain, factors or accurate_dz
+    )
     inf = jnp.isinf(x)
     p = _Pieces(_finite(x), z)
     alpha_t = _plain_alpha_t(a, z)
@@ -468,7 +485,7 @@ def _focal_core_jvp(balanced, power, plain, primals, tangents):
     if not (isinstance(tz, SymbolicZero) and isinstance(ta, SymbolicZero)):
         # u**gamma bce without alpha_t (not out / alpha_t: out can underflow where core does
         # not, and alpha_t can be 0). Only label and alpha gradients pay for this second pass.
-        core = _focal_core(x, z, g, jnp.full_like(a, -1.0), False, power, plain)[0]
+        core = _focal_core(x, z, g, jnp.full_like(a, -1.0), False, power, plain, False)[0]
         # d/dalpha_t is core, except where the switched-off term is infinite (then 0, not NaN).
         d_at = jnp.where((alpha_t == 0) & jnp.isinf(core), 0.0, core)
         balanced = ~(a < 0)
@@ -487,7 +504,7 @@ def _focal_core_jvp(balanced, power, plain, primals, tangents):
         # The exponentials above cost |exponent| / 2 ulps. The two-float value returns the same
         # two factors from its own pairs; their difference is added without a derivative (the
         # plain form's derivative is the stable one).
-        if _two_float(x, plain):
+        if accurate_dz:
             accurate = g * expm1 * over_mix - p.x * modulator
             # Where the plain form overflows on the way (log(bce) near log(max)), the pairs'.
             fine = jnp.isfinite(dz)
@@ -504,7 +521,9 @@ def _focal_core_jvp(balanced, power, plain, primals, tangents):
         dg = jnp.where(p.log_u == 0, 0, jnp.where(p.log_u == 0, 1, out) * p.log_u)
         tangent = tangent + absorbing_mul(tg, dg)
     # The factors are values only (each used without a derivative).
-    return (out, modulator, over_mix), (tangent, jnp.zeros_like(out), jnp.zeros_like(out))
+    zero = jnp.zeros_like(out)
+    factor_values = (modulator, over_mix) if factors else (zero, zero)
+    return (out, *factor_values), (tangent, zero, zero)
 
 
 _focal_core.defjvp(_focal_core_jvp, symbolic_zeros=True)
@@ -655,4 +674,5 @@ def _focal(
         a = jnp.broadcast_to(alpha.astype(cd), xc.shape)
     # A 16-bit result is rounded to 8 or 11 bits: the float32 plain value's few ulps vanish.
     plain = plain or jnp.dtype(x.dtype).itemsize < 4
-    return keep(mask, _focal_core(xc, zc, g, a, balanced, power, plain)[0]).astype(x.dtype)
+    out = _focal_core(xc, zc, g, a, balanced, power, plain, False)[0]
+    return keep(mask, out).astype(x.dtype)
