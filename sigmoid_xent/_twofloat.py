@@ -179,17 +179,6 @@ def exp(y: Pair) -> Pair:
     return jnp.where(use_special, special, hi), jnp.where(use_special, jnp.zeros_like(lo), lo)
 
 
-def exp_pow2(y: Pair, k: Array) -> Array:
-    """``exp(y) * 2**k``, rounded once, for integer-valued ``k`` in [-126, 127].
-
-    The power of two is applied after the exponential, so a result near the float32 maximum
-    (``exp`` of ``log(bce)`` for ``bce`` near it) is not lost to an intermediate overflow.
-    """
-    h, lo, ke, special, use_special = exp_parts(y, -200.0, 200.0)
-    value = scale(h + lo, jnp.clip(ke + k, -252.0, 254.0))
-    return jnp.where(use_special, special, value)
-
-
 def exp_neg(a: Array) -> Pair:
     """``exp(-a)`` as a pair for finite ``a >= 0``; 0 for ``a >= 88`` (below float32's normals).
 

@@ -62,13 +62,9 @@ def test_log1p_unit_of_a_tiny_argument():
     assert np.max(np.abs(got / np.log1p(LD(xh)) - 1)) < 2.0**-40
 
 
-def test_exp_pow2_near_the_float32_maximum_and_specials():
-    big = np.float32(3.0e38)
-    k = twofloat.exponent(jnp.float32(big))
-    log_b = twofloat.log((twofloat.scale(jnp.float32(big), -k), jnp.float32(0)))
-    assert float(twofloat.exp_pow2(log_b, k)) == big  # no overflow on the way
+def test_exp_and_log_specials():
     y = jnp.array([jnp.inf, -jnp.inf, jnp.nan, 300.0, -300.0, 1.0], jnp.float32)
-    out = np.asarray(twofloat.exp_pow2((y, jnp.zeros_like(y)), jnp.zeros_like(y)))
+    out = np.asarray(twofloat.exp((y, jnp.zeros_like(y)))[0])
     np.testing.assert_array_equal(out[[0, 1, 3, 4]], [np.inf, 0, np.inf, 0])
     assert np.isnan(out[2])
     np.testing.assert_allclose(out[5], np.e, rtol=1e-7)
