@@ -288,19 +288,22 @@ def mul1_finite(x: Pair, b: Array) -> Pair:
     return mul1(x, b, two_prod_finite)
 
 
-def div(x: Pair, y: Pair) -> Pair:
-    """``x / y`` for pairs with a normal positive ``y[0]``, a finite ``x`` and a finite quotient.
+def quotient(x: Pair, d: Pair, inv: Array) -> Pair:
+    """``x / d`` as a pair from ``inv``, ``1 / d[0]`` to about float32 precision
+    (:func:`recip`): the float32 quotient and its exact residual (:func:`two_prod_finite`, whose
+    split truncates, so it cannot overflow where the quotient does not). No division."""
+    q = x[0] * inv
+    p, e = two_prod_finite(q, d[0])
+    return fast_two_sum(q, (((x[0] - p) - e) + (x[1] - q * d[1])) * inv)
 
-    ``y = m 2**k`` with ``m`` in [1, 2) (exponent bits), ``1 / m`` by :func:`recip` and the
-    exact residual of the quotient (:func:`two_prod_finite`, whose split truncates, so it cannot
-    overflow where the quotient does not). No division (see :func:`recip`).
-    """
+
+def div(x: Pair, y: Pair) -> Pair:
+    """``x / y`` for pairs with a normal positive ``y[0]``, a finite ``x`` and a finite quotient:
+    ``y = m 2**k`` with ``m`` in [1, 2) (exponent bits), then :func:`quotient` by ``m`` with
+    ``1 / m`` from :func:`recip`."""
     k = exponent(y[0])
-    mh, ml = scale(y[0], -k), scale(y[1], -k)
-    r = recip(mh, 1.0, 2.0)
-    q = x[0] * r
-    p, e = two_prod_finite(q, mh)
-    qh, ql = fast_two_sum(q, (((x[0] - p) - e) + (x[1] - q * ml)) * r)
+    m = scale(y[0], -k), scale(y[1], -k)
+    qh, ql = quotient(x, m, recip(m[0], 1.0, 2.0))
     return scale(qh, -k), scale(ql, -k)
 
 

@@ -227,12 +227,12 @@ def _value_f32(x: Array, z: Array, g: Array, a: Array, factors: bool) -> tuple[A
     at = _alpha_t_pair(a, z)
     # (h + lo) / 2 <= 0.71 times bce cannot overflow; the 2 goes back into the exponent. Only
     # for bce > 1: halved, a loss within a factor 2 of the smallest normal would be flushed.
-    half = (0.5 * h, 0.5 * lo)
-    shift = jnp.where(p.bce[0] > 1.0, 1.0, 0.0)
-    mh, ml = twofloat.mul_finite((h * (1 - 0.5 * shift), lo * (1 - 0.5 * shift)), p.bce)
+    big = p.bce[0] > 1.0
+    f = jnp.where(big, 0.5, 1.0)
+    mh, ml = twofloat.mul_finite((h * f, lo * f), p.bce)
     ph, pl = twofloat.two_prod_finite(mh, at[0])
     prod = ph + (pl + (mh * at[1] + ml * at[0]))  # the last product, rounded once
-    out = twofloat.scale(prod, jnp.clip(k + shift, -252.0, 254.0))
+    out = twofloat.scale(prod, jnp.clip(k + jnp.where(big, 1.0, 0.0), -252.0, 254.0))
     out = jnp.where(low, 0.0, out)
     # x infinite: 0 for an agreeing hard label, inf for c > 0 (bce is infinite); a zero alpha_t
     # switches the term off even there.
@@ -249,7 +249,7 @@ def _value_f32(x: Array, z: Array, g: Array, a: Array, factors: bool) -> tuple[A
         twofloat.fast_two_sum(p.one, -0.5 * p.e[0]),
         twofloat.div(p.bce, twofloat.select(tail, (zero + 1, zero), p.mix)),
     )
-    om = twofloat.mul_finite(half, ratio)
+    om = twofloat.mul_finite((0.5 * h, 0.5 * lo), ratio)  # below the maximum: the 2 as above
     over_mix = jnp.where(low, 0.0, twofloat.scale(om[0] + om[1], jnp.clip(k + 1.0, -252.0, 254.0)))
     modulator = jnp.where(low, 0.0, twofloat.scale(h + lo, jnp.clip(k, -252.0, 254.0)))
     return out, (modulator, over_mix)
@@ -282,10 +282,7 @@ def _value_power_f32(x: Array, z: Array, n: int, a: Array, factors: bool) -> tup
         dh, dl = twofloat.fast_two_sum(one, e[0])  # 1 + e in [1, 2]
         dl = dl + e[1]
         inv = twofloat.recip(dh, 1.0, 2.0)
-        uh = mix[0] * inv
-        ph, pl = twofloat.two_prod_finite(uh, dh)
-        ul = (((mix[0] - ph) - pl) + (mix[1] - uh * dl)) * inv
-        uh, ul = twofloat.fast_two_sum(uh, ul)
+        uh, ul = twofloat.quotient(mix, (dh, dl), inv)
         # u = m 2**k, m in [0.5, 1): m**n in [2**-n, 1), times bce and alpha_t cannot overflow.
         # u = 0 (an agreeing hard label where e underflows): m = 0.5, then the loss is 0.
         empty = uh <= 0
@@ -297,11 +294,8 @@ def _value_power_f32(x: Array, z: Array, n: int, a: Array, factors: bool) -> tup
         prod = th + (tl + (mh * at[1] + ml * at[0]))  # the last product, rounded once
         prod = jnp.where(empty, 0.0, prod)
         if factors:
-            # 1 / (1 + e) as a pair: inv and its exact residual.
-            ih, il = twofloat.two_prod_finite(inv, dh)
-            inv_pair = twofloat.fast_two_sum(inv, (((one - ih) - il) - inv * dl) * inv)
             lower = bce if n == 1 else twofloat.mul_finite(twofloat.power(m, n - 1), bce)
-            om = twofloat.mul_finite(lower, inv_pair)
+            om = twofloat.quotient(lower, (dh, dl), inv)  # over 1 + e
             kl = jnp.clip((n - 1) * k, -252.0, 254.0)
             over_mix = jnp.where(empty, 0.0, twofloat.scale(om[0] + om[1], kl))
             modulator = jnp.where(

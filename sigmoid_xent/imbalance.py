@@ -154,9 +154,7 @@ def _sig_pairs(xf: Array) -> _Sig:
     e = tf2.exp_neg(a)
     dh, dl = tf2.fast_two_sum(one, e[0])  # 1 + e in [1, 2]
     dl = dl + e[1]
-    inv = tf2.recip(dh, 1.0, 2.0)
-    ph, pl = tf2.two_prod_finite(inv, dh)
-    big = tf2.fast_two_sum(inv, (((one - ph) - pl) - inv * dl) * inv)
+    big = tf2.quotient((one, jnp.zeros((), dh.dtype)), (dh, dl), tf2.recip(dh, 1.0, 2.0))
     small = tf2.mul_finite(e, big)  # e / (1 + e)
     pos = xf >= 0
     return _Sig(
